@@ -105,7 +105,9 @@ class NetworkConfig:
         if (self.hidden_dim // self.num_heads) % 2:
             raise ValueError("head dimension must be even for rotary positions")
         if not 0 <= self.fused_depth < self.depth:
-            raise ValueError(f"need 0 <= fused_depth < depth, got fused_depth={self.fused_depth}, depth={self.depth}")
+            raise ValueError(
+                f"need 0 <= fused_depth < depth, got fused_depth={self.fused_depth}, depth={self.depth}"
+            )
         if self.sync_seq_len % SYNC_TOKENS_PER_SEGMENT:
             raise ValueError(f"sync_seq_len must be a multiple of {SYNC_TOKENS_PER_SEGMENT}")
 
@@ -150,7 +152,16 @@ VARIANTS: dict[str, NetworkConfig] = {
     "large_44k_v2": NetworkConfig(**_MM44, hidden_dim=896, depth=21, fused_depth=14, num_heads=14, v2=True),
     # The embedded default's size: 2 joint + 2 audio-only blocks, hidden 64 (the reference goldens' shape).
     "tiny": NetworkConfig(
-        latent_dim=20, clip_dim=32, sync_dim=24, text_dim=32, hidden_dim=64, depth=4, fused_depth=2,
-        num_heads=2, latent_seq_len=50, clip_seq_len=16, sync_seq_len=48,
+        latent_dim=20,
+        clip_dim=32,
+        sync_dim=24,
+        text_dim=32,
+        hidden_dim=64,
+        depth=4,
+        fused_depth=2,
+        num_heads=2,
+        latent_seq_len=50,
+        clip_seq_len=16,
+        sync_seq_len=48,
     ),
 }

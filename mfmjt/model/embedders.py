@@ -21,7 +21,9 @@ class TimestepEmbedder(nn.Module):
         self.register_buffer("freqs", freqs * (10_000 / max_period), persistent=False)
 
     def timestep_embedding(self, t: torch.Tensor) -> torch.Tensor:
-        args = t[:, None].float() * self.freqs[None]
+        # float32 at least (float64 networks stay float64), as MMAudio computes it
+        dtype = torch.promote_types(self.freqs.dtype, torch.float32)
+        args = t[:, None].to(dtype) * self.freqs[None].to(dtype)
         return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,6 @@ def rope_rotations(
 
 def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     """Rotate ``x [B, H, N, head_dim]`` pairwise: ``(x0, x1) -> (cos x0 - sin x1, sin x0 + cos x1)``."""
-    pairs = x.float().reshape(*x.shape[:-1], -1, 1, 2)
+    pairs = x.to(torch.promote_types(x.dtype, torch.float32)).reshape(*x.shape[:-1], -1, 1, 2)
     out = rot[..., 0] * pairs[..., 0] + rot[..., 1] * pairs[..., 1]
     return out.reshape(x.shape).to(x.dtype)

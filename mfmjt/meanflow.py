@@ -1,0 +1,189 @@
+"""The MeanFlow training objective (paper Eq. 4-5) and per-modality condition dropout.
+
+Public time convention: z_t = (1 - t)·x + t·ε, v = ε - x, r <= t, Δt = t - r. The network learns
+the average velocity u(z_t, r, t); its target
+
+    u_tgt = v - (t - r)·(v·∂z u + ∂t u)
+
+is a Jacobian-vector product along (v, 1), detached. For r = t the target is v, so those pairs
+are plain flow matching and get a plain forward; only the r ≠ t part of the batch pays for the
+JVP. ``mean_flow_ratio=0`` is exactly flow-matching training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+# model(z, *conditions, t, dt) -> u, all batch-first; conditions are sliced with the batch.
+AverageVelocityModel = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class MeanFlowConfig:
+    """Time sampling and dropout settings (paper defaults)."""
+
+    time_mu: float = -2.0  # logit-normal location of both time samples
+    time_sigma: float = 2.0  # logit-normal scale
+    mean_flow_ratio: float = 0.1  # expected fraction of pairs with r != t (0: flow matching)
+    video_dropout: float = 0.1  # probability of replacing clip + sync features by "no video"
+    text_dropout: float = 0.1  # probability of replacing text features by the empty string
+
+    def __post_init__(self) -> None:
+        for name in ("mean_flow_ratio", "video_dropout", "text_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if not self.time_sigma > 0:
+            raise ValueError(f"time_sigma must be positive, got {self.time_sigma}")
+
+
+@dataclass
+class TimePairs:
+    r: torch.Tensor  # [B]
+    t: torch.Tensor  # [B], r <= t
+    mean: torch.Tensor  # [B] bool, True where r != t was chosen
+
+
+@dataclass
+class MeanFlowLoss:
+    loss: torch.Tensor  # scalar, mean over the batch
+    per_sample: torch.Tensor  # [B] squared error averaged over the other dims (detached)
+    pairs: TimePairs
+
+
+def sample_time_pairs(
+    batch_size: int,
+    config: MeanFlowConfig = MeanFlowConfig(),
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> TimePairs:
+    """Two logit-normal draws per sample, t = max and r = min; then r := t except on
+    ``floor(ratio·B + U)`` random samples (stochastic rounding keeps the expected ratio exact)."""
+    draws = torch.randn(2, batch_size, generator=generator, device=device)
+    times = torch.sigmoid(config.time_mu + config.time_sigma * draws)
+    t, r = times.max(dim=0).values, times.min(dim=0).values
+    jitter = torch.rand((), generator=generator, device=device).item()
+    n_mean = min(batch_size, math.floor(config.mean_flow_ratio * batch_size + jitter))
+    order = torch.randperm(batch_size, generator=generator, device=device)
+    mean = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    mean[order[:n_mean]] = True
+    return TimePairs(r=torch.where(mean, r, t), t=t, mean=mean)
+
+
+def _expand(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return x.view(-1, *([1] * (like.dim() - 1)))
+
+
+def average_velocity_and_derivative(
+    model: AverageVelocityModel,
+    z: torch.Tensor,
+    v: torch.Tensor,
+    r: torch.Tensor,
+    t: torch.Tensor,
+    conditions: Sequence[torch.Tensor] = (),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(u, du/dt) with du/dt = v·∂z u + ∂t u, one forward-mode pass (``torch.func.jvp``).
+
+    r is held fixed, so Δt = t - r moves with t. Runs under the math attention kernel: the fused
+    CPU/GPU kernels have no forward-mode derivative.
+    """
+
+    def u_of(z_: torch.Tensor, t_: torch.Tensor) -> torch.Tensor:
+        return model(z_, *conditions, t_, t_ - r)
+
+    with sdpa_kernel(SDPBackend.MATH):
+        return torch.func.jvp(u_of, (z, t), (v, torch.ones_like(t)))
+
+
+def meanflow_loss(
+    model: AverageVelocityModel,
+    x: torch.Tensor,
+    conditions: Sequence[torch.Tensor] = (),
+    *,
+    config: MeanFlowConfig = MeanFlowConfig(),
+    generator: torch.Generator | None = None,
+    pairs: TimePairs | None = None,
+    noise: torch.Tensor | None = None,
+) -> MeanFlowLoss:
+    """MeanFlow L2 loss on clean samples ``x [B, ...]`` (flow matching where r = t).
+
+    ``pairs`` and ``noise`` may be given to make a call reproducible outside the generator.
+    """
+    b = x.shape[0]
+    for i, c in enumerate(conditions):
+        if c.shape[0] != b:
+            raise ValueError(f"conditions[{i}] has batch {c.shape[0]}, expected {b} like x")
+    if pairs is None:
+        pairs = sample_time_pairs(b, config, generator, x.device)
+    eps = (
+        torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if noise is None else noise
+    )
+    t = pairs.t.to(x.dtype)
+    r = pairs.r.to(x.dtype)
+    z = (1 - _expand(t, x)) * x + _expand(t, x) * eps
+    v = eps - x
+    per_sample = x.new_zeros(b)
+    sq_err_sum = x.new_zeros(())
+    reduce_dims = tuple(range(1, x.dim()))
+
+    fm_rows = (~pairs.mean).nonzero().squeeze(1)
+    if fm_rows.numel():
+        u = model(z[fm_rows], *(c[fm_rows] for c in conditions), t[fm_rows], torch.zeros_like(t[fm_rows]))
+        err = (u.float() - v[fm_rows].float()).square().mean(dim=reduce_dims)
+        per_sample = per_sample.index_put((fm_rows,), err.detach().to(per_sample.dtype))
+        sq_err_sum = sq_err_sum + err.sum()
+
+    mf_rows = pairs.mean.nonzero().squeeze(1)
+    if mf_rows.numel():
+        conds = [c[mf_rows] for c in conditions]
+        u, dudt = average_velocity_and_derivative(
+            model, z[mf_rows], v[mf_rows], r[mf_rows], t[mf_rows], conds
+        )
+        gap = _expand(t[mf_rows] - r[mf_rows], x)
+        target = (v[mf_rows] - gap * dudt).detach()
+        err = (u.float() - target.float()).square().mean(dim=reduce_dims)
+        per_sample = per_sample.index_put((mf_rows,), err.detach().to(per_sample.dtype))
+        sq_err_sum = sq_err_sum + err.sum()
+
+    return MeanFlowLoss(loss=sq_err_sum / b, per_sample=per_sample, pairs=pairs)
+
+
+def drop_conditions(
+    clip_f: torch.Tensor,
+    sync_f: torch.Tensor,
+    text_f: torch.Tensor,
+    empty_clip: torch.Tensor,
+    empty_sync: torch.Tensor,
+    empty_text: torch.Tensor,
+    *,
+    config: MeanFlowConfig = MeanFlowConfig(),
+    generator: torch.Generator | None = None,
+    has_video: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Classifier-free-guidance dropout, returning new tensors (the inputs are not modified).
+
+    Video (clip and sync together) and text are dropped independently per sample with the
+    configured probabilities; samples with ``has_video`` False always get the "no video"
+    features. Empty features broadcast against ``[B, N, C]`` (e.g. ``[1, C]`` learned tokens, so
+    their gradients flow during training).
+    """
+    b = clip_f.shape[0]
+    u = torch.rand(2, b, generator=generator, device=clip_f.device)
+    no_video = u[0] < config.video_dropout
+    if has_video is not None:
+        no_video = no_video | ~has_video.to(device=clip_f.device, dtype=torch.bool)
+    no_text = u[1] < config.text_dropout
+
+    def pick(mask: torch.Tensor, empty: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask.view(-1, 1, 1), empty.to(feat.dtype).expand_as(feat), feat)
+
+    return (
+        pick(no_video, empty_clip, clip_f),
+        pick(no_video, empty_sync, sync_f),
+        pick(no_text, empty_text, text_f),
+    )

@@ -1,0 +1,170 @@
+"""The MeanFlow objective: time pairs, the JVP target, flow-matching reduction, condition dropout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mfmjt.meanflow import (
+    MeanFlowConfig,
+    TimePairs,
+    average_velocity_and_derivative,
+    drop_conditions,
+    meanflow_loss,
+    sample_time_pairs,
+)
+from mfmjt.model import MFMJTNetwork, NetworkConfig
+
+
+def random_tiny_network(seed: int = 0, dtype: torch.dtype = torch.float32) -> MFMJTNetwork:
+    """The tiny variant with every parameter random (the default init zeroes gates and outputs):
+    matrices N(0, 1/fan_in), vectors N(0, 0.05^2), as the reference goldens were made."""
+    net = MFMJTNetwork(NetworkConfig.variant("tiny"))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            scale = (p[0].numel() ** -0.5) if p.dim() >= 2 else 0.05
+            p.copy_(scale * torch.randn(p.shape, generator=g))
+    return net.to(dtype)
+
+
+def tiny_batch(b: int, seed: int = 1, dtype: torch.dtype = torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, 50, 20, generator=g, dtype=dtype)
+    conds = (
+        torch.randn(b, 16, 32, generator=g, dtype=dtype),
+        torch.randn(b, 48, 24, generator=g, dtype=dtype),
+        torch.randn(b, 77, 32, generator=g, dtype=dtype),
+    )
+    return x, conds
+
+
+def test_time_pairs_are_ordered_and_hit_the_ratio():
+    cfg = MeanFlowConfig(mean_flow_ratio=0.25)
+    g = torch.Generator().manual_seed(0)
+    counts = []
+    for _ in range(200):
+        pairs = sample_time_pairs(64, cfg, g)
+        assert torch.all(pairs.r <= pairs.t) and torch.all((pairs.t > 0) & (pairs.t < 1))
+        assert torch.equal(pairs.r != pairs.t, pairs.mean)
+        counts.append(pairs.mean.sum().item())
+    assert abs(sum(counts) / (200 * 64) - 0.25) < 0.01  # stochastic rounding keeps the ratio exact
+    assert set(counts) <= {16}  # 0.25 * 64 is an integer: always exactly 16
+
+
+def test_time_distribution_is_logit_normal_with_paper_parameters():
+    g = torch.Generator().manual_seed(0)
+    pairs = sample_time_pairs(200_000, MeanFlowConfig(), g)
+    logit_t = torch.logit(pairs.t.double())
+    # t is the max of two N(-2, 2) draws in logit space: E[max] = mu + sigma/sqrt(pi) = -0.872
+    assert abs(logit_t.mean().item() - (-2 + 2 / torch.pi**0.5)) < 0.02
+
+
+def test_flow_matching_mode_never_draws_r_different_from_t():
+    pairs = sample_time_pairs(1000, MeanFlowConfig(mean_flow_ratio=0.0), torch.Generator().manual_seed(0))
+    assert not pairs.mean.any() and torch.equal(pairs.r, pairs.t)
+
+
+def test_loss_with_r_equal_t_is_the_flow_matching_loss():
+    net = random_tiny_network()
+    x, conds = tiny_batch(4)
+    g = torch.Generator().manual_seed(3)
+    eps = torch.randn(x.shape, generator=g)
+    t = torch.tensor([0.1, 0.4, 0.7, 0.95])
+    pairs = TimePairs(r=t.clone(), t=t, mean=torch.zeros(4, dtype=torch.bool))
+    out = meanflow_loss(net, x, conds, pairs=pairs, noise=eps)
+    z = (1 - t.view(-1, 1, 1)) * x + t.view(-1, 1, 1) * eps
+    fm = (net(z, *conds, t, torch.zeros(4)) - (eps - x)).square().mean()
+    torch.testing.assert_close(out.loss, fm, atol=1e-6, rtol=1e-6)
+
+
+def test_jvp_matches_finite_difference_through_the_network():
+    """du/dt = v·∂z u + ∂t u with r fixed, against a central difference in float64."""
+    net = random_tiny_network(dtype=torch.float64)
+    x, conds = tiny_batch(3, dtype=torch.float64)
+    v = torch.randn_like(x)
+    t = torch.tensor([0.3, 0.6, 0.9], dtype=torch.float64)
+    r = torch.tensor([0.1, 0.2, 0.0], dtype=torch.float64)
+    u, dudt = average_velocity_and_derivative(net, x, v, r, t, conds)
+    h = 1e-5
+
+    def u_at(step: float) -> torch.Tensor:
+        return net(x + step * v, *conds, t + step, t + step - r)
+
+    fd = (u_at(h) - u_at(-h)) / (2 * h)
+    assert dudt.abs().max() > 1e-2  # the derivative is not trivially zero
+    torch.testing.assert_close(dudt, fd, atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(u, net(x, *conds, t, t - r))
+
+
+def test_loss_uses_the_meanflow_target_on_r_different_from_t():
+    net = random_tiny_network(dtype=torch.float64)
+    x, conds = tiny_batch(2, dtype=torch.float64)
+    eps = torch.randn_like(x)
+    t = torch.tensor([0.5, 0.8], dtype=torch.float64)
+    r = torch.tensor([0.5, 0.3], dtype=torch.float64)  # sample 0 is flow matching, sample 1 MeanFlow
+    pairs = TimePairs(r=r, t=t, mean=torch.tensor([False, True]))
+    out = meanflow_loss(net, x, conds, pairs=pairs, noise=eps)
+    z = (1 - t.view(-1, 1, 1)) * x + t.view(-1, 1, 1) * eps
+    v = eps - x
+    h = 1e-5
+    dudt = (net(z + h * v, *conds, t + h, t + h - r) - net(z - h * v, *conds, t - h, t - h - r)) / (2 * h)
+    target = v - (t - r).view(-1, 1, 1) * dudt
+    expected = (net(z, *conds, t, t - r) - target).square().mean(dim=(1, 2))
+    torch.testing.assert_close(out.per_sample, expected, atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(out.loss, expected.mean(), atol=1e-7, rtol=1e-6)
+
+
+def test_loss_backpropagates_into_the_network_and_dt_embedder():
+    net = random_tiny_network()
+    x, conds = tiny_batch(8)
+    cfg = MeanFlowConfig(mean_flow_ratio=0.5)
+    out = meanflow_loss(net, x, conds, config=cfg, generator=torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert out.pairs.mean.sum() == 4
+    assert net.dt_embed.mlp[0].weight.grad.abs().sum() > 0
+    assert net.joint_blocks[0].latent_block.attn.qkv.weight.grad.abs().sum() > 0
+
+
+def test_condition_dropout_replaces_per_modality_without_touching_inputs():
+    b = 4000
+    clip, sync, text = torch.ones(b, 3, 2), torch.ones(b, 8, 2), torch.ones(b, 77, 2)
+    originals = [c.clone() for c in (clip, sync, text)]
+    empty_clip, empty_sync, empty_text = torch.zeros(1, 2), -torch.ones(1, 2), 2 * torch.ones(77, 2)
+    c2, s2, t2 = drop_conditions(
+        clip, sync, text, empty_clip, empty_sync, empty_text, generator=torch.Generator().manual_seed(0)
+    )
+    for before, after in zip(originals, (clip, sync, text), strict=True):
+        assert torch.equal(before, after)
+    video_dropped = (c2 == 0).all(dim=(1, 2))
+    assert torch.equal(video_dropped, (s2 == -1).all(dim=(1, 2)))  # clip and sync dropped together
+    text_dropped = (t2 == 2).all(dim=(1, 2))
+    assert abs(video_dropped.float().mean().item() - 0.1) < 0.02
+    assert abs(text_dropped.float().mean().item() - 0.1) < 0.02
+    both = (video_dropped & text_dropped).float().mean().item()
+    assert abs(both - 0.01) < 0.006  # independent draws
+
+
+def test_condition_dropout_forces_no_video_for_audio_only_items_and_keeps_gradients():
+    clip, sync, text = torch.ones(2, 3, 2), torch.ones(2, 8, 2), torch.ones(2, 77, 2)
+    empty_clip = torch.zeros(1, 2, requires_grad=True)
+    cfg = MeanFlowConfig(video_dropout=0.0, text_dropout=0.0)
+    c2, _, _ = drop_conditions(
+        clip,
+        sync,
+        text,
+        empty_clip,
+        torch.zeros(1, 2),
+        torch.zeros(77, 2),
+        config=cfg,
+        has_video=torch.tensor([True, False]),
+    )
+    assert torch.equal(c2[0], clip[0]) and (c2[1] == 0).all()
+    c2.sum().backward()
+    assert empty_clip.grad.abs().sum() == 6  # 3 tokens of the audio-only item, 2 channels
+
+
+@pytest.mark.parametrize("field", ["mean_flow_ratio", "video_dropout", "text_dropout"])
+def test_config_rejects_probabilities_outside_unit_interval(field):
+    with pytest.raises(ValueError, match=field):
+        MeanFlowConfig(**{field: 1.5})

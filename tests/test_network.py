@@ -1,0 +1,173 @@
+"""Network structure, checkpoint compatibility, variable lengths and input validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import GOLDENS, load_network_golden
+
+from mfmjt.config import VARIANTS, NetworkConfig, SequenceLengths
+from mfmjt.model import MFMJTNetwork
+
+MANIFESTS = json.loads((GOLDENS / "network_manifests.json").read_text())
+MMAUDIO_VARIANTS = [name for name in MANIFESTS if not name.startswith("_")]
+
+
+@pytest.mark.parametrize("variant", MMAUDIO_VARIANTS)
+def test_state_dict_equals_mmaudio_manifest_plus_dt_embed(variant):
+    manifest = MANIFESTS[variant]
+    assert NetworkConfig.variant(variant).to_dict() == manifest["constructor_kwargs"]
+    with torch.device("meta"):
+        net = MFMJTNetwork(NetworkConfig.variant(variant))
+    shapes = {k: list(v.shape) for k, v in net.state_dict().items()}
+    ours = {k: s for k, s in shapes.items() if not k.startswith("dt_embed.")}
+    assert list(ours) == list(manifest["state_dict"])  # same keys, same order
+    assert ours == manifest["state_dict"]
+    assert sum(torch.Size(s).numel() for s in ours.values()) == manifest["total_params_state_dict"]
+    # the Δt embedder has the t embedder's shapes
+    assert {k.removeprefix("dt_embed."): s for k, s in shapes.items() if k.startswith("dt_embed.")} == {
+        k.removeprefix("t_embed."): s for k, s in shapes.items() if k.startswith("t_embed.")
+    }
+    frozen = {n: list(p.shape) for n, p in net.named_parameters() if not p.requires_grad}
+    assert frozen == manifest["frozen_parameters_requires_grad_false"]
+
+
+def test_paper_model_has_157m_parameters():
+    with torch.device("meta"):
+        net = MFMJTNetwork(NetworkConfig.variant("small_16k"))
+    mmaudio = sum(p.numel() for n, p in net.state_dict().items() if not n.startswith("dt_embed."))
+    assert mmaudio == 157_283_644
+    assert net.config.joint_depth == 4 and net.config.fused_depth == 8  # N1 = 4, N2 = 8
+
+
+def test_fresh_network_ignores_dt_until_trained():
+    net = MFMJTNetwork(NetworkConfig.variant("tiny"))
+    assert torch.count_nonzero(net.dt_embed.mlp[2].weight) == 0
+    assert torch.count_nonzero(net.dt_embed.mlp[2].bias) == 0
+
+
+def test_loading_mmaudio_state_dict_copies_t_embed_and_zeroes_dt_output():
+    meta, state, _ = load_network_golden("v1")
+    net = MFMJTNetwork(NetworkConfig(**meta["constructor_kwargs"]))
+    with torch.no_grad():
+        net.dt_embed.mlp[2].weight.fill_(1.0)  # must be reset by the load
+    original = {k: v.clone() for k, v in state.items()}
+    net.load_mmaudio_state_dict({**state, "t_embed.freqs": torch.zeros(128)})  # legacy buffer is dropped
+    assert torch.equal(net.dt_embed.mlp[0].weight, state["t_embed.mlp.0.weight"])
+    assert torch.count_nonzero(net.dt_embed.mlp[2].weight) == 0
+    assert all(torch.equal(state[k], original[k]) for k in state)  # caller's dict untouched
+    assert "t_embed.freqs" not in state
+
+
+def test_loading_rejects_wrong_variant_with_the_offending_keys():
+    _, state, _ = load_network_golden("v1")
+    net = MFMJTNetwork(NetworkConfig.variant("tiny", v2=True))
+    with pytest.raises(ValueError, match="clip_input_proj"):
+        net.load_mmaudio_state_dict(state)
+    bad = dict(state)
+    bad["latent_mean"] = torch.zeros(1, 1, 40)
+    with pytest.raises(ValueError, match=r"latent_mean: checkpoint \[1, 1, 40\]"):
+        MFMJTNetwork(NetworkConfig.variant("tiny")).load_mmaudio_state_dict(bad)
+
+
+def test_save_and_load_pretrained_round_trip(tmp_path):
+    meta, state, io = load_network_golden("v2")
+    net = MFMJTNetwork(NetworkConfig(**meta["constructor_kwargs"])).eval()
+    net.load_mmaudio_state_dict(state)
+    with torch.no_grad():
+        net.dt_embed.mlp[2].weight.normal_()  # a trained Δt embedder must survive the round trip
+    net.save_pretrained(tmp_path, objective="meanflow")
+    assert json.loads((tmp_path / "config.json").read_text())["objective"] == "meanflow"
+    loaded = MFMJTNetwork.from_pretrained(tmp_path).eval()
+    assert loaded.config == net.config
+    for key, value in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    with torch.no_grad():
+        args = (io["in.latent"], io["in.clip_f"], io["in.sync_f"], io["in.text_f"], 0.4, 0.3)
+        assert torch.equal(loaded(*args), net(*args))
+
+
+def test_from_pretrained_names_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        MFMJTNetwork.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("duration", [1.0, 2.5, 8.0, 10.0, 13.7])
+def test_any_duration_runs_with_mmaudio_sequence_lengths(duration):
+    lengths = SequenceLengths.for_duration(duration)
+    net = MFMJTNetwork(NetworkConfig.variant("tiny")).eval()
+    b = 2
+    with torch.no_grad():
+        u = net(
+            torch.randn(b, lengths.latent, 20),
+            torch.randn(b, lengths.clip, 32),
+            torch.randn(b, lengths.sync, 24),
+            torch.randn(b, 77, 32),
+            t=1.0,
+            dt=1.0,
+        )
+    assert u.shape == (b, lengths.latent, 20)
+
+
+def test_sequence_lengths_follow_mmaudio():
+    eight = SequenceLengths.for_duration(8.0)
+    assert (eight.latent, eight.clip, eight.sync, eight.audio_samples) == (250, 64, 192, 128_000)
+    ten = SequenceLengths.for_duration(10.0)
+    assert (ten.latent, ten.clip, ten.sync, ten.audio_samples) == (313, 80, 240, 160_256)
+    big = SequenceLengths.for_duration(8.0, "44k")
+    assert (big.latent, big.audio_samples) == (345, 353_280)
+    with pytest.raises(ValueError, match="at least 0.64"):
+        SequenceLengths.for_duration(0.5)
+
+
+def test_network_is_batch_independent():
+    net = MFMJTNetwork(NetworkConfig.variant("tiny")).eval()
+    torch.nn.init.normal_(net.final_layer.conv.weight)
+    x, c, s, t = (
+        torch.randn(3, 50, 20),
+        torch.randn(3, 16, 32),
+        torch.randn(3, 48, 24),
+        torch.randn(3, 77, 32),
+    )
+    with torch.no_grad():
+        full = net(x, c, s, t, torch.tensor([0.2, 0.5, 0.9]), 0.1)
+        single = net(x[1:2], c[1:2], s[1:2], t[1:2], 0.5, 0.1)
+    torch.testing.assert_close(full[1:2], single, atol=1e-4, rtol=1e-5)  # outputs ~20: float32 rounding
+
+
+BAD_INPUTS = [
+    ("latent", lambda x, c, s, t: (x[..., :19], c, s, t), r"latent must have shape \[.*20\]"),
+    ("clip_f", lambda x, c, s, t: (x, c[..., :31], s, t), r"clip_f must have shape \[B, N, 32\]"),
+    ("sync_f", lambda x, c, s, t: (x, c, s[:, :45], t), "multiple of 8"),
+    ("text_f", lambda x, c, s, t: (x, c, s, t[:, :70]), r"text_f must have shape \[2, 77, 32\]"),
+    ("batch", lambda x, c, s, t: (x, c, s[:1], t), r"sync_f must have shape \[2, N, 24\]"),
+    ("dims", lambda x, c, s, t: (x, c[0], s, t), "clip_f must have shape"),
+    ("dtype", lambda x, c, s, t: (x, c, s.long(), t), "sync_f must be a floating-point tensor"),
+]
+
+
+@pytest.mark.parametrize("name,corrupt,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_inputs_raise_value_error_naming_the_tensor(name, corrupt, message):
+    net = MFMJTNetwork(NetworkConfig.variant("tiny"))
+    args = corrupt(
+        torch.randn(2, 50, 20), torch.randn(2, 16, 32), torch.randn(2, 48, 24), torch.randn(2, 77, 32)
+    )
+    with pytest.raises(ValueError, match=message):
+        net(*args, t=0.5)
+
+
+def test_bad_time_shapes_raise_value_error():
+    net = MFMJTNetwork(NetworkConfig.variant("tiny"))
+    args = (torch.randn(2, 50, 20), torch.randn(2, 16, 32), torch.randn(2, 48, 24), torch.randn(2, 77, 32))
+    with pytest.raises(ValueError, match=r"t must be a scalar or have shape \[2\]"):
+        net(*args, t=torch.rand(3))
+    with pytest.raises(ValueError, match="dt must be"):
+        net(*args, t=0.5, dt=torch.rand(2, 2))
+
+
+def test_unknown_variant_lists_the_choices():
+    with pytest.raises(ValueError, match="small_16k"):
+        NetworkConfig.variant("huge")
+    assert set(VARIANTS) >= {"small_16k", "small_44k", "medium_44k", "large_44k", "large_44k_v2", "tiny"}

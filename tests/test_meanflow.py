@@ -168,3 +168,77 @@ def test_condition_dropout_forces_no_video_for_audio_only_items_and_keeps_gradie
 def test_config_rejects_probabilities_outside_unit_interval(field):
     with pytest.raises(ValueError, match=field):
         MeanFlowConfig(**{field: 1.5})
+
+
+# ------------------------------------------------------------------------------------------------
+# MeanFlow vs flow matching on a 2-D mixture of Gaussians, both sampled in ONE step.
+
+
+def ring_of_gaussians(n: int, g: torch.Generator) -> torch.Tensor:
+    """8 Gaussians (std 0.15) evenly spaced on a circle of radius 2."""
+    k = torch.randint(0, 8, (n,), generator=g)
+    angle = k.float() * (2 * torch.pi / 8)
+    return 2.0 * torch.stack([angle.cos(), angle.sin()], 1) + 0.15 * torch.randn(n, 2, generator=g)
+
+
+class ToyAverageVelocity(torch.nn.Module):
+    """u(z, t, Δt) as an MLP on [z, t, Δt] (raw times: smooth in t, so the JVP target is tame)."""
+
+    def __init__(self, width: int = 128) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(4, width), torch.nn.SiLU(),
+            torch.nn.Linear(width, width), torch.nn.SiLU(),
+            torch.nn.Linear(width, width), torch.nn.SiLU(),
+            torch.nn.Linear(width, 2),
+        )  # fmt: skip
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z, t[:, None], dt[:, None]], dim=1))
+
+
+def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (2 * torch.cdist(a, b).mean() - torch.cdist(a, a).mean() - torch.cdist(b, b).mean()).item()
+
+
+def train_toy(config: MeanFlowConfig, steps: int = 2000, seed: int = 0) -> ToyAverageVelocity:
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = ToyAverageVelocity()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for _ in range(steps):
+        loss = meanflow_loss(model, ring_of_gaussians(256, g), config=config, generator=g).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
+@pytest.fixture
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small MLPs run fastest on one thread
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_meanflow_one_step_samples_beat_flow_matching_one_step(single_thread):
+    """Paper settings (logit-normal(-2, 2), 10 % r != t), same MLP, same 2000 steps, batch 256.
+
+    Measured (seed 0, torch 2.14 CPU): energy distance to held-out data 0.010 for MeanFlow at one
+    step, 1.10 for flow matching at one step (it collapses toward the data mean); the unit
+    Gaussian noise itself scores 0.23.
+    """
+    data = ring_of_gaussians(2000, torch.Generator().manual_seed(123))
+    noise = torch.randn(2000, 2, generator=torch.Generator().manual_seed(1))
+    ones = torch.ones(2000)
+    scores = {}
+    for name, ratio in (("meanflow", 0.1), ("flow_matching", 0.0)):
+        model = train_toy(MeanFlowConfig(mean_flow_ratio=ratio))
+        with torch.no_grad():
+            samples = noise - model(noise, ones, ones)  # z_0 = z_1 - u(z_1, r=0, t=1)
+        scores[name] = energy_distance(samples, data)
+    assert scores["meanflow"] < 0.05, scores
+    assert scores["flow_matching"] > 0.2, scores
+    assert scores["flow_matching"] > 5 * scores["meanflow"], scores

@@ -1,0 +1,505 @@
+"""Video decoding at the model's frame rates, audio file I/O, and muxing audio back into video.
+
+Decoding follows MMAudio's inference path (PyAV, RGB24 frames, torchvision v2 bicubic resizes on
+uint8 tensors; target time k/fps takes the first frame whose timestamp is >= k/fps) with these
+deliberate differences:
+- target times are compared with frame timestamps in exact rational arithmetic (MMAudio accumulates
+  ``1/fps`` in floats, which picks the next frame for some targets of a 25 fps source);
+- the first frame past the requested window still serves the targets inside it, so asking for 1 s
+  of a 23.976 fps video gives 1 s (MMAudio drops that frame and shortens the clip to 0.96 s);
+- decoding stops at that frame instead of demuxing the whole file;
+- a positive stream start time is subtracted (MPEG-TS), and frames are turned upright when the
+  stream carries a display rotation (phone videos).
+
+Muxing uses the ffmpeg executable shipped with ``imageio-ffmpeg``: H.264 yuv420p video is copied,
+anything else is re-encoded to H.264 yuv420p; the audio is encoded to AAC.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+import torch
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from mfmjt.config import CLIP_FPS, MIN_DURATION, SYNC_FPS, AudioMode, SequenceLengths
+
+logger = logging.getLogger(__name__)
+
+CLIP_SIZE = 384  # CLIP frames: squashed to 384 x 384
+SYNC_SIZE = 224  # Synchformer frames: short side 224, centre crop 224 x 224
+MAX_SIDE = 8192  # larger frames are refused: decoding them at 25 fps would take minutes and gigabytes
+AUDIO_SUFFIXES = {".wav": "WAV", ".flac": "FLAC"}
+_RESIZE_BATCH = 16  # source frames resized per torchvision call ...
+_RESIZE_BYTES = 1 << 26  # ... or fewer when they are large (1080p: 10 frames)
+
+
+class MediaError(ValueError):
+    """A media file cannot be used; the message says why in terms a user can act on."""
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedVideo:
+    """Frames of one video at the model's two frame rates, plus what was learnt about the file."""
+
+    clip_frames: torch.Tensor  # uint8 [int(8*duration), 3, 384, 384]
+    sync_frames: torch.Tensor  # uint8 [int(25*duration), 3, 224, 224]
+    duration: float  # seconds actually used
+    source_duration: float | None  # container metadata, None when the file does not say
+    source_fps: float | None  # nominal frame rate (PyAV's guessed_rate)
+    width: int  # displayed size (after rotation)
+    height: int
+    has_audio: bool
+    decoded_frames: int  # frames pulled from the decoder (decoding stops past the window)
+    truncated: bool = False  # True when less than requested was used, or max_duration cut the video
+    message: str = ""  # why it was truncated, for the user
+
+    def sequence_lengths(self, mode: str | AudioMode = "16k") -> SequenceLengths:
+        """Sequence lengths for this clip's duration."""
+        return SequenceLengths.for_duration(self.duration, mode)
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding
+
+
+def _clip_transform(frames: torch.Tensor) -> torch.Tensor:
+    return TF.resize(frames, [CLIP_SIZE, CLIP_SIZE], interpolation=InterpolationMode.BICUBIC, antialias=True)
+
+
+def _sync_transform(frames: torch.Tensor) -> torch.Tensor:
+    frames = TF.resize(frames, [SYNC_SIZE], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    return TF.center_crop(frames, [SYNC_SIZE, SYNC_SIZE])
+
+
+class _FrameSampler:
+    """Resamples a decoded stream to ``fps``: target ``k/fps`` takes the first frame at or after it.
+
+    Each source frame is resized once, however many targets it serves.
+    """
+
+    def __init__(self, fps: float, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.fps = Fraction(fps)
+        self.transform = transform
+        self.count = 0  # targets filled so far
+        self._pending: list[np.ndarray] = []  # source frames [H, W, 3] uint8 awaiting the resize
+        self._pending_bytes = 0
+        self._repeats: list[int] = []  # targets served by each source frame
+        self._done: list[torch.Tensor] = []
+
+    def wanted(self, time: Fraction) -> int:
+        """Number of still unfilled targets at or before ``time``."""
+        return max(math.floor(time * self.fps) + 1 - self.count, 0)
+
+    def add(self, image: np.ndarray, repeats: int) -> None:
+        self._pending.append(image)
+        self._pending_bytes += image.size
+        self._repeats.append(repeats)
+        self.count += repeats
+        if len(self._pending) >= _RESIZE_BATCH or self._pending_bytes >= _RESIZE_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            # [T, 3, H, W] with channels-last strides, as MMAudio builds it (and fast for uint8 resizes)
+            batch = torch.from_numpy(np.stack(self._pending)).permute(0, 3, 1, 2)
+            self._done.append(self.transform(batch))
+            self._pending, self._pending_bytes = [], 0
+
+    def frames(self, count: int, size: int) -> torch.Tensor:
+        """The first ``count`` targets as a contiguous uint8 tensor [count, 3, size, size]."""
+        self._flush()
+        if not self._done or count <= 0:
+            return torch.zeros((0, 3, size, size), dtype=torch.uint8)
+        unique = torch.cat(self._done).permute(0, 2, 3, 1)  # [N, size, size, 3]
+        index = torch.arange(len(self._repeats)).repeat_interleave(torch.tensor(self._repeats))[:count]
+        return unique[index].permute(0, 3, 1, 2).contiguous()
+
+
+def _check_file(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"file not found: {path}")
+    if not path.is_file():
+        raise MediaError(f"not a file: {path}")
+    if path.stat().st_size == 0:
+        raise MediaError(f"file is empty (0 bytes): {path}")
+    return path
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(path), mode="r")
+    except av.error.FFmpegError as exc:
+        raise MediaError(
+            f"cannot read {path.name}: the file is corrupt or not a supported media format ({exc})"
+        ) from exc
+
+
+def _rotation_turns(frame: av.VideoFrame) -> int:
+    """Quarter turns (counter-clockwise) that display the frame upright."""
+    try:
+        angle = frame.rotation
+    except (AttributeError, ValueError):
+        return 0
+    return round(angle / 90) % 4 if angle else 0
+
+
+def _video_stream(container: av.container.InputContainer) -> av.VideoStream | None:
+    """The first video stream that is not cover art (an attached picture)."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
+
+
+def _check_size(name: str, width: int, height: int) -> None:
+    if max(width, height) > MAX_SIDE:
+        raise MediaError(
+            f"{name} is {width}x{height} pixels; videos larger than {MAX_SIDE} px per side are "
+            "not supported, please downscale it first"
+        )
+
+
+def _frame_times(
+    container: av.container.InputContainer, stream: av.VideoStream
+) -> Iterator[tuple[av.VideoFrame, Fraction]]:
+    """Decoded frames with their exact time in seconds from the stream start.
+
+    A packet that fails to decode is skipped with a warning; a read error after some frames ends
+    the stream (a truncated download still yields its beginning).
+    """
+    time_base = stream.time_base or Fraction(1, 90_000)
+    start = stream.start_time if stream.start_time is not None and stream.start_time > 0 else 0
+    rate = stream.guessed_rate or stream.average_rate or Fraction(25)
+    last: Fraction | None = None
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.error.FFmpegError as exc:
+            if last is None:
+                raise MediaError(f"cannot read the video stream: the file is corrupt ({exc})") from exc
+            logger.warning("stopping at a read error after %.2f s of video: %s", float(last), exc)
+            return
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:
+            logger.warning("skipping an undecodable video packet: %s", exc)
+            continue
+        for frame in frames:
+            if frame.pts is not None:
+                time = (frame.pts - start) * (frame.time_base or time_base)
+            else:  # no timestamp (some AVI files): assume the nominal rate
+                time = Fraction(0) if last is None else last + 1 / Fraction(rate)
+            last = time
+            yield frame, time
+
+
+def decode_video(
+    path: str | os.PathLike[str], duration: float | None = None, *, max_duration: float = 30.0
+) -> DecodedVideo:
+    """Decode the first ``duration`` seconds (default: all, capped at ``max_duration``) of a video.
+
+    Returns uint8 frames at 8 fps, 384 x 384 (CLIP) and at 25 fps, 224 x 224 (Synchformer). The
+    duration used is min(requested, max_duration, what the video provides), as in MMAudio.
+    Raises ``MediaError`` for files that cannot be used.
+    """
+    for name, value in (("duration", duration), ("max_duration", max_duration)):
+        if value is not None and not (math.isfinite(value) and value >= MIN_DURATION):
+            raise MediaError(f"{name} must be at least {MIN_DURATION:.2f} s, got {value}")
+    path = _check_file(path)
+    window = max_duration if duration is None else min(duration, max_duration)
+    window_q = Fraction(window)
+
+    with _open(path) as container:
+        stream = _video_stream(container)
+        if stream is None:
+            kind = "an audio file" if container.streams.audio else "a file without video"
+            raise MediaError(f"{path.name} has no video stream ({kind}); please provide a video")
+        width, height = stream.codec_context.width, stream.codec_context.height
+        _check_size(path.name, width, height)  # before decoding a single huge frame
+        has_audio = bool(container.streams.audio)
+        rate = stream.guessed_rate or stream.average_rate
+        source_fps = float(rate) if rate else None
+        source_duration = _source_duration(container, stream)
+        stream.thread_type = "AUTO"
+
+        clip = _FrameSampler(CLIP_FPS, _clip_transform)
+        sync = _FrameSampler(SYNC_FPS, _sync_transform)
+        decoded, beyond_window, turns = 0, False, 0
+        for frame, time in _frame_times(container, stream):
+            decoded += 1
+            if time < 0:
+                continue
+            # The first frame past the window still serves targets inside it, then decoding stops.
+            beyond_window = time > window_q
+            n_clip, n_sync = clip.wanted(min(time, window_q)), sync.wanted(min(time, window_q))
+            if not (n_clip or n_sync):
+                if beyond_window:
+                    break
+                continue
+            if not (width and height):  # the container did not say; trust the frames
+                width, height = frame.width, frame.height
+                _check_size(path.name, width, height)
+            image = frame.to_ndarray(format="rgb24")
+            turns = _rotation_turns(frame)
+            if turns:
+                image = np.rot90(image, turns)
+            if n_clip:
+                clip.add(image, n_clip)
+            if n_sync:
+                sync.add(image, n_sync)
+            if beyond_window:
+                break
+    if turns % 2:
+        width, height = height, width
+
+    if clip.count == 0 or sync.count == 0:
+        raise MediaError(f"{path.name}: no video frames could be decoded")
+    used = min(window, clip.count / CLIP_FPS, sync.count / SYNC_FPS)
+    if used < MIN_DURATION:
+        raise MediaError(
+            f"{path.name} is too short: it gives {used:.2f} s of video, "
+            f"at least {MIN_DURATION:.2f} s is needed"
+        )
+    truncated, message = False, ""
+    if duration is not None and used < duration:
+        truncated = True
+        if beyond_window and max_duration < duration:
+            message = (
+                f"requested {duration:.2f} s exceeds the {max_duration:.2f} s limit; "
+                f"using the first {used:.2f} s"
+            )
+        else:
+            message = f"the video is shorter than the requested {duration:.2f} s; using {used:.2f} s"
+    elif duration is None and beyond_window:
+        truncated = True
+        message = f"the video is longer than the {max_duration:.2f} s limit; using the first {used:.2f} s"
+    if truncated:
+        logger.warning("%s: %s", path.name, message)
+
+    clip_frames = clip.frames(int(used * CLIP_FPS), CLIP_SIZE)
+    sync_frames = sync.frames(int(used * SYNC_FPS), SYNC_SIZE)
+    logger.debug(
+        "%s: %d frames decoded -> %d clip / %d sync frames, %.3f s",
+        path.name, decoded, len(clip_frames), len(sync_frames), used,
+    )
+    return DecodedVideo(
+        clip_frames=clip_frames,
+        sync_frames=sync_frames,
+        duration=used,
+        source_duration=source_duration,
+        source_fps=source_fps,
+        width=width,
+        height=height,
+        has_audio=has_audio,
+        decoded_frames=decoded,
+        truncated=truncated,
+        message=message,
+    )
+
+
+def _source_duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# audio files
+
+
+def read_audio(
+    path: str | os.PathLike[str], sample_rate: int, *, duration: float | None = None
+) -> np.ndarray:
+    """First audio stream of an audio or video file as float32 mono at ``sample_rate``.
+
+    Channels are averaged; ``duration`` (seconds) keeps only the beginning.
+    """
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    path = _check_file(path)
+    limit = None if duration is None else max(round(duration * sample_rate), 0)
+    chunks: list[np.ndarray] = []
+    total = 0
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise MediaError(f"{path.name} has no audio stream")
+        stream = container.streams.audio[0]
+        resampler: av.AudioResampler | None = None
+        try:
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    if resampler is None:
+                        resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=sample_rate)
+                    for out in resampler.resample(frame):
+                        chunks.append(out.to_ndarray())
+                        total += out.samples
+                if limit is not None and total >= limit:
+                    break
+            if resampler is not None:
+                chunks.extend(out.to_ndarray() for out in resampler.resample(None))
+        except av.error.FFmpegError as exc:
+            if not chunks:
+                raise MediaError(f"cannot decode the audio of {path.name} ({exc})") from exc
+            logger.warning("%s: stopping at an audio read error: %s", path.name, exc)
+    if not chunks:
+        return np.zeros(0, dtype=np.float32)
+    audio = np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32)
+    return audio[:limit] if limit is not None else audio
+
+
+def _as_mono(waveform: np.ndarray) -> np.ndarray:
+    audio = np.asarray(waveform, dtype=np.float32)
+    if audio.ndim == 2 and audio.shape[0] == 1:
+        audio = audio[0]
+    if audio.ndim != 1:
+        raise ValueError(f"expected a mono waveform of shape [samples], got shape {audio.shape}")
+    if not np.isfinite(audio).all():
+        raise ValueError("waveform contains NaN or infinite values")
+    return audio
+
+
+def write_audio(path: str | os.PathLike[str], waveform: np.ndarray, sample_rate: int) -> Path:
+    """Write a waveform (``[samples]`` or ``[channels, samples]``, float in [-1, 1]) as 16-bit .wav/.flac.
+
+    Values are clipped to [-1, 1]; the file appears complete or not at all.
+    """
+    path = Path(path)
+    fmt = AUDIO_SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"unsupported audio file type {path.suffix!r}; use one of {sorted(AUDIO_SUFFIXES)}")
+    audio = np.asarray(waveform, dtype=np.float32)
+    if audio.ndim == 2:
+        audio = audio.T  # soundfile wants [samples, channels]
+    elif audio.ndim != 1:
+        raise ValueError(f"expected a waveform of shape [samples] or [channels, samples], got {audio.shape}")
+    if not np.isfinite(audio).all():
+        raise ValueError("waveform contains NaN or infinite values")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format=fmt)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# muxing
+
+
+@dataclass(frozen=True)
+class _VideoInfo:
+    codec: str
+    pix_fmt: str | None
+    width: int
+    height: int
+
+
+def _probe_video(path: Path) -> _VideoInfo:
+    with _open(path) as container:
+        stream = _video_stream(container)
+        if stream is None:
+            raise MediaError(f"{path.name} has no video stream to put the audio into")
+        ctx = stream.codec_context
+        pix_fmt = ctx.pix_fmt if isinstance(ctx.pix_fmt, str) or ctx.pix_fmt is None else ctx.pix_fmt.name
+        return _VideoInfo(codec=ctx.name, pix_fmt=pix_fmt, width=ctx.width, height=ctx.height)
+
+
+def _ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _run_ffmpeg(args: list[str]) -> None:
+    proc = subprocess.run(
+        [_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise MediaError(f"ffmpeg could not write the video: {tail or f'exit code {proc.returncode}'}")
+
+
+def mux_audio_into_video(
+    video_path: str | os.PathLike[str],
+    waveform: np.ndarray,
+    sample_rate: int,
+    out_path: str | os.PathLike[str],
+    duration: float,
+) -> Path:
+    """Write an mp4 (H.264 yuv420p + AAC) with the video's first ``duration`` seconds and ``waveform``.
+
+    H.264 yuv420p video is copied without re-encoding; other codecs are re-encoded (odd frame sizes
+    lose their last row/column). The waveform is padded with silence or cut to ``duration``. The
+    output has exactly one video and one audio stream and is written to a temporary file first.
+    """
+    if not (math.isfinite(duration) and duration > 0):
+        raise ValueError(f"duration must be a positive number of seconds, got {duration}")
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    video_path = _check_file(video_path)
+    out_path = Path(out_path)
+    audio = _as_mono(waveform)
+    n_samples = round(duration * sample_rate)
+    audio = np.pad(audio[:n_samples], (0, max(n_samples - len(audio), 0)))
+    info = _probe_video(video_path)
+    copy = info.codec == "h264" and info.pix_fmt == "yuv420p"
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_path.stem}.", dir=out_path.parent) as tmp:
+        wav = Path(tmp) / "audio.wav"
+        sf.write(wav, audio, sample_rate, subtype="FLOAT", format="WAV")
+        tmp_out = Path(tmp) / "out.mp4"
+
+        def mux(copy_video: bool) -> None:
+            if copy_video:
+                video_args = ["-c:v", "copy"]
+            else:  # H.264 4:2:0 needs even sizes: drop an odd last row/column
+                video_args = [
+                    "-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2",
+                    "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
+                ]
+            _run_ffmpeg([
+                "-i", str(video_path), "-i", str(wav),
+                "-map", "0:V:0", "-map", "1:a:0", "-map_chapters", "-1",  # V: not cover art
+                "-t", f"{duration:.6f}",
+                *video_args,
+                "-c:a", "aac", "-b:a", "128k",
+                "-movflags", "+faststart", "-f", "mp4", str(tmp_out),
+            ])
+
+        if copy:
+            try:
+                mux(copy_video=True)
+            except MediaError as exc:
+                logger.warning("copying the H.264 stream failed, re-encoding instead: %s", exc)
+                mux(copy_video=False)
+        else:
+            logger.info("re-encoding %s video (%s) to H.264", info.codec, info.pix_fmt)
+            mux(copy_video=False)
+        os.replace(tmp_out, out_path)
+    return out_path

@@ -1,0 +1,346 @@
+"""The generation pipeline: composes media decoding, feature encoders, network, sampler and codec.
+
+It computes nothing itself. Per request it caches what does not depend on the sampling settings:
+video features per (file content, duration), text features per prompt, and, for one-step
+requests, the conditional and unconditional predictions of the last request, so that changing ω
+or the guidance mode only re-mixes and re-decodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mfmjt import media
+from mfmjt.config import AUDIO_MODES, SequenceLengths
+from mfmjt.features.base import FeatureStack
+from mfmjt.guidance import check_cfg_strength, check_guidance, guide, needs_unconditional
+from mfmjt.model.network import Conditions, MFMJTNetwork
+from mfmjt.sampler import predict_pair, sample
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_T2A_DURATION = 8.0
+MAX_STEPS = 200
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class GenerationResult:
+    """Generated audio per guidance mode, and how it was made."""
+
+    audio: dict[str, np.ndarray]  # mode -> float32 [samples]
+    sample_rate: int
+    duration: float  # seconds of the request (the audio may be up to one latent frame longer)
+    timings: dict[str, float]  # stage -> seconds
+    settings: dict[str, Any] = field(default_factory=dict)
+    video: Path | None = None
+    message: str = ""  # notes for the user, e.g. that a long clip was cut
+
+    @property
+    def rtf(self) -> float:
+        """Real-time factor of the whole request: seconds of compute per second of audio."""
+        return self.timings.get("total", math.nan) / self.duration
+
+
+@dataclass
+class _VideoFeatures:
+    clip_f: torch.Tensor  # [1, Nc, clip_dim]
+    sync_f: torch.Tensor  # [1, 8S, sync_dim]
+    duration: float
+    message: str
+    digest: str
+
+
+@dataclass
+class _OneStepState:
+    key: tuple
+    noise: torch.Tensor
+    u_cond: torch.Tensor
+    u_uncond: torch.Tensor | None
+
+
+class _LRU(OrderedDict):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+    def get_fresh(self, key: Any) -> Any:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return None
+
+
+def file_digest(path: str | Path) -> str:
+    """Content hash of a file (BLAKE2b), the video-cache key."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Pipeline:
+    """Video-to-audio and text-to-audio generation with one network and one feature stack."""
+
+    def __init__(
+        self,
+        network: MFMJTNetwork,
+        features: FeatureStack,
+        *,
+        name: str = "",
+        objective: str = "meanflow",
+        audio_mode: str = "16k",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        max_duration: float = 30.0,
+        description: str = "",
+    ) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.network = network.eval().to(device=self.device, dtype=self.dtype)
+        self.features = features
+        for module in (features.clip, features.sync, features.text, features.codec):
+            if isinstance(module, torch.nn.Module):
+                module.eval().to(self.device)
+        self.name = name
+        self.objective = objective
+        self.description = description
+        self.audio_mode = AUDIO_MODES[audio_mode]
+        if features.codec.sample_rate != self.audio_mode.sample_rate:
+            raise ValueError(
+                f"codec sample rate {features.codec.sample_rate} != {self.audio_mode.sample_rate}"
+            )
+        self.max_duration = float(max_duration)
+        self._video_cache: _LRU = _LRU(4)
+        self._text_cache: _LRU = _LRU(64)
+        self._one_step: _OneStepState | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def sample_rate(self) -> int:
+        return self.audio_mode.sample_rate
+
+    def info(self) -> dict[str, str]:
+        """What is loaded, for display."""
+        kind = {"meanflow": "MeanFlow", "flow_matching": "flow matching"}.get(self.objective, self.objective)
+        return {
+            "name": self.name,
+            "kind": kind,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "parameters": f"{sum(p.numel() for p in self.network.parameters()) / 1e6:.1f}M",
+            "description": self.description,
+        }
+
+    # ---------------------------------------------------------------------------- features
+    def _video_features(
+        self, video: str | Path, duration: float | None, timings: dict[str, float]
+    ) -> _VideoFeatures:
+        start = time.perf_counter()
+        digest = file_digest(video)
+        key = (digest, duration, self.max_duration)
+        cached = self._video_cache.get_fresh(key)
+        timings["hash_video"] = time.perf_counter() - start
+        if cached is not None:
+            timings["video_features"] = 0.0
+            return cached
+        start = time.perf_counter()
+        decoded = media.decode_video(video, duration, max_duration=self.max_duration)
+        timings["decode_video"] = time.perf_counter() - start
+        start = time.perf_counter()
+        with torch.inference_mode():
+            clip_f = self.features.clip(decoded.clip_frames[None].to(self.device)).float()
+            timings["clip_features"] = time.perf_counter() - start
+            start = time.perf_counter()
+            sync_f = self.features.sync(decoded.sync_frames[None].to(self.device)).float()
+            timings["sync_features"] = time.perf_counter() - start
+        result = _VideoFeatures(clip_f, sync_f, decoded.duration, decoded.message, digest)
+        self._video_cache.put(key, result)
+        return result
+
+    def _text_features(self, prompt: str) -> torch.Tensor:
+        cached = self._text_cache.get_fresh(prompt)
+        if cached is None:
+            with torch.inference_mode():
+                cached = self.features.text([prompt]).float()
+            self._text_cache.put(prompt, cached)
+        return cached
+
+    # --------------------------------------------------------------------------- generate
+    def generate(
+        self,
+        video: str | Path | None = None,
+        prompt: str = "",
+        negative_prompt: str = "",
+        duration: float | None = None,
+        steps: int = 1,
+        cfg_strength: float = 1.5,
+        guidance: str = "scaled",
+        seed: int = 0,
+        progress: ProgressCallback | None = None,
+    ) -> GenerationResult:
+        """Generate audio for a video (or, with ``video=None``, for the prompt alone).
+
+        Raises ValueError (``media.MediaError`` for unusable files) with a user-facing message.
+        """
+        modes = check_guidance(guidance)
+        w = check_cfg_strength(cfg_strength)
+        if isinstance(steps, bool) or int(steps) != steps or not 1 <= steps <= MAX_STEPS:
+            raise ValueError(f"steps must be an integer from 1 to {MAX_STEPS}, got {steps}")
+        if not isinstance(prompt, str) or not isinstance(negative_prompt, str):
+            raise ValueError("prompt and negative_prompt must be strings")
+        if isinstance(seed, bool) or int(seed) != seed or not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        if duration is not None:
+            duration = float(duration)
+            if not math.isfinite(duration) or duration <= 0:
+                raise ValueError(f"duration must be a positive number of seconds, got {duration}")
+        if video is None and not prompt.strip():
+            raise ValueError("give a video, a prompt, or both")
+        with self._lock:
+            return self._generate(
+                video, prompt, negative_prompt, duration, int(steps), w, modes, int(seed), progress
+            )
+
+    def _generate(self, video, prompt, negative_prompt, duration, steps, w, modes, seed, progress):
+        timings: dict[str, float] = {}
+        t_start = time.perf_counter()
+        message = ""
+        net = self.network
+        if video is not None:
+            feats = self._video_features(video, duration, timings)
+            duration, message = feats.duration, feats.message
+            video_key = (feats.digest, feats.duration)
+        else:
+            requested = DEFAULT_T2A_DURATION if duration is None else duration
+            duration = min(requested, self.max_duration)
+            if requested > self.max_duration:
+                message = f"Generated the first {self.max_duration:g} s: the limit of this demo."
+            feats = None
+            video_key = None
+        lengths = SequenceLengths.for_duration(duration, self.audio_mode)
+
+        start = time.perf_counter()
+        text_f = self._text_features(prompt)
+        negative_f = self._text_features(negative_prompt) if negative_prompt else None
+        timings["text_features"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        with torch.inference_mode():
+            if feats is None:
+                clip_f, sync_f, _ = net.empty_features(1, lengths.clip, lengths.sync, text=False)
+            else:
+                clip_f, sync_f = feats.clip_f, feats.sync_f
+            cond = net.preprocess_conditions(clip_f, sync_f, text_f, lengths.latent)
+            uncond = None
+            if needs_unconditional(w):
+                uncond = net.empty_conditions(1, lengths.latent, lengths.clip, lengths.sync, negative_f)
+            generator = torch.Generator().manual_seed(seed)
+            noise = torch.randn(1, lengths.latent, net.config.latent_dim, generator=generator).to(self.device)
+            if steps == 1:
+                key = (video_key, prompt, negative_prompt, lengths.latent, seed)
+                z0 = self._one_step_sample(key, noise, cond, uncond, w, modes)
+            else:
+                z0 = sample(
+                    net,
+                    noise,
+                    cond,
+                    uncond,
+                    steps=steps,
+                    cfg_strength=w,
+                    guidance="both" if len(modes) == 2 else modes[0],
+                    progress=progress,
+                )
+            timings["network"] = time.perf_counter() - start
+            start = time.perf_counter()
+            latents = torch.cat([net.unnormalize(z0[m].to(self.dtype)).float() for m in modes])
+            waves = self.features.codec.decode(latents).float().cpu().numpy()
+            timings["audio_decode"] = time.perf_counter() - start
+        if steps == 1 and progress is not None:
+            progress(1, 1)
+        timings["total"] = time.perf_counter() - t_start
+        return GenerationResult(
+            audio={m: waves[i].astype(np.float32) for i, m in enumerate(modes)},
+            sample_rate=self.sample_rate,
+            duration=duration,
+            timings=timings,
+            settings=dict(
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                steps=steps,
+                cfg_strength=w,
+                guidance="both" if len(modes) == 2 else modes[0],
+                seed=seed,
+            ),
+            video=Path(video) if video is not None else None,
+            message=message,
+        )
+
+    def _one_step_sample(
+        self,
+        key: tuple,
+        noise: torch.Tensor,
+        cond: Conditions,
+        uncond: Conditions | None,
+        w: float,
+        modes: tuple[str, ...],
+    ) -> dict[str, torch.Tensor]:
+        """z_0 = z_1 - u(z_1, 0, 1); reuses the last request's u_c, u_∅ if only ω or the mode changed."""
+        state = self._one_step if self._one_step is not None and self._one_step.key == key else None
+        t = torch.tensor(1.0, dtype=torch.float64)
+        if state is None:
+            u_c, u_u = predict_pair(self.network, noise, t, t, cond if uncond is None else cond.cat(uncond))
+            state = _OneStepState(key, noise, u_c, u_u)
+        elif uncond is not None and state.u_uncond is None:
+            state.u_uncond = self.network.predict(noise, t, t, uncond).float()
+        self._one_step = state
+        return {m: state.noise - guide(state.u_cond, state.u_uncond, w, m) for m in modes}
+
+    # ------------------------------------------------------------------------------ output
+    def mux(
+        self, result: GenerationResult, video: str | Path | None, out_dir: str | Path, stem: str | None = None
+    ) -> list[Path]:
+        """Write one H.264/AAC mp4 per guidance mode (the source video with the generated audio)."""
+        video = video if video is not None else result.video
+        if video is None:
+            raise ValueError("mux needs the source video; use save_audio for text-to-audio results")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stem = stem or Path(video).stem
+        return [
+            media.mux_audio_into_video(
+                video, wave, result.sample_rate, out_dir / f"{stem}_{mode}.mp4", result.duration
+            )
+            for mode, wave in result.audio.items()
+        ]
+
+    def save_audio(
+        self, result: GenerationResult, out_dir: str | Path, stem: str, suffix: str = ".flac"
+    ) -> list[Path]:
+        """Write one audio file per guidance mode, cut to the requested duration."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        n = round(result.duration * result.sample_rate)
+        return [
+            media.write_audio(out_dir / f"{stem}_{mode}{suffix}", wave[:n], result.sample_rate)
+            for mode, wave in result.audio.items()
+        ]

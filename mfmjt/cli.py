@@ -1,0 +1,134 @@
+"""Command line: ``mfmjt generate | convert | extract | train | evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+logger = logging.getLogger("mfmjt")
+
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v"}
+
+
+def _video_inputs(items: Sequence[str]) -> list[Path]:
+    """Files as given; folders expand to the videos they hold (sorted)."""
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+            if not found:
+                logger.warning("no videos (%s) in %s", ", ".join(sorted(VIDEO_SUFFIXES)), path)
+            paths.extend(found)
+        else:
+            paths.append(path)
+    return paths
+
+
+def _safe_stem(text: str) -> str:
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in text.strip())[:60].strip("_")
+    return stem or "audio"
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mfmjt.pipeline import load_pipeline
+
+    videos = _video_inputs(args.video)
+    if not videos and not args.prompt:
+        logger.error("give --video (files or folders) and/or --prompt")
+        return 2
+    pipe = load_pipeline(args.model, device=args.device, max_duration=args.max_duration)
+    logger.info("model: %s", pipe.info())
+    out = Path(args.out)
+    settings = dict(
+        prompt=args.prompt or "",
+        negative_prompt=args.negative_prompt,
+        duration=args.duration,
+        steps=args.steps,
+        cfg_strength=args.cfg,
+        guidance=args.guidance,
+        seed=args.seed,
+    )
+    failures = 0
+    jobs: list[Path | None] = list(videos) if videos else [None]
+    for video in tqdm(jobs, desc="generating", unit="clip", disable=len(jobs) < 2):
+        name = video.name if video else repr(args.prompt)
+        try:
+            result = pipe.generate(video=video, **settings)
+        except ValueError as err:  # unusable input: report, skip, go on
+            failures += 1
+            logger.error("skipped %s: %s", name, err)
+            continue
+        stem = video.stem if video else _safe_stem(args.prompt)
+        written = pipe.save_audio(result, out, stem)
+        if video is not None and not args.audio_only:
+            written += pipe.mux(result, video, out, stem)
+        if result.message:
+            logger.warning("%s: %s", name, result.message)
+        timing = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+        logger.info("%s -> %s (%s; RTF %.3f)", name, ", ".join(str(p) for p in written), timing, result.rtf)
+    if failures:
+        logger.error("%d of %d inputs failed", failures, len(jobs))
+    return 1 if failures else 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from mfmjt.hub import convert_mmaudio_checkpoint
+
+    out = convert_mmaudio_checkpoint(args.checkpoint, args.out, variant=args.variant)
+    logger.info("wrote %s", out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mfmjt", description="MF-MJT video-to-audio and text-to-audio")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate audio for videos (or a prompt)")
+    gen.add_argument("--video", nargs="*", default=[], help="video files and/or folders of videos")
+    gen.add_argument("--prompt", default="", help="text prompt (alone: text-to-audio)")
+    gen.add_argument("--negative-prompt", default="")
+    gen.add_argument(
+        "--duration", type=float, default=None, help="seconds (default: the video's length, capped)"
+    )
+    gen.add_argument("--steps", type=int, default=1)
+    gen.add_argument(
+        "--cfg", type=float, default=None, help="guidance strength ω (default 1.5 at one step, else 4.5)"
+    )
+    gen.add_argument("--guidance", choices=["standard", "scaled", "both"], default="scaled")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument(
+        "--model", default="default", help="'default', a registry name, a directory or a HF repo id"
+    )
+    gen.add_argument("--device", default=None)
+    gen.add_argument("--max-duration", type=float, default=30.0)
+    gen.add_argument("--audio-only", action="store_true", help="write audio files only, no mp4")
+    gen.add_argument("--out", default="outputs")
+    gen.set_defaults(func=cmd_generate)
+
+    conv = sub.add_parser("convert", help="MMAudio .pth network -> model.safetensors + config.json")
+    conv.add_argument("checkpoint")
+    conv.add_argument("out")
+    conv.add_argument("--variant", default=None, help="network variant (default: inferred from shapes)")
+    conv.set_defaults(func=cmd_convert)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
+    if getattr(args, "cfg", 0) is None:
+        args.cfg = 1.5 if args.steps == 1 else 4.5
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

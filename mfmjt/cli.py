@@ -78,9 +78,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from mfmjt.hub import convert_mmaudio_checkpoint
+    from mfmjt.hub import convert_command
 
-    out = convert_mmaudio_checkpoint(args.checkpoint, args.out, variant=args.variant)
+    out = convert_command(args.checkpoint, args.out, variant=args.variant)
     logger.info("wrote %s", out)
     return 0
 
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
 
     conv = sub.add_parser("convert", help="MMAudio .pth network -> model.safetensors + config.json")
-    conv.add_argument("checkpoint")
+    conv.add_argument("checkpoint", help="MMAudio network .pth, or a registry name (mmaudio_small_16k)")
     conv.add_argument("out")
     conv.add_argument("--variant", default=None, help="network variant (default: inferred from shapes)")
     conv.set_defaults(func=cmd_convert)

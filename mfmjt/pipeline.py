@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from mfmjt import media
-from mfmjt.config import AUDIO_MODES, SequenceLengths
+from mfmjt.config import AUDIO_MODES, NetworkConfig, SequenceLengths
 from mfmjt.features.base import FeatureStack
 from mfmjt.guidance import check_cfg_strength, check_guidance, guide, needs_unconditional
 from mfmjt.model.network import Conditions, MFMJTNetwork
@@ -344,3 +344,108 @@ class Pipeline:
             media.write_audio(out_dir / f"{stem}_{mode}{suffix}", wave[:n], result.sample_rate)
             for mode, wave in result.audio.items()
         ]
+
+
+# ------------------------------------------------------------------------------------ loading
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MMAUDIO_NAMES = {"mmaudio-small-16k": "small_16k", "mmaudio_small_16k": "small_16k", "small_16k": "small_16k"}
+
+
+def default_model_dir() -> Path:
+    """The embedded default model shipped in ``assets/default`` (or ``$MFMJT_DEFAULT_MODEL``)."""
+    import os
+
+    return Path(os.environ.get("MFMJT_DEFAULT_MODEL", REPO_ROOT / "assets" / "default"))
+
+
+def mmaudio_feature_stack(files: Any, device: torch.device | str = "cpu") -> FeatureStack:
+    """CLIP, Synchformer, VAE and BigVGAN from files resolved by :func:`mfmjt.hub.resolve_pipeline_files`."""
+    from mfmjt.features.audio import MMAudioCodec
+    from mfmjt.features.clip import clip_encoders_from_pretrained
+    from mfmjt.features.synchformer import SynchformerEncoder
+
+    if files.vocoder is None:
+        raise ValueError("only the 16 kHz MMAudio stack (with the BigVGAN 16k vocoder) is supported")
+    clip, text = clip_encoders_from_pretrained(files.clip_model, device=device)
+    return FeatureStack(
+        clip=clip,
+        sync=SynchformerEncoder.from_checkpoint(files.synchformer, device=device),
+        text=text,
+        codec=MMAudioCodec.from_files(files.vae, files.vocoder),
+    )
+
+
+def _load_mmaudio(variant: str, **kwargs: Any) -> Pipeline:
+    from mfmjt.features.audio import read_state_dict
+    from mfmjt.hub import resolve_pipeline_files
+
+    files = resolve_pipeline_files(variant)
+    net = MFMJTNetwork(NetworkConfig.variant(variant))
+    net.load_mmaudio_state_dict(read_state_dict(files.network))
+    return Pipeline(
+        net,
+        mmaudio_feature_stack(files, kwargs.get("device") or "cpu"),
+        name=f"MMAudio {variant}",
+        objective="flow_matching",
+        description=(
+            "MMAudio's public small_16k weights in the MF-MJT network (Δt ignored): a flow-matching "
+            "model, good at 25 steps and poor at one step. No public MF-MJT weights exist yet."
+        ),
+        **kwargs,
+    )
+
+
+def _load_directory(directory: Path, **kwargs: Any) -> Pipeline:
+    """A saved model: ``config.json`` + ``model.safetensors`` and, for offline features, their files."""
+    from mfmjt.model.network import read_metadata
+
+    meta = read_metadata(directory)
+    net = MFMJTNetwork.from_pretrained(directory)
+    feature_kind = meta.get("features", {}).get("kind", "mmaudio_16k")
+    if feature_kind == "offline":
+        from mfmjt.features.offline import load_offline_stack
+
+        features = load_offline_stack(directory)
+    elif feature_kind == "mmaudio_16k":
+        from mfmjt.hub import resolve_pipeline_files
+
+        features = mmaudio_feature_stack(resolve_pipeline_files("small_16k"), kwargs.get("device") or "cpu")
+    else:
+        raise ValueError(f"{directory}/config.json names unknown features {feature_kind!r}")
+    return Pipeline(
+        net,
+        features,
+        name=str(meta.get("name", directory.name)),
+        objective=str(meta.get("objective", "meanflow")),
+        description=str(meta.get("description", "")),
+        **kwargs,
+    )
+
+
+def load_pipeline(
+    name: str = "default",
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    max_duration: float = 30.0,
+) -> Pipeline:
+    """``"default"`` (embedded offline model), ``"mmaudio-small-16k"`` (public MMAudio weights from
+    the Hub), a local model directory, or a Hugging Face repo id holding one."""
+    kwargs: dict[str, Any] = dict(device=device, dtype=dtype, max_duration=max_duration)
+    if name == "default":
+        directory = default_model_dir()
+        if not (directory / "config.json").is_file():
+            raise FileNotFoundError(f"the embedded default model is missing from {directory}")
+        return _load_directory(directory, **kwargs)
+    if name in MMAUDIO_NAMES:
+        return _load_mmaudio(MMAUDIO_NAMES[name], **kwargs)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _load_directory(path, **kwargs)
+    if name.count("/") == 1 and not path.exists():
+        from huggingface_hub import snapshot_download
+
+        return _load_directory(Path(snapshot_download(name)), **kwargs)
+    raise ValueError(
+        f"unknown model {name!r}: use 'default', 'mmaudio-small-16k', a model directory or a HF repo id"
+    )

@@ -1,0 +1,196 @@
+"""End-to-end wiring of the full-size stack's classes with small random-weight encoders."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pytest
+import torch
+from conftest import GOLDENS
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from safetensors.torch import load_file
+
+from mfmjt import media
+from mfmjt.features.audio import MMAudioCodec
+from mfmjt.features.base import FeatureStack
+from mfmjt.features.clip import ClipTextEncoder, ClipVisualEncoder
+from mfmjt.features.synchformer import SynchformerConfig, SynchformerEncoder
+from mfmjt.features.vae import VAEConfig
+from mfmjt.features.vocoder import BigVGANConfig
+from mfmjt.model import MFMJTNetwork, NetworkConfig
+from mfmjt.pipeline import Pipeline
+
+
+def randomize(module: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_((p[0].numel() ** -0.5 if p.dim() >= 2 else 0.05) * torch.randn(p.shape, generator=g))
+
+
+@pytest.fixture(scope="module")
+def small_stack_pipeline() -> Pipeline:
+    """CLIP (open_clip, 2 layers), Synchformer (the golden's shrunk config), VAE + BigVGAN (reduced
+    widths from the goldens) and a tiny network sized to their feature dims."""
+    torch.manual_seed(0)
+    clip_model = CLIP(
+        embed_dim=32,
+        vision_cfg=CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=14, image_size=378),
+        text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=1),
+        quick_gelu=True,
+    ).eval()
+    audio_meta = json.loads((GOLDENS / "golden_audio.json").read_text())
+    codec = MMAudioCodec.from_state_dicts(
+        load_file(str(GOLDENS / "golden_vae16k_small.state_raw.safetensors")),
+        load_file(str(GOLDENS / "golden_bigvgan16k_small.state_weightnorm.safetensors")),
+        vae_config=VAEConfig(**audio_meta["vae16k_small"]["constructor_kwargs"]),
+        vocoder_config=BigVGANConfig.from_dict(audio_meta["bigvgan16k_small"]["config"]),
+    )
+    sync = SynchformerEncoder(SynchformerConfig.golden_small())
+    randomize(sync, 1)
+    features = FeatureStack(ClipVisualEncoder(clip_model), sync, ClipTextEncoder(clip_model), codec)
+    net = MFMJTNetwork(NetworkConfig.variant("tiny", clip_dim=32, sync_dim=48, text_dim=32))
+    randomize(net, 2)
+    return Pipeline(net, features, name="small random stack", device="cpu", max_duration=3.0)
+
+
+@pytest.fixture(scope="module")
+def clip_path(tmp_path_factory):
+    """A 2.5 s, 30 fps, 160x120 H.264 clip with a moving square."""
+    path = tmp_path_factory.mktemp("video") / "square.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(75):
+            img = np.zeros((120, 160, 3), np.uint8)
+            img[40:80, 2 * i : 2 * i + 20] = (255, 80, 0)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_video_to_audio_both_modes_give_audio_of_the_clip_length(small_stack_pipeline, clip_path):
+    res = small_stack_pipeline.generate(video=clip_path, prompt="a square", guidance="both", seed=3)
+    assert set(res.audio) == {"standard", "scaled"}
+    # 75 frames at 30 fps: the last frame is at 2.467 s, so 62 sync frames (25 fps) -> 2.48 s
+    assert res.duration == pytest.approx(2.48)
+    for wave in res.audio.values():
+        assert wave.dtype == np.float32 and wave.shape == (78 * 512,)  # ceil(2.48 * 31.25) latents
+        assert np.isfinite(wave).all() and np.abs(wave).max() <= 1.0
+    assert not np.allclose(res.audio["standard"], res.audio["scaled"])
+    for stage in ("decode_video", "clip_features", "sync_features", "network", "audio_decode", "total"):
+        assert stage in res.timings
+
+
+def test_text_to_audio_gives_the_requested_duration(small_stack_pipeline):
+    res = small_stack_pipeline.generate(
+        prompt="rain on a tin roof", duration=1.5, guidance="standard", seed=0
+    )
+    assert list(res.audio) == ["standard"]
+    assert res.audio["standard"].shape == (47 * 512,)  # ceil(1.5 * 31.25) latents
+
+
+def test_text_to_audio_longer_than_the_cap_is_cut_and_says_so(small_stack_pipeline):
+    res = small_stack_pipeline.generate(prompt="wind", duration=10.0, cfg_strength=1.0)
+    assert res.duration == 3.0 and "3 s" in res.message
+
+
+def test_changing_only_omega_reuses_features_and_predictions(small_stack_pipeline, clip_path, monkeypatch):
+    pipe = small_stack_pipeline
+    first = pipe.generate(video=clip_path, prompt="x", guidance="both", cfg_strength=1.5, seed=5)
+    calls = []
+    original = pipe.network.inner_velocity
+    monkeypatch.setattr(pipe.network, "inner_velocity", lambda *a, **k: calls.append(1) or original(*a, **k))
+    again = pipe.generate(video=clip_path, prompt="x", guidance="both", cfg_strength=1.5, seed=5)
+    stronger = pipe.generate(video=clip_path, prompt="x", guidance="scaled", cfg_strength=3.5, seed=5)
+    assert calls == []  # no network forward at all: the one-step predictions were kept
+    assert again.timings["video_features"] == 0.0  # cached per (content, duration)
+    np.testing.assert_array_equal(again.audio["scaled"], first.audio["scaled"])
+    assert not np.allclose(stronger.audio["scaled"], first.audio["scaled"])
+    pipe.generate(video=clip_path, prompt="x", guidance="scaled", cfg_strength=3.5, seed=6)
+    assert calls == [1]  # a new seed is a new request: one batched forward
+
+
+def test_one_step_remix_equals_a_fresh_run(small_stack_pipeline, clip_path):
+    pipe = small_stack_pipeline
+    pipe.generate(video=clip_path, prompt="y", cfg_strength=1.5, seed=9)
+    remixed = pipe.generate(video=clip_path, prompt="y", cfg_strength=2.5, guidance="standard", seed=9)
+    pipe._one_step = None
+    fresh = pipe.generate(video=clip_path, prompt="y", cfg_strength=2.5, guidance="standard", seed=9)
+    np.testing.assert_allclose(remixed.audio["standard"], fresh.audio["standard"], atol=1e-5)
+
+
+def test_multi_step_generation_reports_progress(small_stack_pipeline):
+    seen = []
+    res = small_stack_pipeline.generate(
+        prompt="z", duration=1.0, steps=3, cfg_strength=4.5, progress=lambda i, n: seen.append((i, n))
+    )
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert res.settings["steps"] == 3
+
+
+def test_mux_writes_one_browser_playable_mp4_per_mode(small_stack_pipeline, clip_path, tmp_path):
+    res = small_stack_pipeline.generate(video=clip_path, guidance="both", seed=1)
+    paths = small_stack_pipeline.mux(res, clip_path, tmp_path)
+    assert [p.name for p in paths] == ["square_standard.mp4", "square_scaled.mp4"]
+    for path in paths:
+        with av.open(str(path)) as container:
+            assert [s.type for s in container.streams] == ["video", "audio"]
+            assert container.streams.video[0].codec_context.name == "h264"
+            assert container.streams.audio[0].codec_context.name == "aac"
+            assert container.duration / 1e6 == pytest.approx(2.48, abs=0.05)
+    flac = small_stack_pipeline.save_audio(res, tmp_path, "square")
+    assert media.read_audio(flac[0], 16_000).shape == (39_680,)  # 2.48 s
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(), "give a video, a prompt, or both"),
+        (dict(prompt="a", steps=0), "steps must be"),
+        (dict(prompt="a", cfg_strength=-1), "cfg_strength"),
+        (dict(prompt="a", guidance="wild"), "guidance must be"),
+        (dict(prompt="a", seed=-3), "seed"),
+        (dict(prompt="a", duration=float("nan")), "duration"),
+    ],
+)
+def test_bad_requests_raise_value_error(small_stack_pipeline, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        small_stack_pipeline.generate(**kwargs)
+
+
+def test_unreadable_video_raises_media_error(small_stack_pipeline, tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    with pytest.raises(media.MediaError):
+        small_stack_pipeline.generate(video=bad)
+
+
+def test_cli_generate_processes_a_folder_and_skips_unreadable_files(
+    small_stack_pipeline, clip_path, tmp_path, monkeypatch, caplog
+):
+    import shutil
+
+    from mfmjt import cli, pipeline
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(clip_path, folder / "a.mp4")
+    (folder / "b.mp4").write_bytes(b"not a video")
+    shutil.copy(clip_path, folder / "c.mov")
+    monkeypatch.setattr(pipeline, "load_pipeline", lambda *a, **k: small_stack_pipeline)
+    out = tmp_path / "out"
+    code = cli.main(["generate", "--video", str(folder), "--guidance", "both", "--out", str(out)])
+    assert code == 1  # one input failed ...
+    assert "skipped b.mp4" in caplog.text
+    names = sorted(p.name for p in out.iterdir())  # ... and the others were all written
+    assert names == sorted(
+        f"{stem}_{mode}.{ext}"
+        for stem in ("a", "c")
+        for mode in ("standard", "scaled")
+        for ext in ("flac", "mp4")
+    )

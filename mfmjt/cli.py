@@ -85,6 +85,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from mfmjt.train import TrainConfig, train
+
+    out = train(TrainConfig.from_args(args))
+    logger.info("training output: %s", out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mfmjt", description="MF-MJT video-to-audio and text-to-audio")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -117,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("out")
     conv.add_argument("--variant", default=None, help="network variant (default: inferred from shapes)")
     conv.set_defaults(func=cmd_convert)
+
+    from mfmjt.train import add_train_arguments
+
+    tr = sub.add_parser("train", help="train (or fine-tune) a network on a feature store (see mfmjt extract)")
+    add_train_arguments(tr)
+    tr.set_defaults(func=cmd_train)
     return parser
 
 

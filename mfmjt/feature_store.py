@@ -1,0 +1,402 @@
+"""Pre-computed training features in a memory-mapped directory (MMAudio's rule: extract once).
+
+Layout of a store directory::
+
+    meta.json            format, item count, per-array shapes and dtypes, clip duration, ids,
+                         captions, latent statistics, free-form ``extra`` metadata, ``complete``
+    latent_mean.npy      [N, L, C]   VAE posterior means (channel-last)
+    latent_std.npy       [N, L, C]   VAE posterior standard deviations
+    clip_f.npy           [N, Lc, Dc] CLIP frame features
+    sync_f.npy           [N, Ls, Ds] Synchformer features
+    text_f.npy           [N, Lt, Dt] text token features
+    has_video.npy        [N] bool    False for audio-text items (clip/sync are then ignored)
+    empty_text_f.npy     [Lt, Dt]    optional: features of the empty string (the "no text" condition)
+
+The ``.npy`` files are plain NumPy arrays opened with ``mmap_mode``, so a store larger than memory
+is read through the OS page cache. :class:`FeatureStoreWriter` creates a store,
+:class:`FeatureStore` reads it (a ``torch.utils.data.Dataset``), :func:`latent_stats` gives the
+per-channel latent normalisation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "mfmjt-features"
+VERSION = 1
+META_NAME = "meta.json"
+FEATURE_NAMES = ("latent_mean", "latent_std", "clip_f", "sync_f", "text_f")
+HAS_VIDEO = "has_video"
+EMPTY_TEXT = "empty_text_f"
+
+ArrayLike = np.ndarray | torch.Tensor | Sequence[Any]
+
+
+def _to_numpy(value: ArrayLike) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.dtype == torch.bfloat16:
+            value = value.float()
+        return value.numpy()
+    return np.asarray(value)
+
+
+def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _normalise_shapes(shapes: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
+    """Per-item shapes of the five feature arrays; ``latent`` stands for both latent arrays."""
+    out = {k: tuple(int(d) for d in v) for k, v in shapes.items() if k != "latent"}
+    if "latent" in shapes:
+        for key in ("latent_mean", "latent_std"):
+            out.setdefault(key, tuple(int(d) for d in shapes["latent"]))
+    missing = [k for k in FEATURE_NAMES if k not in out]
+    unknown = sorted(set(out) - set(FEATURE_NAMES))
+    if missing or unknown:
+        raise ValueError(
+            f"shapes must give per-item shapes for {list(FEATURE_NAMES)} ('latent' sets both latent arrays)"
+            + (f"; missing {missing}" if missing else "")
+            + (f"; unknown {unknown}" if unknown else "")
+        )
+    for name, shape in out.items():
+        if len(shape) != 2 or min(shape) < 1:
+            raise ValueError(f"per-item shape of {name} must be [length, channels], got {list(shape)}")
+    if out["latent_std"] != out["latent_mean"]:
+        raise ValueError(
+            f"latent_std shape {out['latent_std']} differs from latent_mean {out['latent_mean']}"
+        )
+    return out
+
+
+class FeatureStoreWriter:
+    """Create a store of ``n_items`` items and fill it item by item (or in batches).
+
+    ``shapes`` maps ``latent_mean``/``latent_std`` (or ``latent``), ``clip_f``, ``sync_f`` and
+    ``text_f`` to their per-item ``(length, channels)``. Call :meth:`close` (or use ``with``) once
+    every item is written: only then is the store marked complete and readable.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        n_items: int,
+        shapes: Mapping[str, Sequence[int]],
+        *,
+        duration: float | None = None,
+        dtype: np.dtype | str = np.float32,
+        extra: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        if int(n_items) < 1:
+            raise ValueError(f"n_items must be positive, got {n_items}")
+        self.path = Path(path)
+        self.n_items = int(n_items)
+        self.shapes = _normalise_shapes(shapes)
+        self.dtype = np.dtype(dtype)
+        if self.dtype.kind != "f":
+            raise ValueError(f"dtype must be a floating-point type, got {self.dtype}")
+        if self.path.exists() and any(self.path.iterdir()):
+            if not overwrite:
+                raise ValueError(
+                    f"{self.path} exists and is not empty; pass overwrite=True to replace a store"
+                )
+            if not (self.path / META_NAME).is_file():
+                raise ValueError(
+                    f"refusing to overwrite {self.path}: it is not a feature store (no {META_NAME})"
+                )
+            for name in (*FEATURE_NAMES, HAS_VIDEO, EMPTY_TEXT):
+                (self.path / f"{name}.npy").unlink(missing_ok=True)
+            (self.path / META_NAME).unlink()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._arrays: dict[str, np.memmap] = {
+            name: np.lib.format.open_memmap(
+                self.path / f"{name}.npy", mode="w+", dtype=self.dtype, shape=(self.n_items, *shape)
+            )
+            for name, shape in self.shapes.items()
+        }
+        self._arrays[HAS_VIDEO] = np.lib.format.open_memmap(
+            self.path / f"{HAS_VIDEO}.npy", mode="w+", dtype=np.bool_, shape=(self.n_items,)
+        )
+        self._written = np.zeros(self.n_items, dtype=bool)
+        self._ids = [str(i) for i in range(self.n_items)]
+        self._captions = [""] * self.n_items
+        self._empty_text: np.ndarray | None = None
+        self._meta: dict[str, Any] = {
+            "format": FORMAT,
+            "version": VERSION,
+            "complete": False,
+            "n_items": self.n_items,
+            "duration": None if duration is None else float(duration),
+            "arrays": {
+                **{
+                    n: {"shape": [self.n_items, *s], "dtype": self.dtype.name} for n, s in self.shapes.items()
+                },
+                HAS_VIDEO: {"shape": [self.n_items], "dtype": "bool"},
+            },
+            "extra": dict(extra or {}),
+        }
+        _write_json_atomic(self.path / META_NAME, self._meta)
+        self._closed = False
+
+    def write(
+        self,
+        i: int,
+        *,
+        latent_mean: ArrayLike,
+        latent_std: ArrayLike,
+        clip_f: ArrayLike,
+        sync_f: ArrayLike,
+        text_f: ArrayLike,
+        has_video: bool = True,
+        item_id: str | None = None,
+        caption: str | None = None,
+    ) -> None:
+        """Write item ``i`` (arrays of the per-item shapes; numpy or torch)."""
+        self.write_batch(
+            int(i),
+            latent_mean=_to_numpy(latent_mean)[None],
+            latent_std=_to_numpy(latent_std)[None],
+            clip_f=_to_numpy(clip_f)[None],
+            sync_f=_to_numpy(sync_f)[None],
+            text_f=_to_numpy(text_f)[None],
+            has_video=[bool(has_video)],
+            item_ids=None if item_id is None else [item_id],
+            captions=None if caption is None else [caption],
+        )
+
+    def write_batch(
+        self,
+        start: int,
+        *,
+        latent_mean: ArrayLike,
+        latent_std: ArrayLike,
+        clip_f: ArrayLike,
+        sync_f: ArrayLike,
+        text_f: ArrayLike,
+        has_video: ArrayLike | None = None,
+        item_ids: Sequence[str] | None = None,
+        captions: Sequence[str] | None = None,
+    ) -> None:
+        """Write items ``start .. start + B - 1`` from arrays with a leading batch dimension."""
+        if self._closed:
+            raise ValueError("the store writer is closed")
+        arrays = {
+            "latent_mean": _to_numpy(latent_mean),
+            "latent_std": _to_numpy(latent_std),
+            "clip_f": _to_numpy(clip_f),
+            "sync_f": _to_numpy(sync_f),
+            "text_f": _to_numpy(text_f),
+        }
+        b = arrays["latent_mean"].shape[0] if arrays["latent_mean"].ndim else 0
+        if not start >= 0 or start + b > self.n_items or b < 1:
+            raise ValueError(f"items {start}..{start + b - 1} are outside the store's 0..{self.n_items - 1}")
+        for name, value in arrays.items():
+            if value.shape != (b, *self.shapes[name]):
+                raise ValueError(f"{name} must have shape {[b, *self.shapes[name]]}, got {list(value.shape)}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"{name} has non-finite values (items {start}..{start + b - 1})")
+        video = np.ones(b, dtype=bool) if has_video is None else _to_numpy(has_video).astype(bool).reshape(-1)
+        for name, seq in (("has_video", video), ("item_ids", item_ids), ("captions", captions)):
+            if seq is not None and len(seq) != b:
+                raise ValueError(f"{name} has {len(seq)} entries for a batch of {b}")
+        sl = slice(start, start + b)
+        for name, value in arrays.items():
+            self._arrays[name][sl] = value
+        self._arrays[HAS_VIDEO][sl] = video
+        if item_ids is not None:
+            self._ids[sl] = [str(x) for x in item_ids]
+        if captions is not None:
+            self._captions[sl] = [str(x) for x in captions]
+        self._written[sl] = True
+
+    def set_empty_text(self, text_f: ArrayLike) -> None:
+        """Store the features of the empty string ``[Lt, Dt]`` (copied into the network's
+        ``empty_string_feat`` by training)."""
+        value = _to_numpy(text_f)
+        if value.shape != self.shapes["text_f"]:
+            raise ValueError(
+                f"empty text features must have shape {list(self.shapes['text_f'])}, got {list(value.shape)}"
+            )
+        self._empty_text = value.astype(self.dtype)
+
+    def close(self) -> Path:
+        """Flush, compute the latent statistics and mark the store complete; returns its path."""
+        if self._closed:
+            return self.path
+        missing = np.flatnonzero(~self._written)
+        if missing.size:
+            raise ValueError(
+                f"{missing.size} of {self.n_items} items were never written (first: {missing[:5].tolist()})"
+            )
+        for array in self._arrays.values():
+            array.flush()
+        if self._empty_text is not None:
+            np.save(self.path / f"{EMPTY_TEXT}.npy", self._empty_text)
+            self._meta["arrays"][EMPTY_TEXT] = {
+                "shape": list(self._empty_text.shape),
+                "dtype": self.dtype.name,
+            }
+        mean, std = _compute_latent_stats(self._arrays["latent_mean"])
+        self._meta.update(
+            complete=True,
+            ids=self._ids,
+            captions=self._captions,
+            latent_stats={"mean": mean.tolist(), "std": std.tolist()},
+        )
+        _write_json_atomic(self.path / META_NAME, self._meta)
+        self._arrays.clear()
+        self._closed = True
+        logger.info("wrote feature store %s (%d items)", self.path, self.n_items)
+        return self.path
+
+    def __enter__(self) -> FeatureStoreWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+
+
+class FeatureStore(Dataset):
+    """Read-only view of a complete store. ``store[i]`` is a dict of tensors (float32 features,
+    bool ``has_video``, int ``index``); ``store.get_batch(indices)`` stacks several items."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        meta_path = self.path / META_NAME
+        if not meta_path.is_file():
+            raise ValueError(
+                f"no feature store at {self.path}: expected {META_NAME} and .npy arrays written by "
+                "FeatureStoreWriter (run the feature extractor first)"
+            )
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise ValueError(f"{meta_path} is not a {FORMAT} v{VERSION} store")
+        if not meta.get("complete"):
+            raise ValueError(f"feature store {self.path} is incomplete (its writer was not closed)")
+        self.meta: dict[str, Any] = meta
+        self.n_items = int(meta["n_items"])
+        self.shapes = {name: tuple(meta["arrays"][name]["shape"][1:]) for name in FEATURE_NAMES}
+        for name, info in meta["arrays"].items():
+            file = self.path / f"{name}.npy"
+            if not file.is_file():
+                raise ValueError(f"feature store {self.path} is missing {file.name}")
+            array = np.load(file, mmap_mode="r")
+            if list(array.shape) != list(info["shape"]):
+                raise ValueError(f"{file} has shape {list(array.shape)}, meta.json says {info['shape']}")
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    # Memory maps are opened lazily in each process (DataLoader workers must not pickle them).
+    def _open(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = {
+                name: np.load(self.path / f"{name}.npy", mmap_mode="r")
+                for name in (*FEATURE_NAMES, HAS_VIDEO)
+            }
+        return self._arrays
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_arrays": None}
+
+    def __len__(self) -> int:
+        return self.n_items
+
+    @property
+    def duration(self) -> float | None:
+        return self.meta.get("duration")
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.meta["ids"])
+
+    @property
+    def captions(self) -> list[str]:
+        return list(self.meta["captions"])
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return dict(self.meta.get("extra", {}))
+
+    @property
+    def latent_dim(self) -> int:
+        return self.shapes["latent_mean"][1]
+
+    def array(self, name: str) -> np.ndarray:
+        """The read-only memory map of one stored array (``[N, ...]``)."""
+        if name not in (*FEATURE_NAMES, HAS_VIDEO):
+            raise ValueError(f"unknown array {name!r}; stored arrays are {[*FEATURE_NAMES, HAS_VIDEO]}")
+        return self._open()[name]
+
+    def empty_text_features(self) -> torch.Tensor | None:
+        """The stored empty-string features ``[Lt, Dt]`` (float32), or None if the store has none."""
+        if EMPTY_TEXT not in self.meta["arrays"]:
+            return None
+        return torch.from_numpy(np.load(self.path / f"{EMPTY_TEXT}.npy").astype(np.float32))
+
+    def get_batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
+        """Items ``indices`` stacked along a leading batch dimension."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n_items):
+            raise IndexError(f"indices must be in [0, {self.n_items}), got {idx.tolist()}")
+        arrays = self._open()
+        batch = {
+            name: torch.from_numpy(np.asarray(arrays[name][idx], dtype=np.float32)) for name in FEATURE_NAMES
+        }
+        batch[HAS_VIDEO] = torch.from_numpy(np.array(arrays[HAS_VIDEO][idx], dtype=bool))
+        batch["index"] = torch.from_numpy(idx.copy())
+        return batch
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        return self.get_batch(indices)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not -self.n_items <= int(i) < self.n_items:
+            raise IndexError(f"item {i} out of range for a store of {self.n_items}")
+        return {k: v[0] for k, v in self.get_batch([int(i) % self.n_items]).items()}
+
+
+def _compute_latent_stats(means: np.ndarray, chunk_items: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and unbiased std over (items, time), two chunked float64 passes."""
+    n, length, channels = means.shape
+    count = n * length
+    total = np.zeros(channels, dtype=np.float64)
+    for start in range(0, n, chunk_items):
+        total += np.asarray(means[start : start + chunk_items], dtype=np.float64).sum(axis=(0, 1))
+    mean = total / count
+    sq = np.zeros(channels, dtype=np.float64)
+    for start in range(0, n, chunk_items):
+        sq += np.square(np.asarray(means[start : start + chunk_items], dtype=np.float64) - mean).sum(
+            axis=(0, 1)
+        )
+    std = np.sqrt(sq / max(count - 1, 1))
+    return mean, std
+
+
+def latent_stats(store: FeatureStore | str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(mean, std)`` [C] float32 of the stored posterior means over (items, time).
+
+    MMAudio's rule: ``mean.mean(dim=(0, 1)), mean.std(dim=(0, 1))`` (unbiased std). Read from
+    ``meta.json`` when the writer recorded it, otherwise computed in chunks.
+    """
+    if not isinstance(store, FeatureStore):
+        store = FeatureStore(store)
+    cached = store.meta.get("latent_stats")
+    if cached is not None:
+        mean, std = np.asarray(cached["mean"]), np.asarray(cached["std"])
+    else:
+        mean, std = _compute_latent_stats(store.array("latent_mean"))
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)

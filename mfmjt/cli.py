@@ -85,6 +85,24 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_extract(args: argparse.Namespace) -> int:
+    import torch
+
+    from mfmjt.extract import ExtractConfig, extract_synthetic, fit_offline_stack
+
+    torch.set_num_threads(args.threads)
+    config = ExtractConfig(
+        out=Path(args.out),
+        n_items=args.n_items,
+        duration=args.duration,
+        first_seed=args.first_seed,
+        text_only_fraction=args.text_only_fraction,
+    )
+    stack = fit_offline_stack(config, n_fit=args.fit_items)
+    extract_synthetic(config, stack)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from mfmjt.train import TrainConfig, train
 
@@ -125,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("out")
     conv.add_argument("--variant", default=None, help="network variant (default: inferred from shapes)")
     conv.set_defaults(func=cmd_convert)
+
+    ext = sub.add_parser("extract", help="synthetic scenes -> feature store (with the fitted offline codec)")
+    ext.add_argument("--out", required=True, help="feature store directory (must not exist or be empty)")
+    ext.add_argument("--n-items", type=int, default=1500)
+    ext.add_argument("--duration", type=float, default=4.0, help="seconds per item")
+    ext.add_argument("--first-seed", type=int, default=0, help="scene seeds first_seed .. first_seed+n-1")
+    ext.add_argument("--text-only-fraction", type=float, default=0.1)
+    ext.add_argument("--fit-items", type=int, default=300, help="scenes whose audio fits the codec")
+    ext.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on small CPUs)")
+    ext.set_defaults(func=cmd_extract)
 
     from mfmjt.train import add_train_arguments
 

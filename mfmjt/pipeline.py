@@ -403,9 +403,11 @@ def _load_directory(directory: Path, **kwargs: Any) -> Pipeline:
     net = MFMJTNetwork.from_pretrained(directory)
     feature_kind = meta.get("features", {}).get("kind", "mmaudio_16k")
     if feature_kind == "offline":
-        from mfmjt.features.offline import load_offline_stack
+        from mfmjt.features.offline import OfflineAudioCodec, OfflineEncoderConfig, make_offline_stack
 
-        features = load_offline_stack(directory)
+        spec = meta["features"]
+        codec = OfflineAudioCodec.load(directory / spec["codec"])
+        features = make_offline_stack(codec, OfflineEncoderConfig.from_dict(spec["encoders"]))
     elif feature_kind == "mmaudio_16k":
         from mfmjt.hub import resolve_pipeline_files
 

@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -585,6 +586,7 @@ def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
     if step >= config.steps:
         export_dir = out_dir / EXPORT_NAME
         if main:
+            features = store.extra.get("features")
             ema.model.save_pretrained(
                 export_dir,
                 objective=config.objective,
@@ -593,7 +595,12 @@ def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
                 duration=store.duration,
                 training=config.to_dict(),
                 feature_store=store.extra,
+                **({"features": features} if features else {}),
             )
+            # A store may carry the feature stack it was made with (e.g. the offline codec): the exported
+            # model directory then holds everything the pipeline needs.
+            for name in (features or {}).get("files", []):
+                shutil.copy2(Path(config.store) / name, export_dir / name)
             logger.info("exported the EMA network to %s", export_dir)
         if info.world_size > 1:
             dist.barrier()

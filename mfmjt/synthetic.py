@@ -963,7 +963,7 @@ def write_scene_mp4(scene: Scene, path: str | Path, *, crf: int = 18) -> Path:
                 a_pos += block.size
         container.mux(vstream.encode(None))
         container.mux(astream.encode(None))
-    logger.info("wrote %s (%d frames, %.2f s)", path, T, scene.duration)
+    logger.debug("wrote %s (%d frames, %.2f s)", path, T, scene.duration)
     return path
 
 

@@ -1,0 +1,167 @@
+"""Request-to-result latency of the Gradio demo through its API (gradio_client), on an 8 s clip.
+
+Launches ``app.build_demo`` locally and times ``/video_to_audio`` from the client's call to the
+downloaded mp4s: 1 step with both guidances vs 1 step with one, vs 25 steps, plus the live remix
+(the same one-step request with another ω: no network forward). Each timed request uses a clip of
+its own and a new seed, so features and predictions are computed afresh. Prints a markdown table
+of seconds and ratios, all measured in one run.
+
+    python benchmarks/app_latency.py                          # the embedded default model
+    python benchmarks/app_latency.py --model mmaudio-small-16k
+    python benchmarks/app_latency.py --random-stack --repeats 2   # quick check, no weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import app  # noqa: E402
+from mfmjt.pipeline import Pipeline, load_pipeline  # noqa: E402
+
+logger = logging.getLogger("benchmarks.app_latency")
+
+
+@dataclass(frozen=True)
+class Case:
+    label: str
+    steps: int
+    guidance: str
+    cfg: float
+    remix: bool = False  # same request as the previous one but another ω
+
+
+CASES = [
+    Case("1 step, compare both", 1, "both", 1.5),
+    Case("1 step, scaled only", 1, "scaled", 1.5),
+    Case("1 step, live remix (ω changed, both)", 1, "both", 3.0, remix=True),
+    Case("25 steps, scaled only", 25, "scaled", 4.5),
+    Case("25 steps, compare both", 25, "both", 4.5),
+]
+
+
+def write_clip(path: Path, seconds: float, variant: int, size: int = 256, fps: int = 24) -> Path:
+    """A moving square whose colour and speed depend on ``variant`` (so file contents differ)."""
+    rng = np.random.default_rng(variant)
+    colour = rng.integers(64, 256, 3).astype(np.uint8)
+    speed = 2 + variant % 5
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(round(seconds * fps)):
+            img = np.zeros((size, size, 3), np.uint8)
+            x = (speed * i) % (size - 32)
+            img[size // 3 : size // 3 + 32, x : x + 32] = colour
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def loader(args: argparse.Namespace) -> Callable[[], Pipeline]:
+    if args.random_stack:
+        sys.path.insert(0, str(REPO / "tests"))
+        from stacks import small_random_pipeline
+
+        return partial(small_random_pipeline, max_duration=max(args.duration, 3.0))
+    return partial(load_pipeline, args.model, max_duration=max(args.duration, 30.0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="default", help="a load_pipeline name, directory or HF repo id")
+    parser.add_argument("--random-stack", action="store_true",
+                        help="use the small random-weight stack of tests/stacks.py instead of --model")
+    parser.add_argument("--duration", type=float, default=8.0, help="clip length in seconds")
+    parser.add_argument("--repeats", type=int, default=3, help="timed requests per case (median)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from gradio_client import Client, handle_file
+
+    name = "random" if args.random_stack else args.model
+    pipe = loader(args)()
+    demo = app.build_demo({name: lambda: pipe})
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
+                ssr_mode=False)
+    workdir = Path(tempfile.mkdtemp(prefix="mfmjt_app_latency_"))
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False,
+                    download_files=str(workdir / "downloads"))
+    clips = iter(range(10**6))
+    seed = 1000
+
+    def request(case: Case, clip: Path, seed: int) -> float:
+        start = time.perf_counter()
+        outputs = client.predict(handle_file(str(clip)), "", "", 0, case.steps, case.cfg, case.guidance,
+                                 seed, False, api_name="/video_to_audio")
+        elapsed = time.perf_counter() - start
+        assert any(outputs[:2]), "no video came back"
+        return elapsed
+
+    try:
+        logger.info("writing clips and warming up ...")
+        request(CASES[0], write_clip(workdir / "warmup.mp4", args.duration, next(clips)), seed)
+        results: dict[str, list[float]] = {}
+        for case in CASES:
+            times = []
+            for _ in range(args.repeats):
+                seed += 1
+                clip = write_clip(workdir / f"clip{seed}.mp4", args.duration, next(clips))
+                if case.remix:  # first the one-step request itself, untimed
+                    request(Case("", 1, case.guidance, 1.5), clip, seed)
+                times.append(request(case, clip, seed))
+            results[case.label] = times
+            logger.info("%s: %s s", case.label, ", ".join(f"{t:.2f}" for t in times))
+    finally:
+        demo.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    info = pipe.info()
+    if pipe.device.type == "cuda":
+        device = torch.cuda.get_device_name(pipe.device)
+    else:
+        device = f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
+    base = statistics.median(results[CASES[0].label])
+    print(f"\nmodel `{name}` ({info['kind']}, {info['parameters']}) · {device} · {info['dtype']} · "
+          f"{args.duration:g} s clip · median of {args.repeats} requests through gradio_client "
+          "(upload → mp4s downloaded)\n")
+    print("| request | median s | min s | × 1 step compare both | RTF |")
+    print("|---|---:|---:|---:|---:|")
+    for case in CASES:
+        times = results[case.label]
+        med = statistics.median(times)
+        rtf = med / args.duration
+        print(f"| {case.label} | {med:.2f} | {min(times):.2f} | {med / base:.2f} | {rtf:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

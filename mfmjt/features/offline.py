@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from mfmjt.config import SYNC_SEGMENT_FRAMES, SYNC_SEGMENT_STEP, SYNC_TOKENS_PER_SEGMENT, TEXT_SEQ_LEN
 from mfmjt.features.base import FeatureStack
+from mfmjt.features.mel import slaney_mel_filterbank
 
 logger = logging.getLogger(__name__)
 
@@ -391,25 +392,6 @@ class CodecConfig:
         return _from_dict(cls, data)
 
 
-def _mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    """Slaney-style mel filterbank (linear below 1 kHz, log above; area-normalised), ``[n_mels, n_freq]``."""
-
-    def hz_to_mel(f: np.ndarray) -> np.ndarray:
-        f = np.asarray(f, dtype=np.float64)
-        return np.where(
-            f >= 1000.0, 15.0 + np.log(np.maximum(f, 1e-9) / 1000.0) / (np.log(6.4) / 27.0), 3.0 * f / 200.0
-        )
-
-    def mel_to_hz(m: np.ndarray) -> np.ndarray:
-        return np.where(m >= 15.0, 1000.0 * np.exp(np.log(6.4) / 27.0 * (m - 15.0)), 200.0 * m / 3.0)
-
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    edges = mel_to_hz(np.linspace(0.0, hz_to_mel(sample_rate / 2.0), n_mels + 2))
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    tri = np.maximum(0.0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)))
-    return tri * (2.0 / (hi - lo))
-
-
 class OfflineAudioCodec(torch.nn.Module):
     """Deterministic waveform <-> latent codec: ``[B, samples]`` <-> ``[B, ceil(samples/512), 20]``.
 
@@ -425,7 +407,7 @@ class OfflineAudioCodec(torch.nn.Module):
         width = cfg.sub_frames * cfg.n_mels
         self.register_buffer("pca_mean", torch.zeros(width))
         self.register_buffer("pca_components", torch.zeros(cfg.latent_dim - cfg.sub_frames, width))
-        mel = torch.from_numpy(_mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels)).float()
+        mel = slaney_mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, 0.0, cfg.sample_rate / 2).float()
         self.register_buffer("mel_basis", mel, persistent=False)
         self.register_buffer("mel_pinv", torch.linalg.pinv(mel), persistent=False)
         self.register_buffer("window", torch.hann_window(cfg.n_fft, periodic=True), persistent=False)

@@ -36,8 +36,10 @@ OMEGAS = (1.0, 1.5, 2.5, 3.5, 4.5)
 MODELS: dict[str, tuple[str, str, float | None]] = {
     "meanflow": ("default/final", "MF-MJT (MeanFlow)", 0.1),
     "flow_matching": ("fm/final", "flow matching", None),
-    "ratio_0.25": ("ratio025/final", "MeanFlow, ratio 0.25", 0.25),
-    "ratio_0.5": ("ratio05/final", "MeanFlow, ratio 0.5", 0.5),
+    # experiment (c): three shorter runs (800 steps) that differ only in the r != t ratio
+    "ratio_0.1": ("ablation_ratio0.1/final", "MeanFlow, ratio 0.1 (800 steps)", 0.1),
+    "ratio_0.25": ("ablation_ratio0.25/final", "MeanFlow, ratio 0.25 (800 steps)", 0.25),
+    "ratio_0.5": ("ablation_ratio0.5/final", "MeanFlow, ratio 0.5 (800 steps)", 0.5),
 }
 
 
@@ -170,7 +172,7 @@ def experiment_b(runner: Runner, docs: Path, bound: dict[str, Any]) -> tuple[str
 def experiment_c(runner: Runner, docs: Path, bound: dict[str, Any]) -> tuple[str, list[Path]]:
     rows, points = [], []
     settings = EvalSettings(steps=1, cfg=1.5, guidance="scaled")
-    for name in ("meanflow", "ratio_0.25", "ratio_0.5"):
+    for name in ("ratio_0.1", "ratio_0.25", "ratio_0.5"):
         row = runner.run(name, settings)
         if row is None:
             continue

@@ -221,7 +221,18 @@ class Pipeline:
                 video, prompt, negative_prompt, duration, int(steps), w, modes, int(seed), progress
             )
 
-    def _generate(self, video, prompt, negative_prompt, duration, steps, w, modes, seed, progress):
+    def _generate(
+        self,
+        video: str | Path | None,
+        prompt: str,
+        negative_prompt: str,
+        duration: float | None,
+        steps: int,
+        w: float,
+        modes: tuple[str, ...],
+        seed: int,
+        progress: ProgressCallback | None,
+    ) -> GenerationResult:
         timings: dict[str, float] = {}
         t_start = time.perf_counter()
         message = ""

@@ -229,8 +229,13 @@ class OfflineClipEncoder(torch.nn.Module):
 class OfflineSyncEncoder(torch.nn.Module):
     """Motion tokens from 25 fps frames: ``[B, T, 3, H, W]`` uint8 -> ``[B, 8*S, sync_dim]``.
 
-    ``S = (T - 16) // 8 + 1`` segments of 16 frames with stride 8, like Synchformer; token ``k`` of
-    segment ``s`` describes frames ``8s + 2k`` and ``8s + 2k + 1``.
+    The token count is Synchformer's (``S = (T - 16) // 8 + 1`` segments of 8 tokens), but the
+    tokens are not Synchformer's overlapping segments: token ``i`` describes the two frames around
+    time ``(i + 1/2)·T / (8S)``, a uniform grid over the clip. The network's nearest-exact
+    upsampling of the sync stream onto the latent frames then hands every latent frame the motion
+    of its own moment (to within half a token, ~23 ms), instead of Synchformer's saw-tooth
+    (segment tokens overlap in time and map up to 0.4 s away), which a small model trained on a CPU
+    budget cannot learn to undo.
     """
 
     def __init__(self, config: OfflineEncoderConfig | None = None) -> None:
@@ -289,12 +294,13 @@ class OfflineSyncEncoder(torch.nn.Module):
         feats = self.frame_features(frames)  # [B, T, D]
         B, _, D = feats.shape
         S = (T - SYNC_SEGMENT_FRAMES) // SYNC_SEGMENT_STEP + 1
-        per_token = SYNC_SEGMENT_FRAMES // SYNC_TOKENS_PER_SEGMENT  # 2 frames per token
-        index = (
-            torch.arange(S, device=feats.device)[:, None] * SYNC_SEGMENT_STEP
-            + torch.arange(SYNC_SEGMENT_FRAMES, device=feats.device)[None, :]
-        ).reshape(-1)
-        tokens = feats[:, index].reshape(B, S * SYNC_TOKENS_PER_SEGMENT, per_token * D)
+        M = S * SYNC_TOKENS_PER_SEGMENT
+        centre = (torch.arange(M, device=feats.device, dtype=torch.float64) + 0.5) * T / M  # in frames
+        # frame f's features hold the velocity over (f-1, f] and the acceleration around f-1, so the
+        # pair (f, f+1) with f = round(centre) describes the motion at the token's centre
+        first = centre.round().long().clamp(0, T - 2)
+        index = torch.stack([first, first + 1], dim=1).reshape(-1)
+        tokens = feats[:, index].reshape(B, M, 2 * D)
         return tokens @ self.projection
 
 

@@ -1,6 +1,8 @@
 """The demo in a real browser: headless Debian chromium driven by Playwright (no browser downloads).
 
 Skipped only when /usr/bin/chromium is missing and ``MFMJT_REQUIRE_BROWSER`` is unset (CI sets it).
+``MFMJT_SCREENSHOT_MODEL=default MFMJT_SCREENSHOT=docs/screenshot.png`` runs it on a real model
+(on an example clip) and keeps the screenshot there; by default it uses the small random stack.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
 REPO = Path(__file__).resolve().parent.parent
-SCREENSHOT = REPO / "docs" / "screenshot.png"
+SCREENSHOT = os.environ.get("MFMJT_SCREENSHOT")
+MODEL = os.environ.get("MFMJT_SCREENSHOT_MODEL")
 
 if not CHROMIUM.exists() and not os.environ.get("MFMJT_REQUIRE_BROWSER"):
     pytest.skip("no /usr/bin/chromium (set MFMJT_REQUIRE_BROWSER=1 to fail instead)", allow_module_level=True)
@@ -41,7 +44,13 @@ import app  # noqa: E402
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    demo = app.build_demo({"random": lambda: small_random_pipeline(max_duration=3.0)})
+    if MODEL:
+        from mfmjt.pipeline import load_pipeline
+
+        loaders = {MODEL: lambda: load_pipeline(MODEL, max_duration=8.0)}
+    else:
+        loaders = {"random": lambda: small_random_pipeline(max_duration=3.0)}
+    demo = app.build_demo(loaders)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -54,7 +63,8 @@ def url() -> Iterator[str]:
 
 
 def test_upload_generate_and_play_both_guidances_then_remix_live(url, tmp_path):
-    clip = write_clip(tmp_path / "square.mp4", 2.0)
+    examples = sorted((REPO / "assets" / "examples").glob("*.mp4"))
+    clip = examples[0] if MODEL and examples else write_clip(tmp_path / "square.mp4", 2.0)
     errors: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
@@ -93,6 +103,7 @@ def test_upload_generate_and_play_both_guidances_then_remix_live(url, tmp_path):
             assert page.locator(".toast-body.error").count() == 0
         finally:
             browser.close()
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    shutil.copyfile(tmp_path / "screenshot.png", SCREENSHOT)
+    if SCREENSHOT:
+        Path(SCREENSHOT).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / "screenshot.png", SCREENSHOT)
     assert errors == []

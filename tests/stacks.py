@@ -20,6 +20,7 @@ from mfmjt.pipeline import Pipeline
 
 
 def randomize(module: torch.nn.Module, seed: int) -> None:
+    """Every parameter random, like the reference goldens: matrices N(0, 1/fan_in), vectors N(0, 0.05²)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():

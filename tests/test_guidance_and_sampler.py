@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from stacks import randomize
 
 from mfmjt.guidance import guide, projection_scale
 from mfmjt.model import Conditions, MFMJTNetwork, NetworkConfig
@@ -73,10 +74,7 @@ class CountingNetwork(MFMJTNetwork):
 
     def __init__(self) -> None:
         super().__init__(NetworkConfig.variant("tiny"))
-        g = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_((p[0].numel() ** -0.5 if p.dim() >= 2 else 0.05) * torch.randn(p.shape, generator=g))
+        randomize(self, 0)
         self.calls: list[int] = []
 
     def inner_velocity(self, latent, tau, conditions, dt=None):

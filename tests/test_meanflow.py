@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from stacks import randomize
 
 from mfmjt.meanflow import (
     MeanFlowConfig,
@@ -17,14 +18,9 @@ from mfmjt.model import MFMJTNetwork, NetworkConfig
 
 
 def random_tiny_network(seed: int = 0, dtype: torch.dtype = torch.float32) -> MFMJTNetwork:
-    """The tiny variant with every parameter random (the default init zeroes gates and outputs):
-    matrices N(0, 1/fan_in), vectors N(0, 0.05^2), as the reference goldens were made."""
+    """The tiny variant with every parameter random (the default init zeroes gates and outputs)."""
     net = MFMJTNetwork(NetworkConfig.variant("tiny"))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            scale = (p[0].numel() ** -0.5) if p.dim() >= 2 else 0.05
-            p.copy_(scale * torch.randn(p.shape, generator=g))
+    randomize(net, seed)
     return net.to(dtype)
 
 

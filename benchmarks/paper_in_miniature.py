@@ -36,10 +36,10 @@ OMEGAS = (1.0, 1.5, 2.5, 3.5, 4.5)
 MODELS: dict[str, tuple[str, str, float | None]] = {
     "meanflow": ("default/final", "MF-MJT (MeanFlow)", 0.1),
     "flow_matching": ("fm/final", "flow matching", None),
-    # experiment (c): three shorter runs (800 steps) that differ only in the r != t ratio
-    "ratio_0.1": ("ablation_ratio0.1/final", "MeanFlow, ratio 0.1 (800 steps)", 0.1),
-    "ratio_0.25": ("ablation_ratio0.25/final", "MeanFlow, ratio 0.25 (800 steps)", 0.25),
-    "ratio_0.5": ("ablation_ratio0.5/final", "MeanFlow, ratio 0.5 (800 steps)", 0.5),
+    # experiment (c): three shorter runs (400 steps) that differ only in the r != t ratio
+    "ratio_0.1": ("ablation_ratio0.1/final", "MeanFlow, ratio 0.1 (400 steps)", 0.1),
+    "ratio_0.25": ("ablation_ratio0.25/final", "MeanFlow, ratio 0.25 (400 steps)", 0.25),
+    "ratio_0.5": ("ablation_ratio0.5/final", "MeanFlow, ratio 0.5 (400 steps)", 0.5),
 }
 
 

@@ -30,13 +30,13 @@ from typing import Any
 import av
 import gradio as gr
 
+from mfmjt.media import VIDEO_SUFFIXES
 from mfmjt.pipeline import GenerationResult, Pipeline, load_pipeline
 
 logger = logging.getLogger("mfmjt.app")
 
 REPO_ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
-VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi")
 MAX_STEPS = 25  # the steps slider's range, also enforced for API calls
 MAX_CFG = 10.0
 ONE_STEP_CFG, MULTI_STEP_CFG = 1.5, 4.5

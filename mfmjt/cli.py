@@ -8,9 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mfmjt.media import VIDEO_SUFFIXES
+
 logger = logging.getLogger("mfmjt")
 
-VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v"}
 
 
 def _video_inputs(items: Sequence[str]) -> list[Path]:

@@ -42,6 +42,7 @@ CLIP_SIZE = 384  # CLIP frames: squashed to 384 x 384
 SYNC_SIZE = 224  # Synchformer frames: short side 224, centre crop 224 x 224
 MAX_SIDE = 8192  # larger frames are refused: decoding them at 25 fps would take minutes and gigabytes
 AUDIO_SUFFIXES = {".wav": "WAV", ".flac": "FLAC"}
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")  # what folders are scanned for
 _RESIZE_BATCH = 16  # source frames resized per torchvision call ...
 _RESIZE_BYTES = 1 << 26  # ... or fewer when they are large (1080p: 10 frames)
 

@@ -416,6 +416,8 @@ class _VideoInfo:
     pix_fmt: str | None
     width: int
     height: int
+    duration: float | None  # seconds, when the container or stream says
+    frame_interval: float | None  # seconds per frame, when the stream has a rate
 
 
 def _probe_video(path: Path) -> _VideoInfo:
@@ -425,7 +427,21 @@ def _probe_video(path: Path) -> _VideoInfo:
             raise MediaError(f"{path.name} has no video stream to put the audio into")
         ctx = stream.codec_context
         pix_fmt = ctx.pix_fmt if isinstance(ctx.pix_fmt, str) or ctx.pix_fmt is None else ctx.pix_fmt.name
-        return _VideoInfo(codec=ctx.name, pix_fmt=pix_fmt, width=ctx.width, height=ctx.height)
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        else:
+            duration = None
+        rate = stream.average_rate or stream.guessed_rate
+        return _VideoInfo(
+            codec=ctx.name,
+            pix_fmt=pix_fmt,
+            width=ctx.width,
+            height=ctx.height,
+            duration=duration,
+            frame_interval=float(1 / rate) if rate else None,
+        )
 
 
 def _ffmpeg_exe() -> str:
@@ -454,8 +470,10 @@ def mux_audio_into_video(
 ) -> Path:
     """Write an mp4 (H.264 yuv420p + AAC) with the video's first ``duration`` seconds and ``waveform``.
 
-    H.264 yuv420p video is copied without re-encoding; other codecs are re-encoded (odd frame sizes
-    lose their last row/column). The waveform is padded with silence or cut to ``duration``. The
+    H.264 yuv420p video that needs no cut (it ends within a frame of ``duration``) is copied without
+    re-encoding. A cut is re-encoded: a copied stream can only stop at packet boundaries in decoding
+    order, so B-frames would keep frames past the cut. Other codecs are re-encoded too (odd frame
+    sizes lose their last row/column). The waveform is padded with silence or cut to ``duration``. The
     output has exactly one video and one audio stream and is written to a temporary file first.
     """
     if not (math.isfinite(duration) and duration > 0):
@@ -468,7 +486,9 @@ def mux_audio_into_video(
     n_samples = round(duration * sample_rate)
     audio = np.pad(audio[:n_samples], (0, max(n_samples - len(audio), 0)))
     info = _probe_video(video_path)
-    copy = info.codec == "h264" and info.pix_fmt == "yuv420p"
+    slack = info.frame_interval or 0.0
+    needs_cut = info.duration is None or info.duration > duration + 0.5 * slack + 1e-3
+    copy = info.codec == "h264" and info.pix_fmt == "yuv420p" and not needs_cut
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out_path.stem}.", dir=out_path.parent) as tmp:
@@ -500,7 +520,12 @@ def mux_audio_into_video(
                 logger.warning("copying the H.264 stream failed, re-encoding instead: %s", exc)
                 mux(copy_video=False)
         else:
-            logger.info("re-encoding %s video (%s) to H.264", info.codec, info.pix_fmt)
+            logger.info(
+                "re-encoding %s video (%s) to H.264%s",
+                info.codec,
+                info.pix_fmt,
+                f", cut at {duration:.3f} s" if needs_cut else "",
+            )
             mux(copy_video=False)
         os.replace(tmp_out, out_path)
     return out_path

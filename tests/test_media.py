@@ -478,11 +478,20 @@ def assert_browser_mp4(path: Path, duration: float, fps: float, sample_rate: int
 
 def test_mux_copies_h264_video_without_re_encoding(video: Callable[[str], Path], tmp_path: Path) -> None:
     src = video("h264_23.976fps_3s")
-    out = mux_audio_into_video(src, tone(3.3, 16_000), 16_000, tmp_path / "out.mp4", 2.0)
+    length = probe_streams(src)["video"][0]["duration"]
+    out = mux_audio_into_video(src, tone(3.3, 16_000), 16_000, tmp_path / "out.mp4", length)
     assert out == tmp_path / "out.mp4"
-    streams = assert_browser_mp4(out, 2.0, 24000 / 1001, 16_000)
+    streams = assert_browser_mp4(out, length, 24000 / 1001, 16_000)
     assert streams["video"][0]["size"] == (320, 180)
     assert video_packets(out, 10) == video_packets(src, 10)  # bit-identical: stream copy
+
+
+def test_mux_cuts_h264_with_b_frames_at_the_requested_time(tmp_path: Path) -> None:
+    # a copied stream with B-frames would keep two frames past the cut (3.2 s instead of 3.0 s)
+    src = write_video(tmp_path / "b.mp4", cfr(10, 4.0), (64, 48), "libx264", 10, {"preset": "medium"})
+    out = mux_audio_into_video(src, tone(4.0, 16_000), 16_000, tmp_path / "out.mp4", 3.0)
+    streams = assert_browser_mp4(out, 3.0, 10, 16_000)
+    assert streams["video"][0]["duration"] == pytest.approx(3.0, abs=1e-3)
 
 
 @pytest.mark.parametrize(

@@ -279,6 +279,9 @@ def describe_models(runner: Runner) -> list[str]:
             meta = runner.meta(name)
             mf = meta.get("training", {}).get("meanflow", {})
             extra = f", r≠t ratio {mf.get('mean_flow_ratio')}" if meta.get("objective") == "meanflow" else ""
+            init_from = meta.get("training", {}).get("init_from")
+            if init_from:
+                extra += f", continued from `{init_from}`"
             lines.append(
                 f"- `{name}` ({label}): `{runner.paths[name]}`, {meta.get('objective')}, variant "
                 f"{meta.get('variant')}, {meta.get('step')} training steps{extra}"

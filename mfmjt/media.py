@@ -11,8 +11,9 @@ deliberate differences:
 - a positive stream start time is subtracted (MPEG-TS), and frames are turned upright when the
   stream carries a display rotation (phone videos).
 
-Muxing uses the ffmpeg executable shipped with ``imageio-ffmpeg``: H.264 yuv420p video is copied,
-anything else is re-encoded to H.264 yuv420p; the audio is encoded to AAC.
+Muxing uses the ffmpeg executable shipped with ``imageio-ffmpeg``: H.264 yuv420p video that needs no
+cut is copied, anything else (other codecs, or a clip cut short) is re-encoded to H.264 yuv420p;
+the audio is encoded to AAC.
 """
 
 from __future__ import annotations

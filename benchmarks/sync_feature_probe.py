@@ -34,7 +34,7 @@ CONTEXT = 3  # latent frames each side
 
 
 def scene_inputs(seed: int, config: SceneConfig, encoder: OfflineSyncEncoder, lengths: SequenceLengths):
-    """(impact labels [L], sync features [L, D], oracle features [L, 6]) of one scene."""
+    """(impact labels [L], sync features [L, D], oracle features [L, 2 * max_objects]) of one scene."""
     scene = make_scene(seed, config)
     L = lengths.latent
     frame_s = lengths.duration / L
@@ -49,10 +49,10 @@ def scene_inputs(seed: int, config: SceneConfig, encoder: OfflineSyncEncoder, le
     sync = encoder(frames)[0]  # [S, D]
     sync = F.interpolate(sync.T[None], size=L, mode="nearest-exact")[0].T
     pos = torch.tensor(scene.positions, dtype=torch.float32)  # [T, n, 2] at the video frame times
-    acc = torch.zeros(pos.shape[0], 3, 2)
+    acc = torch.zeros(pos.shape[0], config.max_objects, 2)  # absent objects stay zero
     acc[1:-1, : pos.shape[1]] = (pos[2:] - 2 * pos[1:-1] + pos[:-2]) / 10.0
     at = ((torch.arange(L) + 0.5) * frame_s * scene.fps).round().long().clamp(0, pos.shape[0] - 1)
-    return labels, sync, acc[at].reshape(L, 6)
+    return labels, sync, acc[at].reshape(L, -1)
 
 
 def windows(x: torch.Tensor) -> torch.Tensor:

@@ -428,19 +428,13 @@ def _probe_video(path: Path) -> _VideoInfo:
             raise MediaError(f"{path.name} has no video stream to put the audio into")
         ctx = stream.codec_context
         pix_fmt = ctx.pix_fmt if isinstance(ctx.pix_fmt, str) or ctx.pix_fmt is None else ctx.pix_fmt.name
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
-        else:
-            duration = None
         rate = stream.average_rate or stream.guessed_rate
         return _VideoInfo(
             codec=ctx.name,
             pix_fmt=pix_fmt,
             width=ctx.width,
             height=ctx.height,
-            duration=duration,
+            duration=_source_duration(container, stream),
             frame_interval=float(1 / rate) if rate else None,
         )
 

@@ -4,8 +4,9 @@ A small MLP reads a window (±3 latent frames) of features and predicts, per lat
 whether an audible on-screen impact starts there; peaks above a threshold are matched to the true
 impact frames within ±1 frame and scored by F1 on held-out scenes. Two inputs are compared:
 
-- ``sync``: the embedded model's sync tokens (``OfflineSyncEncoder`` on the 25 fps stream),
+- ``sync (acceleration)``: the offline sync tokens (``OfflineSyncEncoder`` on the 25 fps stream),
   upsampled to the latent rate like the network does (nearest-exact);
+- ``sync (projected)``: the tokens of the first default models (``sync_features="projected"``);
 - ``oracle``: the acceleration of the true object centres (the scene's own physics), a bound on
   what any motion feature can give this probe.
 
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 
 from mfmjt.config import SequenceLengths
 from mfmjt.evaluate import AUDIBLE_STRENGTH
-from mfmjt.features.offline import OfflineSyncEncoder
+from mfmjt.features.offline import OfflineEncoderConfig, OfflineSyncEncoder
 from mfmjt.synthetic import SceneConfig, make_scene
 
 logger = logging.getLogger("benchmarks.sync_feature_probe")
@@ -33,8 +34,10 @@ logger = logging.getLogger("benchmarks.sync_feature_probe")
 CONTEXT = 3  # latent frames each side
 
 
-def scene_inputs(seed: int, config: SceneConfig, encoder: OfflineSyncEncoder, lengths: SequenceLengths):
-    """(impact labels [L], sync features [L, D], oracle features [L, 2 * max_objects]) of one scene."""
+def scene_inputs(
+    seed: int, config: SceneConfig, encoders: list[OfflineSyncEncoder], lengths: SequenceLengths
+) -> tuple:
+    """(impact labels [L], oracle features [L, 2 * max_objects], then each encoder's [L, D]) of a scene."""
     scene = make_scene(seed, config)
     L = lengths.latent
     frame_s = lengths.duration / L
@@ -46,13 +49,14 @@ def scene_inputs(seed: int, config: SceneConfig, encoder: OfflineSyncEncoder, le
     n25 = round(25 * lengths.duration)
     index = [min(math.ceil(k * scene.fps / 25 - 1e-9), len(scene.frames) - 1) for k in range(n25)]
     frames = torch.from_numpy(scene.frames[index]).permute(0, 3, 1, 2)[None]
-    sync = encoder(frames)[0]  # [S, D]
-    sync = F.interpolate(sync.T[None], size=L, mode="nearest-exact")[0].T
+    syncs = [
+        F.interpolate(encoder(frames)[0].T[None], size=L, mode="nearest-exact")[0].T for encoder in encoders
+    ]
     pos = torch.tensor(scene.positions, dtype=torch.float32)  # [T, n, 2] at the video frame times
     acc = torch.zeros(pos.shape[0], config.max_objects, 2)  # absent objects stay zero
     acc[1:-1, : pos.shape[1]] = (pos[2:] - 2 * pos[1:-1] + pos[:-2]) / 10.0
     at = ((torch.arange(L) + 0.5) * frame_s * scene.fps).round().long().clamp(0, pos.shape[0] - 1)
-    return labels, sync, acc[at].reshape(L, -1)
+    return labels, acc[at].reshape(L, -1), *syncs
 
 
 def windows(x: torch.Tensor) -> torch.Tensor:
@@ -111,10 +115,13 @@ def main() -> None:
     torch.set_num_threads(1)
     lengths = SequenceLengths.for_duration(args.duration)
     config = replace(SceneConfig(), duration=args.duration + 0.25, text_only_prob=0.0)
-    encoder = OfflineSyncEncoder()
-    items = [scene_inputs(seed, config, encoder, lengths) for seed in range(args.n)]
+    encoders = [
+        OfflineSyncEncoder(),
+        OfflineSyncEncoder(OfflineEncoderConfig(sync_dim=24, sync_features="projected")),
+    ]
+    items = [scene_inputs(seed, config, encoders, lengths) for seed in range(args.n)]
     labels = torch.tensor(np.stack([i[0] for i in items]))
-    for name, k in (("sync", 1), ("oracle", 2)):
+    for name, k in (("sync (acceleration)", 2), ("sync (projected)", 3), ("oracle", 1)):
         f1 = probe(torch.stack([i[k] for i in items]), labels, args.train, args.iters)
         logger.info(
             "%s features: impact-frame F1 (thresholds 0.3 / 0.5 / 0.7) = %s",

@@ -100,7 +100,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         text_only_fraction=args.text_only_fraction,
     )
     stack = fit_offline_stack(config, n_fit=args.fit_items)
-    extract_synthetic(config, stack)
+    extract_synthetic(config, stack, workers=args.workers)
     return 0
 
 
@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--text-only-fraction", type=float, default=0.1)
     ext.add_argument("--fit-items", type=int, default=300, help="scenes whose audio fits the codec")
     ext.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on small CPUs)")
+    ext.add_argument("--workers", type=int, default=1, help="processes encoding scenes (one per core)")
     ext.set_defaults(func=cmd_extract)
 
     from mfmjt.train import add_train_arguments

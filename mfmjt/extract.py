@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -103,11 +105,47 @@ def fit_offline_stack(
     return make_offline_stack(codec, encoders)
 
 
-def extract_synthetic(config: ExtractConfig, stack: FeatureStack, *, progress: bool = True) -> Path:
+_worker_state: dict = {}
+
+
+def _init_worker(config: ExtractConfig, stack: FeatureStack, workdir: str, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _worker_state.update(config=config, stack=stack, workdir=Path(workdir))
+
+
+def _encode_seed(seed: int) -> tuple[int, str, dict[str, np.ndarray], bool]:
+    """One item in a worker process: (seed, caption, feature arrays, has_video)."""
+    config: ExtractConfig = _worker_state["config"]
+    text_only = is_text_only(seed, config.text_only_fraction)
+    scene = make_scene(seed, config.scene_config())
+    lengths = SequenceLengths.for_duration(config.duration)
+    item = encode_scene(scene, _worker_state["stack"], lengths, _worker_state["workdir"], text_only)
+    return seed, scene.caption, item, not text_only
+
+
+def _encoded_items(
+    config: ExtractConfig, stack: FeatureStack, workdir: str, workers: int
+) -> Iterator[tuple[int, str, dict[str, np.ndarray], bool]]:
+    """Items in seed order, computed here (``workers <= 1``) or by a pool of processes."""
+    seeds = range(config.first_seed, config.first_seed + config.n_items)
+    if workers <= 1:
+        _init_worker(config, stack, workdir, torch.get_num_threads())
+        yield from map(_encode_seed, seeds)
+        return
+    threads = max(1, torch.get_num_threads() // workers)
+    init = (config, stack, workdir, threads)
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=init) as pool:
+        yield from pool.map(_encode_seed, seeds, chunksize=4)
+
+
+def extract_synthetic(
+    config: ExtractConfig, stack: FeatureStack, *, progress: bool = True, workers: int = 1
+) -> Path:
     """Generate ``config.n_items`` scenes (seeds ``first_seed...``) and write their features.
 
     With the offline stack the store also carries the fitted codec and the encoder settings, which
-    training copies into the exported model directory.
+    training copies into the exported model directory. ``workers > 1`` encodes scenes in that many
+    processes; the store is the same either way.
     """
     lengths = SequenceLengths.for_duration(config.duration)
     shapes = {
@@ -116,7 +154,6 @@ def extract_synthetic(config: ExtractConfig, stack: FeatureStack, *, progress: b
         "sync_f": (lengths.sync, stack.sync.dim),
         "text_f": (77, stack.text.dim),
     }
-    scene_config = config.scene_config()
     extra: dict = {"source": "mfmjt.synthetic", "first_seed": config.first_seed}
     if isinstance(stack.codec, OfflineAudioCodec):
         extra["features"] = {
@@ -135,11 +172,9 @@ def extract_synthetic(config: ExtractConfig, stack: FeatureStack, *, progress: b
             stack.codec.save(Path(config.out) / CODEC_FILE)
         with torch.inference_mode():
             writer.set_empty_text(stack.text([""])[0].numpy())
-        for i in tqdm(range(config.n_items), desc="extracting", unit="scene", disable=not progress):
-            seed = config.first_seed + i
-            text_only = is_text_only(seed, config.text_only_fraction)
-            scene = make_scene(seed, scene_config)
-            item = encode_scene(scene, stack, lengths, Path(tmp), text_only)
-            writer.write(i, **item, has_video=not text_only, item_id=f"scene-{seed}", caption=scene.caption)
+        items = _encoded_items(config, stack, tmp, workers)
+        bar = tqdm(items, total=config.n_items, desc="extracting", unit="scene", disable=not progress)
+        for i, (seed, caption, item, has_video) in enumerate(bar):
+            writer.write(i, **item, has_video=has_video, item_id=f"scene-{seed}", caption=caption)
     logger.info("wrote %d items (%s s each) to %s", config.n_items, config.duration, config.out)
     return Path(config.out)

@@ -358,6 +358,7 @@ def open_store(config: TrainConfig, network_config: NetworkConfig | None = None)
             f"feature store {config.store} does not match network variant {config.variant!r}"
             f"{' with overrides ' + str(config.network_overrides) if config.network_overrides else ''}: "
             + "; ".join(problems)
+            + " (set the network's sizes with --network name=value, e.g. --network sync_dim=48)"
         )
     return store
 

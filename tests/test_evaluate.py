@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from mfmjt.evaluate import (
     score_onsets,
 )
 from mfmjt.extract import ExtractConfig, extract_synthetic, fit_offline_stack
+from mfmjt.feature_store import FeatureStore
 from mfmjt.synthetic import COLOURS, MATERIALS, SceneConfig, SoundEvent, make_scene
 from mfmjt.train import TrainConfig, train
 
@@ -188,6 +190,17 @@ def test_real_audio_scores_onset_f1_near_one_against_its_own_events(tmp_path):
 # ------------------------------------------------------------------------------ end to end
 
 
+def test_extract_with_worker_processes_writes_the_same_store(tmp_path):
+    config = ExtractConfig(out=tmp_path / "one", n_items=3, text_only_fraction=0.3, first_seed=5)
+    stack = fit_offline_stack(config, n_fit=3)
+    extract_synthetic(config, stack, progress=False)
+    extract_synthetic(replace(config, out=tmp_path / "two"), stack, progress=False, workers=2)
+    one, two = FeatureStore(tmp_path / "one"), FeatureStore(tmp_path / "two")
+    assert one.ids == two.ids == ["scene-5", "scene-6", "scene-7"] and one.captions == two.captions
+    for name in ("latent_mean", "clip_f", "sync_f", "text_f", "has_video"):
+        np.testing.assert_array_equal(one.array(name), two.array(name))
+
+
 def test_mfmjt_evaluate_runs_end_to_end_on_a_freshly_trained_micro_model(tmp_path):
     config = ExtractConfig(out=tmp_path / "store", n_items=6, text_only_fraction=0.0)
     extract_synthetic(config, fit_offline_stack(config, n_fit=6), progress=False)
@@ -195,7 +208,13 @@ def test_mfmjt_evaluate_runs_end_to_end_on_a_freshly_trained_micro_model(tmp_pat
         TrainConfig(
             store=config.out,
             out_dir=tmp_path / "run",
-            network_overrides={"hidden_dim": 32, "depth": 2, "fused_depth": 1, "num_heads": 2},
+            network_overrides={
+                "hidden_dim": 32,
+                "depth": 2,
+                "fused_depth": 1,
+                "num_heads": 2,
+                "sync_dim": 48,
+            },
             steps=3,
             batch_size=2,
             warmup_steps=1,

@@ -70,7 +70,7 @@ def test_token_counts_match_mmaudio(duration: float, codec: OfflineAudioCodec) -
     clip_frames = torch.randint(0, 256, (1, lengths.clip, 3, 384, 384), dtype=torch.uint8, generator=gen)
     sync_frames = torch.randint(0, 256, (1, n_sync, 3, 224, 224), dtype=torch.uint8, generator=gen)
     assert OfflineClipEncoder()(clip_frames).shape == (1, lengths.clip, 32)
-    assert OfflineSyncEncoder()(sync_frames).shape == (1, lengths.sync, 24)
+    assert OfflineSyncEncoder()(sync_frames).shape == (1, lengths.sync, 48)
     mean, std = codec.encode(torch.zeros(1, int(duration * 16_000)))
     assert mean.shape == std.shape == (1, lengths.latent, 20)
     assert codec.decode(mean).shape == (1, lengths.audio_samples)
@@ -83,10 +83,40 @@ def test_text_features_are_77_unit_norm_tokens() -> None:
 
 
 def test_dims_are_configurable() -> None:
-    cfg = OfflineEncoderConfig(clip_dim=16, sync_dim=8, text_dim=12)
+    cfg = OfflineEncoderConfig(clip_dim=16, sync_dim=8, text_dim=12, hue_bins=2)
     assert OfflineClipEncoder(cfg)(torch.zeros(1, 2, 3, 384, 384, dtype=torch.uint8)).shape == (1, 2, 16)
     assert OfflineSyncEncoder(cfg)(torch.zeros(1, 16, 3, 224, 224, dtype=torch.uint8)).shape == (1, 8, 8)
     assert OfflineTextEncoder(cfg)(["hi"]).shape == (1, 77, 12)
+    projected = OfflineEncoderConfig(sync_dim=5, sync_features="projected")
+    blank = torch.zeros(1, 16, 3, 224, 224, dtype=torch.uint8)
+    assert OfflineSyncEncoder(projected)(blank).shape == (1, 8, 5)
+    with pytest.raises(ValueError, match="4 \\* hue_bins = 48"):
+        OfflineEncoderConfig(sync_dim=24)
+    with pytest.raises(ValueError, match="sync_features"):
+        OfflineEncoderConfig(sync_features="optical flow")
+
+
+def test_configs_saved_before_acceleration_tokens_load_as_projected() -> None:
+    saved = OfflineEncoderConfig(sync_dim=24, sync_features="projected").to_dict()
+    del saved["sync_features"], saved["acceleration_gain"]
+    assert OfflineEncoderConfig.from_dict(saved).sync_features == "projected"
+    assert OfflineEncoderConfig.from_dict(OfflineEncoderConfig().to_dict()) == OfflineEncoderConfig()
+
+
+def test_acceleration_tokens_spike_in_the_bouncing_colour_at_the_bounce() -> None:
+    scene = next(
+        s
+        for s in (make_scene(seed, SceneConfig(duration=2.0, max_objects=1)) for seed in range(50))
+        if s.has_video and s.objects[0].motion == "fall" and any(e.strength > 0.3 for e in s.events)
+    )
+    bounce = next(e for e in scene.events if e.object_id == 0 and e.strength > 0.3)
+    encoder = OfflineSyncEncoder()
+    tokens = encoder(_stream(scene.frames, scene.fps, 25.0, 224, 2.0))[0]  # [M, 48]
+    token_s = 2.0 / tokens.shape[0]
+    per_hue = tokens.reshape(len(tokens), 2, encoder.config.hue_bins, 2).norm(dim=-1).amax(1)  # [M, K]
+    peak_token, peak_hue = divmod(int(per_hue.argmax()), encoder.config.hue_bins)
+    assert abs((peak_token + 0.5) * token_s - bounce.time) <= 1.5 * token_s
+    assert peak_hue == _hue_bin(scene.objects[0].colour)
 
 
 def test_encoders_reject_bad_input() -> None:
@@ -103,7 +133,7 @@ def test_stack_bundles_encoders_that_satisfy_the_protocols(codec: OfflineAudioCo
     assert isinstance(stack, FeatureStack) and stack.codec is codec
     assert isinstance(stack.clip, VideoEncoder) and isinstance(stack.sync, VideoEncoder)
     assert isinstance(stack.text, TextEncoder) and isinstance(stack.codec, AudioCodec)
-    assert (stack.clip.dim, stack.sync.dim, stack.text.dim) == (32, 24, 32)
+    assert (stack.clip.dim, stack.sync.dim, stack.text.dim) == (32, 48, 32)
 
 
 # -- determinism ---------------------------------------------------------------------------------------

@@ -5,9 +5,10 @@ same network, sampler and pipeline run on them:
 
 - :class:`OfflineClipEncoder`: per-frame colour/shape statistics of the 8 fps frames (where each hue
   is, how large, how it fills its box), a fixed seeded random projection, L2-normalised like CLIP.
-- :class:`OfflineSyncEncoder`: per-hue position, velocity, acceleration and pixel change of the
-  25 fps frames, grouped like Synchformer (segments of 16 frames, stride 8, 8 tokens of 2 frames
-  each) and projected with a fixed seeded matrix. A bounce shows as a jump of vertical velocity.
+- :class:`OfflineSyncEncoder`: the acceleration of each hue's centroid in the 25 fps frames, with
+  Synchformer's token count (segments of 16 frames, stride 8, 8 tokens of 2 frames each). A bounce
+  or a collision shows as a spike in the bouncing colour's channels. (The first default models used
+  a fixed random projection of more motion statistics; ``sync_features="projected"`` keeps it.)
 - :class:`OfflineTextEncoder`: open_clip's tokenizer, a fixed seeded embedding table plus
   sinusoidal positions, 77 tokens, L2-normalised per token.
 - :class:`OfflineAudioCodec`: 16 kHz audio <-> 20-dim latents at 31.25 fps. Each latent frame
@@ -73,7 +74,7 @@ class OfflineEncoderConfig:
     """Sizes and seed of the offline visual and text encoders (defaults: the ``tiny`` variant)."""
 
     clip_dim: int = 32
-    sync_dim: int = 24
+    sync_dim: int = 48  # with sync_features="acceleration" it must be 4 * hue_bins
     text_dim: int = 32
     seed: int = 0
     hue_bins: int = 12
@@ -81,7 +82,12 @@ class OfflineEncoderConfig:
     sync_analysis_size: int = 56  # 224x224 sync frames are area-pooled to this size
     clip_grid: int = 4  # global colour layout: mean RGB on a grid x grid raster
     motion_scale: float = 3.0  # velocity/acceleration gain (positions span [-1, 1])
-    sync_gain: float = 7.0  # output gain: entries of a typical scene's sync tokens get std ~1
+    sync_gain: float = 7.0  # "projected" output gain: entries of a typical scene's tokens get std ~1
+    # "acceleration": each token is the per-hue acceleration (x, y) of its two frames, times
+    # acceleration_gain; "projected" (the first default models): all per-frame motion statistics
+    # of the two frames through a fixed random projection
+    sync_features: str = "acceleration"
+    acceleration_gain: float = 5.0
     text_vocab_size: int = 49408
     text_position_weight: float = 0.5  # norm of the positional code relative to a token's
 
@@ -98,12 +104,20 @@ class OfflineEncoderConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.sync_features not in ("acceleration", "projected"):
+            raise ValueError(f"sync_features is 'acceleration' or 'projected', not {self.sync_features!r}")
+        if self.sync_features == "acceleration" and self.sync_dim != 4 * self.hue_bins:
+            raise ValueError(
+                f"acceleration tokens have 4 * hue_bins = {4 * self.hue_bins} dims, not {self.sync_dim}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OfflineEncoderConfig:
+        if "sync_features" not in data:  # saved before the field existed: the projected tokens
+            data = {**data, "sync_features": "projected"}
         return _from_dict(cls, data)
 
 
@@ -242,6 +256,10 @@ class OfflineSyncEncoder(torch.nn.Module):
         super().__init__()
         self.config = config or OfflineEncoderConfig()
         self.dim = self.config.sync_dim
+        K = self.config.hue_bins
+        # columns of the per-frame statistics holding the acceleration (x, y) of each hue bin
+        acc_columns = (8 * torch.arange(K)[:, None] + torch.tensor([5, 6])).reshape(-1)
+        self.register_buffer("acc_columns", acc_columns, persistent=False)
         raw = 2 * self.frame_feature_dim
         proj = self.config.sync_gain * _seeded_normal(self.config.seed, 2, raw, self.dim) / math.sqrt(raw)
         self.register_buffer("projection", proj, persistent=False)
@@ -300,6 +318,9 @@ class OfflineSyncEncoder(torch.nn.Module):
         # pair (f, f+1) with f = round(centre) describes the motion at the token's centre
         first = centre.round().long().clamp(0, T - 2)
         index = torch.stack([first, first + 1], dim=1).reshape(-1)
+        if self.config.sync_features == "acceleration":
+            acc = feats[:, :, self.acc_columns]  # [B, T, 2K]
+            return self.config.acceleration_gain * acc[:, index].reshape(B, M, 2 * acc.shape[-1])
         tokens = feats[:, index].reshape(B, M, 2 * D)
         return tokens @ self.projection
 

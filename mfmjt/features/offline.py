@@ -71,7 +71,7 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 @dataclass(frozen=True)
 class OfflineEncoderConfig:
-    """Sizes and seed of the offline visual and text encoders (defaults: the ``tiny`` variant)."""
+    """Sizes and seed of the offline visual and text encoders (defaults: the embedded default model's)."""
 
     clip_dim: int = 32
     sync_dim: int = 48  # with sync_features="acceleration" it must be 4 * hue_bins

@@ -282,6 +282,9 @@ def describe_models(runner: Runner) -> list[str]:
             init_from = meta.get("training", {}).get("init_from")
             if init_from:
                 extra += f", continued from `{init_from}`"
+            encoders = meta.get("features", {}).get("encoders")
+            if encoders is not None:  # the offline stack: which sync tokens (see OfflineEncoderConfig)
+                extra += f", {encoders.get('sync_features', 'projected')} sync tokens"
             lines.append(
                 f"- `{name}` ({label}): `{runner.paths[name]}`, {meta.get('objective')}, variant "
                 f"{meta.get('variant')}, {meta.get('step')} training steps{extra}"

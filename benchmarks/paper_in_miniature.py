@@ -28,6 +28,7 @@ import torch
 
 from mfmjt import evaluate as ev
 from mfmjt.evaluate import EvalScene, EvalSettings, evaluate_model, evaluate_references, held_out_scenes
+from mfmjt.features.offline import OfflineEncoderConfig
 
 logger = logging.getLogger("benchmarks.paper_in_miniature")
 
@@ -283,8 +284,8 @@ def describe_models(runner: Runner) -> list[str]:
             if init_from:
                 extra += f", continued from `{init_from}`"
             encoders = meta.get("features", {}).get("encoders")
-            if encoders is not None:  # the offline stack: which sync tokens (see OfflineEncoderConfig)
-                extra += f", {encoders.get('sync_features', 'projected')} sync tokens"
+            if encoders is not None:  # the offline stack: which sync tokens
+                extra += f", {OfflineEncoderConfig.from_dict(encoders).sync_features} sync tokens"
             lines.append(
                 f"- `{name}` ({label}): `{runner.paths[name]}`, {meta.get('objective')}, variant "
                 f"{meta.get('variant')}, {meta.get('step')} training steps{extra}"

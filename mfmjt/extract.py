@@ -105,37 +105,40 @@ def fit_offline_stack(
     return make_offline_stack(codec, encoders)
 
 
-_worker_state: dict = {}
-
-
-def _init_worker(config: ExtractConfig, stack: FeatureStack, workdir: str, threads: int) -> None:
-    torch.set_num_threads(threads)
-    _worker_state.update(config=config, stack=stack, workdir=Path(workdir))
-
-
-def _encode_seed(seed: int) -> tuple[int, str, dict[str, np.ndarray], bool]:
-    """One item in a worker process: (seed, caption, feature arrays, has_video)."""
-    config: ExtractConfig = _worker_state["config"]
+def _encode_item(
+    seed: int, config: ExtractConfig, stack: FeatureStack, workdir: Path
+) -> tuple[int, str, dict[str, np.ndarray], bool]:
+    """One item: (seed, caption, feature arrays, has_video)."""
     text_only = is_text_only(seed, config.text_only_fraction)
     scene = make_scene(seed, config.scene_config())
     lengths = SequenceLengths.for_duration(config.duration)
-    item = encode_scene(scene, _worker_state["stack"], lengths, _worker_state["workdir"], text_only)
-    return seed, scene.caption, item, not text_only
+    return seed, scene.caption, encode_scene(scene, stack, lengths, workdir, text_only), not text_only
+
+
+_worker_args: tuple = ()  # (config, stack, workdir) of a worker process
+
+
+def _init_worker(config: ExtractConfig, stack: FeatureStack, workdir: Path, threads: int) -> None:
+    global _worker_args
+    torch.set_num_threads(threads)
+    _worker_args = (config, stack, workdir)
+
+
+def _encode_in_worker(seed: int) -> tuple[int, str, dict[str, np.ndarray], bool]:
+    return _encode_item(seed, *_worker_args)
 
 
 def _encoded_items(
-    config: ExtractConfig, stack: FeatureStack, workdir: str, workers: int
+    config: ExtractConfig, stack: FeatureStack, workdir: Path, workers: int
 ) -> Iterator[tuple[int, str, dict[str, np.ndarray], bool]]:
     """Items in seed order, computed here (``workers <= 1``) or by a pool of processes."""
     seeds = range(config.first_seed, config.first_seed + config.n_items)
     if workers <= 1:
-        _init_worker(config, stack, workdir, torch.get_num_threads())
-        yield from map(_encode_seed, seeds)
+        yield from (_encode_item(seed, config, stack, workdir) for seed in seeds)
         return
-    threads = max(1, torch.get_num_threads() // workers)
-    init = (config, stack, workdir, threads)
+    init = (config, stack, workdir, max(1, torch.get_num_threads() // workers))
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=init) as pool:
-        yield from pool.map(_encode_seed, seeds, chunksize=4)
+        yield from pool.map(_encode_in_worker, seeds, chunksize=4)
 
 
 def extract_synthetic(
@@ -172,7 +175,7 @@ def extract_synthetic(
             stack.codec.save(Path(config.out) / CODEC_FILE)
         with torch.inference_mode():
             writer.set_empty_text(stack.text([""])[0].numpy())
-        items = _encoded_items(config, stack, tmp, workers)
+        items = _encoded_items(config, stack, Path(tmp), workers)
         bar = tqdm(items, total=config.n_items, desc="extracting", unit="scene", disable=not progress)
         for i, (seed, caption, item, has_video) in enumerate(bar):
             writer.write(i, **item, has_video=has_video, item_id=f"scene-{seed}", caption=caption)

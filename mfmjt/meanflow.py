@@ -8,6 +8,10 @@ the average velocity u(z_t, r, t); its target
 is a Jacobian-vector product along (v, 1), detached. For r = t the target is v, so those pairs
 are plain flow matching and get a plain forward; only the r ≠ t part of the batch pays for the
 JVP. ``mean_flow_ratio=0`` is exactly flow-matching training.
+
+The paper's loss is plain L2 (``adaptive_loss_power=0``). With ``p > 0`` each sample's squared
+error e is weighted by the detached 1 / (e + c)^p (MeanFlow's adaptive loss; p = 1 gives every
+sample about the same gradient scale), which keeps rare, huge JVP targets from dominating a batch.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class MeanFlowConfig:
     mean_flow_ratio: float = 0.1  # expected fraction of pairs with r != t (0: flow matching)
     video_dropout: float = 0.1  # probability of replacing clip + sync features by "no video"
     text_dropout: float = 0.1  # probability of replacing text features by the empty string
+    adaptive_loss_power: float = 0.0  # p of the per-sample weight 1 / (err + c)^p; 0: plain L2 (paper)
+    adaptive_loss_eps: float = 1e-3  # c of that weight
 
     def __post_init__(self) -> None:
         for name in ("mean_flow_ratio", "video_dropout", "text_dropout"):
@@ -40,6 +46,11 @@ class MeanFlowConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if not self.time_sigma > 0:
             raise ValueError(f"time_sigma must be positive, got {self.time_sigma}")
+        if not (self.adaptive_loss_power >= 0 and self.adaptive_loss_eps > 0):
+            raise ValueError(
+                "adaptive_loss_power must be >= 0 and adaptive_loss_eps > 0, got "
+                f"{self.adaptive_loss_power} and {self.adaptive_loss_eps}"
+            )
 
 
 @dataclass
@@ -51,8 +62,8 @@ class TimePairs:
 
 @dataclass
 class MeanFlowLoss:
-    loss: torch.Tensor  # scalar, mean over the batch
-    per_sample: torch.Tensor  # [B] squared error averaged over the other dims (detached)
+    loss: torch.Tensor  # scalar, mean over the batch of the (adaptively weighted) squared error
+    per_sample: torch.Tensor  # [B] unweighted squared error averaged over the other dims (detached)
     pairs: TimePairs
 
 
@@ -131,12 +142,18 @@ def meanflow_loss(
     sq_err_sum = x.new_zeros(())
     reduce_dims = tuple(range(1, x.dim()))
 
+    def weighted_sum(err: torch.Tensor) -> torch.Tensor:
+        if config.adaptive_loss_power == 0:
+            return err.sum()
+        weight = (err.detach() + config.adaptive_loss_eps).pow(-config.adaptive_loss_power)
+        return (weight * err).sum()
+
     fm_rows = (~pairs.mean).nonzero().squeeze(1)
     if fm_rows.numel():
         u = model(z[fm_rows], *(c[fm_rows] for c in conditions), t[fm_rows], torch.zeros_like(t[fm_rows]))
         err = (u.float() - v[fm_rows].float()).square().mean(dim=reduce_dims)
         per_sample = per_sample.index_put((fm_rows,), err.detach().to(per_sample.dtype))
-        sq_err_sum = sq_err_sum + err.sum()
+        sq_err_sum = sq_err_sum + weighted_sum(err)
 
     mf_rows = pairs.mean.nonzero().squeeze(1)
     if mf_rows.numel():
@@ -148,7 +165,7 @@ def meanflow_loss(
         target = (v[mf_rows] - gap * dudt).detach()
         err = (u.float() - target.float()).square().mean(dim=reduce_dims)
         per_sample = per_sample.index_put((mf_rows,), err.detach().to(per_sample.dtype))
-        sq_err_sum = sq_err_sum + err.sum()
+        sq_err_sum = sq_err_sum + weighted_sum(err)
 
     return MeanFlowLoss(loss=sq_err_sum / b, per_sample=per_sample, pairs=pairs)
 

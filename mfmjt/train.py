@@ -164,6 +164,7 @@ class TrainConfig:
             mean_flow_ratio=args.mean_flow_ratio,
             video_dropout=args.video_dropout,
             text_dropout=args.text_dropout,
+            adaptive_loss_power=args.adaptive_loss_power,
         )
         return cls(
             store=args.store,
@@ -224,6 +225,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     a("--time-sigma", type=float, default=m.time_sigma)
     a("--video-dropout", type=float, default=m.video_dropout)
     a("--text-dropout", type=float, default=m.text_dropout)
+    a(
+        "--adaptive-loss-power",
+        type=float,
+        default=m.adaptive_loss_power,
+        help="p of the per-sample loss weight 1/(err+c)^p (0 = plain L2, the paper; MeanFlow uses 1)",
+    )
     a("--seed", type=int, default=d.seed)
     a("--checkpoint-every", type=int, default=d.checkpoint_every)
     a("--stop-after", type=int, default=None, help="stop after this step (resumable)")

@@ -111,6 +111,37 @@ def test_loss_uses_the_meanflow_target_on_r_different_from_t():
     torch.testing.assert_close(out.loss, expected.mean(), atol=1e-7, rtol=1e-6)
 
 
+def test_adaptive_loss_weights_each_sample_by_its_detached_error():
+    net = random_tiny_network()
+    x, conds = tiny_batch(4)
+    eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
+    t = torch.tensor([0.2, 0.5, 0.8, 0.9])
+    mean = torch.tensor([False, True, False, True])
+    pairs = TimePairs(r=torch.tensor([0.2, 0.1, 0.8, 0.0]), t=t, mean=mean)
+    cfg = MeanFlowConfig(adaptive_loss_power=1.0, adaptive_loss_eps=0.01)
+    e = meanflow_loss(net, x, conds, pairs=pairs, noise=eps).per_sample
+    adaptive = meanflow_loss(net, x, conds, config=cfg, pairs=pairs, noise=eps)
+    torch.testing.assert_close(adaptive.per_sample, e)  # the reported errors stay unweighted
+    torch.testing.assert_close(adaptive.loss, (e / (e + 0.01)).mean(), atol=1e-6, rtol=1e-6)
+
+    def grad_of(loss: torch.Tensor) -> torch.Tensor:
+        net.zero_grad()
+        loss.backward()
+        return net.final_layer.conv.weight.grad.clone()
+
+    # the weight is a constant: the gradient is the plain per-sample gradients scaled by 1/(e_i + c)
+    adaptive_grad = grad_of(meanflow_loss(net, x, conds, config=cfg, pairs=pairs, noise=eps).loss)
+    scaled = 0.0
+    for i in range(4):
+        one = slice(i, i + 1)
+        rows = TimePairs(r=pairs.r[one], t=t[one], mean=mean[one])
+        plain = meanflow_loss(net, x[one], [c[one] for c in conds], pairs=rows, noise=eps[one]).loss
+        scaled = scaled + plain / (e[i] + 0.01) / 4
+    torch.testing.assert_close(adaptive_grad, grad_of(scaled), atol=1e-6, rtol=1e-4)
+    with pytest.raises(ValueError, match="adaptive_loss_power"):
+        MeanFlowConfig(adaptive_loss_power=-1.0)
+
+
 def test_loss_backpropagates_into_the_network_and_dt_embedder():
     net = random_tiny_network()
     x, conds = tiny_batch(8)

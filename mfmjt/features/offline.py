@@ -121,6 +121,12 @@ class OfflineEncoderConfig:
         return _from_dict(cls, data)
 
 
+# layout of each hue bin's per-frame statistics in OfflineSyncEncoder.frame_features:
+# sqrt(mass), position (x, y), velocity (x, y), acceleration (x, y), changed fraction
+_HUE_STATS = 8
+_HUE_ACC = 5  # first acceleration column
+
+
 def _seeded_normal(seed: int, salt: int, *shape: int) -> torch.Tensor:
     """A fixed standard-normal tensor; ``salt`` separates the streams of different encoders."""
     gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + salt)
@@ -258,7 +264,8 @@ class OfflineSyncEncoder(torch.nn.Module):
         self.dim = self.config.sync_dim
         K = self.config.hue_bins
         # columns of the per-frame statistics holding the acceleration (x, y) of each hue bin
-        acc_columns = (8 * torch.arange(K)[:, None] + torch.tensor([5, 6])).reshape(-1)
+        acc_columns = (_HUE_STATS * torch.arange(K)[:, None] + torch.arange(_HUE_ACC, _HUE_ACC + 2))
+        acc_columns = acc_columns.reshape(-1)
         self.register_buffer("acc_columns", acc_columns, persistent=False)
         raw = 2 * self.frame_feature_dim
         proj = self.config.sync_gain * _seeded_normal(self.config.seed, 2, raw, self.dim) / math.sqrt(raw)
@@ -266,7 +273,7 @@ class OfflineSyncEncoder(torch.nn.Module):
 
     @property
     def frame_feature_dim(self) -> int:
-        return 8 * self.config.hue_bins + 16
+        return _HUE_STATS * self.config.hue_bins + 16
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """Per-frame motion statistics ``[B, T, frame_feature_dim]``.
@@ -299,7 +306,7 @@ class OfflineSyncEncoder(torch.nn.Module):
                 change.unsqueeze(-1),
             ],
             dim=-1,
-        ).flatten(2)  # [B, T, 8K]
+        ).flatten(2)  # [B, T, _HUE_STATS * K]
         return torch.cat([per_hue, lum_change], dim=-1)
 
     @torch.no_grad()

@@ -36,11 +36,14 @@ class MeanFlowConfig:
     mean_flow_ratio: float = 0.1  # expected fraction of pairs with r != t (0: flow matching)
     video_dropout: float = 0.1  # probability of replacing clip + sync features by "no video"
     text_dropout: float = 0.1  # probability of replacing text features by the empty string
+    # probability of dropping every condition at once (on top of the independent drops above): the
+    # unconditional branch of CFG then trains on ~this share of samples instead of ~1 %
+    all_dropout: float = 0.0
     adaptive_loss_power: float = 0.0  # p of the per-sample weight 1 / (err + c)^p; 0: plain L2 (paper)
     adaptive_loss_eps: float = 1e-3  # c of that weight
 
     def __post_init__(self) -> None:
-        for name in ("mean_flow_ratio", "video_dropout", "text_dropout"):
+        for name in ("mean_flow_ratio", "video_dropout", "text_dropout", "all_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -185,16 +188,20 @@ def drop_conditions(
     """Classifier-free-guidance dropout, returning new tensors (the inputs are not modified).
 
     Video (clip and sync together) and text are dropped independently per sample with the
-    configured probabilities; samples with ``has_video`` False always get the "no video"
-    features. Empty features broadcast against ``[B, N, C]`` (e.g. ``[1, C]`` learned tokens, so
-    their gradients flow during training).
+    configured probabilities, and both at once with ``all_dropout``; samples with ``has_video``
+    False always get the "no video" features. Empty features broadcast against ``[B, N, C]``
+    (e.g. ``[1, C]`` learned tokens, so their gradients flow during training).
     """
     b = clip_f.shape[0]
-    u = torch.rand(2, b, generator=generator, device=clip_f.device)
+    # a third draw only when all_dropout is used, so runs without it keep their random stream
+    u = torch.rand(3 if config.all_dropout > 0 else 2, b, generator=generator, device=clip_f.device)
     no_video = u[0] < config.video_dropout
+    no_text = u[1] < config.text_dropout
+    if config.all_dropout > 0:
+        no_all = u[2] < config.all_dropout
+        no_video, no_text = no_video | no_all, no_text | no_all
     if has_video is not None:
         no_video = no_video | ~has_video.to(device=clip_f.device, dtype=torch.bool)
-    no_text = u[1] < config.text_dropout
 
     def pick(mask: torch.Tensor, empty: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
         return torch.where(mask.view(-1, 1, 1), empty.to(feat.dtype).expand_as(feat), feat)

@@ -164,6 +164,7 @@ class TrainConfig:
             mean_flow_ratio=args.mean_flow_ratio,
             video_dropout=args.video_dropout,
             text_dropout=args.text_dropout,
+            all_dropout=args.all_dropout,
             adaptive_loss_power=args.adaptive_loss_power,
         )
         return cls(
@@ -225,6 +226,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     a("--time-sigma", type=float, default=m.time_sigma)
     a("--video-dropout", type=float, default=m.video_dropout)
     a("--text-dropout", type=float, default=m.text_dropout)
+    a("--all-dropout", type=float, default=m.all_dropout, help="P(drop all conditions at once)")
     a(
         "--adaptive-loss-power",
         type=float,

@@ -172,6 +172,31 @@ def test_condition_dropout_replaces_per_modality_without_touching_inputs():
     assert abs(both - 0.01) < 0.006  # independent draws
 
 
+def test_all_dropout_drops_every_condition_together_on_top_of_independent_drops():
+    b = 4000
+    clip, sync, text = torch.ones(b, 3, 2), torch.ones(b, 8, 2), torch.ones(b, 77, 2)
+    empties = torch.zeros(1, 2), -torch.ones(1, 2), 2 * torch.ones(77, 2)
+    cfg = MeanFlowConfig(all_dropout=0.2)
+    c2, _, t2 = drop_conditions(
+        clip, sync, text, *empties, config=cfg, generator=torch.Generator().manual_seed(0)
+    )
+    video_dropped, text_dropped = (c2 == 0).all(dim=(1, 2)), (t2 == 2).all(dim=(1, 2))
+    # P(both) = 0.2 + 0.8 * 0.1 * 0.1; P(video) = 0.2 + 0.8 * 0.1
+    assert abs((video_dropped & text_dropped).float().mean().item() - 0.208) < 0.025
+    assert abs(video_dropped.float().mean().item() - 0.28) < 0.025
+    assert abs(text_dropped.float().mean().item() - 0.28) < 0.025
+    only = MeanFlowConfig(video_dropout=0.0, text_dropout=0.0, all_dropout=0.3)
+    c3, _, t3 = drop_conditions(
+        clip, sync, text, *empties, config=only, generator=torch.Generator().manual_seed(1)
+    )
+    assert torch.equal((c3 == 0).all(dim=(1, 2)), (t3 == 2).all(dim=(1, 2)))  # only joint drops
+    # without all_dropout the random stream is the one runs used before the option existed
+    g1, g2 = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    plain = drop_conditions(clip, sync, text, *empties, generator=g1)
+    u = torch.rand(2, b, generator=g2)
+    assert torch.equal((plain[0] == 0).all(dim=(1, 2)), u[0] < 0.1)
+
+
 def test_condition_dropout_forces_no_video_for_audio_only_items_and_keeps_gradients():
     clip, sync, text = torch.ones(2, 3, 2), torch.ones(2, 8, 2), torch.ones(2, 77, 2)
     empty_clip = torch.zeros(1, 2, requires_grad=True)

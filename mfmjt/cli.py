@@ -1,4 +1,4 @@
-"""Command line: ``mfmjt generate | convert | extract | train | evaluate``."""
+"""Command line: ``mfmjt generate | convert | extract | train | export | evaluate``."""
 
 from __future__ import annotations
 
@@ -104,6 +104,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from mfmjt.train import export_checkpoint
+
+    export_checkpoint(args.checkpoint, args.out)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from mfmjt.train import TrainConfig, train
 
@@ -190,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train (or fine-tune) a network on a feature store (see mfmjt extract)")
     add_train_arguments(tr)
     tr.set_defaults(func=cmd_train)
+
+    exp = sub.add_parser("export", help="a training checkpoint's EMA network -> model directory")
+    exp.add_argument("checkpoint", type=Path, help="e.g. runs/mf/checkpoint_last.pt")
+    exp.add_argument("--out", type=Path, required=True, help="model directory to write")
+    exp.set_defaults(func=cmd_export)
 
     ev = sub.add_parser("evaluate", help="onset F1, pitch, Fréchet distance, RTF on held-out scenes")
     ev.add_argument("--model", default="default", help="'default', a model directory or a HF repo id")

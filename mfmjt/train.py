@@ -596,27 +596,46 @@ def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
     if step >= config.steps:
         export_dir = out_dir / EXPORT_NAME
         if main:
-            features = store.extra.get("features")
-            ema.model.save_pretrained(
-                export_dir,
-                objective=config.objective,
-                variant=config.variant,
-                step=step,
-                duration=store.duration,
-                training=config.to_dict(),
-                feature_store=store.extra,
-                **({"features": features} if features else {}),
-            )
-            # A store may carry the feature stack it was made with (e.g. the offline codec): the exported
-            # model directory then holds everything the pipeline needs.
-            for name in (features or {}).get("files", []):
-                shutil.copy2(Path(config.store) / name, export_dir / name)
-            logger.info("exported the EMA network to %s", export_dir)
+            _export(ema.model, config, store, step, export_dir)
         if info.world_size > 1:
             dist.barrier()
     return TrainResult(
         network=net, ema_network=ema.model, step=step, checkpoint=checkpoint, export_dir=export_dir
     )
+
+
+def _export(network: MFMJTNetwork, config: TrainConfig, store: FeatureStore, step: int, out: Path) -> Path:
+    features = store.extra.get("features")
+    network.save_pretrained(
+        out,
+        objective=config.objective,
+        variant=config.variant,
+        step=step,
+        duration=store.duration,
+        training=config.to_dict(),
+        feature_store=store.extra,
+        **({"features": features} if features else {}),
+    )
+    # A store may carry the feature stack it was made with (e.g. the offline codec): the exported
+    # model directory then holds everything the pipeline needs.
+    for name in (features or {}).get("files", []):
+        shutil.copy2(Path(config.store) / name, out / name)
+    logger.info("exported the EMA network (step %d) to %s", step, out)
+    return out
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+    """Export the EMA network of a training checkpoint (e.g. one left by ``--stop-after``) as a model
+    directory like the one a finished run writes; its feature store must still be where it was."""
+    state = torch.load(Path(checkpoint), map_location="cpu", weights_only=False)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{checkpoint} is not a training checkpoint (format {state.get('format')!r})")
+    config = TrainConfig.from_dict(state["train_config"])
+    net_cfg = NetworkConfig.from_dict(state["network_config"])
+    store = open_store(config, net_cfg)
+    network = MFMJTNetwork(net_cfg)
+    network.load_state_dict(state["ema"]["model"])
+    return _export(network.eval(), config, store, int(state["step"]), Path(out))
 
 
 def _train_step(
@@ -787,6 +806,7 @@ __all__ = [
     "TrainResult",
     "add_train_arguments",
     "build_network",
+    "export_checkpoint",
     "fit",
     "lr_factor",
     "open_store",

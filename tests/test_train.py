@@ -17,7 +17,7 @@ from mfmjt.feature_store import FeatureStore, FeatureStoreWriter, latent_stats
 from mfmjt.meanflow import MeanFlowConfig, meanflow_loss, sample_time_pairs
 from mfmjt.model import MFMJTNetwork
 from mfmjt.model.network import read_metadata
-from mfmjt.train import TrainConfig, build_network, fit, lr_factor, train
+from mfmjt.train import TrainConfig, build_network, export_checkpoint, fit, lr_factor, train
 
 # A micro network of the tiny variant's feature sizes (clip 32, sync 24, text 32, latent 20).
 MICRO = {"hidden_dim": 32, "depth": 2, "fused_depth": 1, "num_heads": 2}
@@ -221,6 +221,27 @@ def test_export_loads_with_from_pretrained_and_records_the_objective(tmp_path):
     assert all(torch.equal(v, exported[k]) for k, v in loaded.state_dict().items())
     mean, std = latent_stats(store)
     assert torch.equal(loaded.latent_mean.flatten(), mean) and torch.equal(loaded.latent_std.flatten(), std)
+
+
+def test_export_of_a_stopped_run_checkpoint_matches_its_ema_and_a_finished_runs_export(tmp_path):
+    store = make_store(tmp_path / "s")
+    config = micro_config(store, tmp_path / "run", steps=4, checkpoint_every=0)
+    stopped = fit(TrainConfig.from_dict({**config.to_dict(), "stop_after": 2}))
+    out = export_checkpoint(tmp_path / "run" / "checkpoint_last.pt", tmp_path / "step2")
+    meta = read_metadata(out)
+    assert meta["step"] == 2 and meta["objective"] == "meanflow" and meta["training"]["steps"] == 4
+    loaded = MFMJTNetwork.from_pretrained(out).state_dict()
+    ema = stopped.ema_network.state_dict()
+    assert all(torch.equal(loaded[k], ema[k]) for k in ema)
+    finished = fit(config)  # resumes to step 4; the run's own export equals exporting its last checkpoint
+    again_dir = export_checkpoint(tmp_path / "run" / "checkpoint_last.pt", tmp_path / "e")
+    again = MFMJTNetwork.from_pretrained(again_dir)
+    own = MFMJTNetwork.from_pretrained(finished.export_dir).state_dict()
+    assert all(torch.equal(own[k], v) for k, v in again.state_dict().items())
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in finished.export_dir.iterdir())
+    with pytest.raises(ValueError, match="not a training checkpoint"):
+        torch.save({"format": "other"}, tmp_path / "bad.pt")
+        export_checkpoint(tmp_path / "bad.pt", tmp_path / "bad")
 
 
 def test_bad_configs_raise_value_errors_that_name_the_problem(tmp_path):

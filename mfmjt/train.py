@@ -627,9 +627,10 @@ def _export(network: MFMJTNetwork, config: TrainConfig, store: FeatureStore, ste
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     """Export the EMA network of a training checkpoint (e.g. one left by ``--stop-after``) as a model
     directory like the one a finished run writes; its feature store must still be where it was."""
-    state = torch.load(Path(checkpoint), map_location="cpu", weights_only=False)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{checkpoint} is not a training checkpoint (format {state.get('format')!r})")
+    state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    found = state.get("format") if isinstance(state, dict) else type(state).__name__
+    if found != CHECKPOINT_FORMAT:
+        raise ValueError(f"{checkpoint} is not a training checkpoint (format {found!r})")
     config = TrainConfig.from_dict(state["train_config"])
     net_cfg = NetworkConfig.from_dict(state["network_config"])
     store = open_store(config, net_cfg)

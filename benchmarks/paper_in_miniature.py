@@ -295,6 +295,7 @@ def describe_models(runner: Runner) -> list[str]:
                 f"- `{name}` ({label}): `{runner.paths[name]}`, {meta.get('objective')}, variant "
                 f"{meta.get('variant')}, {meta.get('step')} training steps{extra}"
             )
+            lines += [f"  - {stage}" for stage in meta.get("lineage", [])]  # how a shipped model was made
     return lines
 
 

@@ -408,8 +408,8 @@ def main() -> None:
             (
                 "(b) Standard vs scaled CFG over ω (Fig. 3)",
                 'MeanFlow model; each cell is standard / scaled from one `guidance="both"` request '
-                "(ω = 1 is no guidance: both equal). Why scaled CFG trails standard CFG at one step "
-                "here: [one_step_guidance.md](one_step_guidance.md).",
+                "(ω = 1 is no guidance: both equal). What scaled CFG does to a one-step sample: "
+                "[one_step_guidance.md](one_step_guidance.md).",
                 body,
             )
         )

@@ -89,7 +89,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_extract(args: argparse.Namespace) -> int:
     import torch
 
-    from mfmjt.extract import ExtractConfig, extract_synthetic, fit_offline_stack
+    from mfmjt.extract import ExtractConfig, extract_synthetic, fit_offline_stack, offline_stack_with_codec
 
     torch.set_num_threads(args.threads)
     config = ExtractConfig(
@@ -99,7 +99,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
         first_seed=args.first_seed,
         text_only_fraction=args.text_only_fraction,
     )
-    stack = fit_offline_stack(config, n_fit=args.fit_items)
+    if args.codec is not None:
+        stack = offline_stack_with_codec(args.codec)
+    else:
+        stack = fit_offline_stack(config, n_fit=args.fit_items)
     extract_synthetic(config, stack, workers=args.workers)
     return 0
 
@@ -108,6 +111,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mfmjt.train import export_checkpoint
 
     export_checkpoint(args.checkpoint, args.out)
+    return 0
+
+
+def cmd_deepen(args: argparse.Namespace) -> int:
+    from mfmjt.model.growth import deepen_model_dir
+
+    deepen_model_dir(args.model, args.out, args.extra_blocks, seed=args.seed)
     return 0
 
 
@@ -188,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--first-seed", type=int, default=0, help="scene seeds first_seed .. first_seed+n-1")
     ext.add_argument("--text-only-fraction", type=float, default=0.1)
     ext.add_argument("--fit-items", type=int, default=300, help="scenes whose audio fits the codec")
+    ext.add_argument(
+        "--codec",
+        type=Path,
+        default=None,
+        help="reuse this fitted codec (e.g. runs/store/codec.safetensors) instead of fitting one, so the "
+        "latents share its space (to add scenes for a model trained on that store)",
+    )
     ext.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on small CPUs)")
     ext.add_argument("--workers", type=int, default=1, help="processes encoding scenes (one per core)")
     ext.set_defaults(func=cmd_extract)
@@ -202,6 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("checkpoint", type=Path, help="e.g. runs/mf/checkpoint_last.pt")
     exp.add_argument("--out", type=Path, required=True, help="model directory to write")
     exp.set_defaults(func=cmd_export)
+
+    deep = sub.add_parser(
+        "deepen", help="a model directory with more audio-only blocks, zero-gated (same outputs)"
+    )
+    deep.add_argument("model", type=Path, help="model directory, e.g. assets/default")
+    deep.add_argument("--extra-blocks", type=int, required=True, help="audio-only blocks to append")
+    deep.add_argument("--out", type=Path, required=True, help="model directory to write")
+    deep.add_argument("--seed", type=int, default=0, help="initialisation of the new blocks' other weights")
+    deep.set_defaults(func=cmd_deepen)
 
     ev = sub.add_parser("evaluate", help="onset F1, pitch, Fréchet distance, RTF on held-out scenes")
     ev.add_argument("--model", default="default", help="'default', a model directory or a HF repo id")

@@ -105,6 +105,14 @@ def fit_offline_stack(
     return make_offline_stack(codec, encoders)
 
 
+def offline_stack_with_codec(
+    codec_path: str | Path, encoders: OfflineEncoderConfig | None = None
+) -> FeatureStack:
+    """The offline feature stack around an already fitted codec (e.g. another store's
+    ``codec.safetensors``), so a new store's latents share that store's latent space."""
+    return make_offline_stack(OfflineAudioCodec.load(codec_path), encoders)
+
+
 def _encode_item(
     seed: int, config: ExtractConfig, stack: FeatureStack, workdir: Path
 ) -> tuple[int, str, dict[str, np.ndarray], bool]:

@@ -23,8 +23,9 @@ from mfmjt.evaluate import (
     reference_onsets,
     score_onsets,
 )
-from mfmjt.extract import ExtractConfig, extract_synthetic, fit_offline_stack
+from mfmjt.extract import ExtractConfig, extract_synthetic, fit_offline_stack, offline_stack_with_codec
 from mfmjt.feature_store import FeatureStore
+from mfmjt.features.offline import OfflineAudioCodec
 from mfmjt.synthetic import COLOURS, MATERIALS, SceneConfig, SoundEvent, make_scene
 from mfmjt.train import TrainConfig, train
 
@@ -199,6 +200,25 @@ def test_extract_with_worker_processes_writes_the_same_store(tmp_path):
     assert one.ids == two.ids == ["scene-5", "scene-6", "scene-7"] and one.captions == two.captions
     for name in ("latent_mean", "clip_f", "sync_f", "text_f", "has_video"):
         np.testing.assert_array_equal(one.array(name), two.array(name))
+
+
+def test_extract_with_a_reused_codec_continues_a_store(tmp_path):
+    """``mfmjt extract --codec``: a store of later seeds encoded with the first store's codec holds the
+    same items as one extraction of all seeds with that codec."""
+    first = ExtractConfig(out=tmp_path / "first", n_items=2, text_only_fraction=0.0, first_seed=3)
+    stack = fit_offline_stack(first, n_fit=2)
+    extract_synthetic(first, stack, progress=False)
+    codec_path = tmp_path / "first" / "codec.safetensors"
+    reused = offline_stack_with_codec(codec_path)
+    later = replace(first, out=tmp_path / "later", n_items=1, first_seed=4)
+    extract_synthetic(later, reused, progress=False)
+    one, two = FeatureStore(tmp_path / "first"), FeatureStore(tmp_path / "later")
+    assert two.ids == ["scene-4"]
+    saved = OfflineAudioCodec.load(tmp_path / "later" / "codec.safetensors").state_dict()
+    for key, value in reused.codec.state_dict().items():
+        torch.testing.assert_close(saved[key], value, rtol=0, atol=0)
+    for name in ("latent_mean", "clip_f", "sync_f", "text_f"):
+        np.testing.assert_allclose(two.array(name)[0], one.array(name)[1], rtol=1e-5, atol=1e-6)
 
 
 def test_mfmjt_evaluate_runs_end_to_end_on_a_freshly_trained_micro_model(tmp_path):

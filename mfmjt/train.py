@@ -45,6 +45,7 @@ from mfmjt.config import SYNC_TOKENS_PER_SEGMENT, NetworkConfig
 from mfmjt.feature_store import FeatureStore, latent_stats
 from mfmjt.meanflow import MeanFlowConfig, drop_conditions, meanflow_loss
 from mfmjt.model import MFMJTNetwork
+from mfmjt.model.network import read_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -578,7 +579,12 @@ def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
                 if log_file is not None:
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+                # with the adaptive loss, "loss" is the weighted objective (about 1 per sample); the
+                # plain flow-matching error shows whether the network is still improving
+                fm = record["fm_loss"]
+                bar.set_postfix(
+                    loss=f"{record['loss']:.4f}", fm=f"{fm:.4f}" if fm is not None else "-", lr=f"{lr:.2e}"
+                )
             bar.update(1)
             if step == stop or (config.checkpoint_every and step % config.checkpoint_every == 0):
                 checkpoint = _save_checkpoint(
@@ -604,10 +610,27 @@ def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
     )
 
 
+def _lineage(config: TrainConfig, step: int) -> list[str]:
+    """The stages that made a model: its parent's lineage (an ``init_from`` model directory may carry
+    one) and this run, in a line."""
+    parent: list[str] = []
+    if config.init_from is not None and (config.init_from / "config.json").is_file():
+        parent = list(read_metadata(config.init_from).get("lineage", []))
+    mf = config.meanflow
+    recipe = (
+        f"r≠t ratio {mf.mean_flow_ratio:g}, adaptive loss p {mf.adaptive_loss_power:g}, "
+        f"all-condition dropout {mf.all_dropout:g}, lr {config.lr:g}, batch {config.batch_size}"
+    )
+    origin = f"from {config.init_from}" if config.init_from is not None else "from scratch"
+    stage = f"{config.out_dir}: {step:,} of {config.steps:,} steps {origin}, {config.objective}, {recipe}"
+    return [*parent, stage]
+
+
 def _export(network: MFMJTNetwork, config: TrainConfig, store: FeatureStore, step: int, out: Path) -> Path:
     features = store.extra.get("features")
     network.save_pretrained(
         out,
+        lineage=_lineage(config, step),
         objective=config.objective,
         variant=config.variant,
         step=step,

@@ -221,6 +221,15 @@ def test_export_loads_with_from_pretrained_and_records_the_objective(tmp_path):
     assert all(torch.equal(v, exported[k]) for k, v in loaded.state_dict().items())
     mean, std = latent_stats(store)
     assert torch.equal(loaded.latent_mean.flatten(), mean) and torch.equal(loaded.latent_std.flatten(), std)
+    assert meta["lineage"] == [
+        f"{tmp_path / 'run'}: 2 of 2 steps from scratch, meanflow, r≠t ratio 0.5, adaptive loss p 0, "
+        "all-condition dropout 0, lr 0.001, batch 4"
+    ]
+    # a fine-tune of the export lists its parent's stages first
+    child = fit(micro_config(store, tmp_path / "child", steps=1, init_from=result.export_dir))
+    lineage = read_metadata(child.export_dir)["lineage"]
+    assert lineage[0] == meta["lineage"][0] and len(lineage) == 2
+    assert lineage[1].startswith(f"{tmp_path / 'child'}: 1 of 1 steps from {result.export_dir}, meanflow")
 
 
 def test_export_of_a_stopped_run_checkpoint_matches_its_ema_and_a_finished_runs_export(tmp_path):

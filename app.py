@@ -49,6 +49,7 @@ STAGE_LABELS = {
     "clip_features": "CLIP",
     "sync_features": "sync",
     "text_features": "text",
+    "conditions": "conditions",
     "network": "network",
     "audio_decode": "audio decode",
     "write_files": "write files",

@@ -24,8 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mfmjt import media
-from mfmjt.config import SequenceLengths
 from mfmjt.evaluate import held_out_scenes, log_mel_frames, score_clips
 from mfmjt.guidance import projection_scale
 from mfmjt.pipeline import load_pipeline
@@ -36,17 +34,9 @@ logger = logging.getLogger("benchmarks.one_step_guidance_probe")
 @torch.inference_mode()
 def one_step_pair(pipe, scene, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(ε, u_c, u_∅) of the one-step request the pipeline makes for ``scene`` (caption as prompt)."""
-    net = pipe.network
-    decoded = media.decode_video(scene.video, scene.duration, max_duration=pipe.max_duration)
-    clip_f = pipe.features.clip(decoded.clip_frames[None]).float()
-    sync_f = pipe.features.sync(decoded.sync_frames[None]).float()
-    text_f = pipe.features.text([scene.caption]).float()
-    lengths = SequenceLengths.for_duration(decoded.duration, pipe.audio_mode)
-    cond = net.preprocess_conditions(clip_f, sync_f, text_f, lengths.latent)
-    uncond = net.empty_conditions(1, lengths.latent, lengths.clip, lengths.sync, None)
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn(1, lengths.latent, net.config.latent_dim, generator=generator)
-    return noise, net.predict(noise, 1.0, 1.0, cond).float(), net.predict(noise, 1.0, 1.0, uncond).float()
+    req = pipe.prepare(video=scene.video, prompt=scene.caption, duration=scene.duration, seed=seed)
+    u_cond = pipe.network.predict(req.noise, 1.0, 1.0, req.cond).float()
+    return req.noise, u_cond, pipe.network.predict(req.noise, 1.0, 1.0, req.uncond).float()
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ that :mod:`mfmjt.synthetic` scenes carry:
   the evaluation set; independent of any model's codec.
 - **Speed.** RTF = request seconds / audio seconds (``timings["total"]``, which includes video
   decoding and features; over the clips whose video was not in the pipeline's cache), and
-  ``rtf_generation`` (network + audio decoder only, every clip).
+  ``rtf_generation`` (condition projections, network and audio decoder only, every clip).
 
 Held-out scenes use seeds from ``HELD_OUT_SEED`` (training uses 0..1999) and are drawn like training
 items: a scene of ``duration + 0.25`` s, written to mp4 and decoded for ``duration`` seconds. Each
@@ -506,7 +506,7 @@ def evaluate_model(
         "duration": sorted(durations),
         "first_seed": min(s.seed for s in scenes),
         "rtf": float(np.mean(fresh)) if fresh else None,
-        "rtf_generation": per_stage.get("network", 0.0) + per_stage.get("audio_decode", 0.0),
+        "rtf_generation": sum(per_stage.get(k, 0.0) for k in ("conditions", "network", "audio_decode")),
         "rtf_stages": per_stage,
         "modes": {mode: score_clips(waves, scenes, real_frames) for mode, waves in audios.items()},
     }

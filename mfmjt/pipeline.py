@@ -64,6 +64,19 @@ class _VideoFeatures:
 
 
 @dataclass
+class PreparedRequest:
+    """A request up to the network: its conditions and starting noise (see :meth:`Pipeline.prepare`)."""
+
+    noise: torch.Tensor  # z_1 [1, latent frames, latent_dim], from the request's seed
+    cond: Conditions
+    uncond: Conditions | None  # empty video and text (the negative prompt's text if one was given)
+    duration: float  # seconds that will be generated
+    message: str  # notes for the user, e.g. that a long clip was cut
+    one_step_key: tuple  # what the one-step predictions depend on
+    timings: dict[str, float]  # stage -> seconds so far
+
+
+@dataclass
 class _OneStepState:
     key: tuple
     noise: torch.Tensor
@@ -206,37 +219,41 @@ class Pipeline:
         w = check_cfg_strength(cfg_strength)
         if isinstance(steps, bool) or int(steps) != steps or not 1 <= steps <= MAX_STEPS:
             raise ValueError(f"steps must be an integer from 1 to {MAX_STEPS}, got {steps}")
-        if not isinstance(prompt, str) or not isinstance(negative_prompt, str):
-            raise ValueError("prompt and negative_prompt must be strings")
-        if isinstance(seed, bool) or int(seed) != seed or not 0 <= seed < 2**63:
-            raise ValueError(f"seed must be a non-negative integer, got {seed}")
-        if duration is not None:
-            duration = float(duration)
-            if not math.isfinite(duration) or duration <= 0:
-                raise ValueError(f"duration must be a positive number of seconds, got {duration}")
-        if video is None and not prompt.strip():
-            raise ValueError("give a video, a prompt, or both")
+        duration = _check_request(video, prompt, negative_prompt, duration, seed)
         with self._lock:
             return self._generate(
                 video, prompt, negative_prompt, duration, int(steps), w, modes, int(seed), progress
             )
 
-    def _generate(
+    def prepare(
+        self,
+        video: str | Path | None = None,
+        prompt: str = "",
+        negative_prompt: str = "",
+        duration: float | None = None,
+        seed: int = 0,
+        *,
+        unconditional: bool = True,
+    ) -> PreparedRequest:
+        """What :meth:`generate` feeds the network for these arguments: the conditions (and, with
+        ``unconditional``, the empty ones CFG needs) and the seed's noise. For analyses that call the
+        network themselves, e.g. to look at u_c and u_∅ of a one-step request."""
+        duration = _check_request(video, prompt, negative_prompt, duration, seed)
+        with self._lock:
+            return self._prepare(video, prompt, negative_prompt, duration, int(seed), unconditional, {})
+
+    def _prepare(
         self,
         video: str | Path | None,
         prompt: str,
         negative_prompt: str,
         duration: float | None,
-        steps: int,
-        w: float,
-        modes: tuple[str, ...],
         seed: int,
-        progress: ProgressCallback | None,
-    ) -> GenerationResult:
-        timings: dict[str, float] = {}
-        t_start = time.perf_counter()
-        message = ""
+        unconditional: bool,
+        timings: dict[str, float],
+    ) -> PreparedRequest:
         net = self.network
+        message = ""
         if video is not None:
             feats = self._video_features(video, duration, timings)
             duration, message = feats.duration, feats.message
@@ -263,13 +280,36 @@ class Pipeline:
                 clip_f, sync_f = feats.clip_f, feats.sync_f
             cond = net.preprocess_conditions(clip_f, sync_f, text_f, lengths.latent)
             uncond = None
-            if needs_unconditional(w):
+            if unconditional:
                 uncond = net.empty_conditions(1, lengths.latent, lengths.clip, lengths.sync, negative_f)
             generator = torch.Generator().manual_seed(seed)
             noise = torch.randn(1, lengths.latent, net.config.latent_dim, generator=generator).to(self.device)
+        timings["conditions"] = time.perf_counter() - start
+        key = (video_key, prompt, negative_prompt, lengths.latent, seed)
+        return PreparedRequest(noise, cond, uncond, duration, message, key, timings)
+
+    def _generate(
+        self,
+        video: str | Path | None,
+        prompt: str,
+        negative_prompt: str,
+        duration: float | None,
+        steps: int,
+        w: float,
+        modes: tuple[str, ...],
+        seed: int,
+        progress: ProgressCallback | None,
+    ) -> GenerationResult:
+        timings: dict[str, float] = {}
+        t_start = time.perf_counter()
+        net = self.network
+        req = self._prepare(video, prompt, negative_prompt, duration, seed, needs_unconditional(w), timings)
+        duration, noise, cond, uncond = req.duration, req.noise, req.cond, req.uncond
+
+        start = time.perf_counter()
+        with torch.inference_mode():
             if steps == 1:
-                key = (video_key, prompt, negative_prompt, lengths.latent, seed)
-                z0 = self._one_step_sample(key, noise, cond, uncond, w, modes)
+                z0 = self._one_step_sample(req.one_step_key, noise, cond, uncond, w, modes)
             else:
                 z0 = sample(
                     net,
@@ -303,7 +343,7 @@ class Pipeline:
                 seed=seed,
             ),
             video=Path(video) if video is not None else None,
-            message=message,
+            message=req.message,
         )
 
     def _one_step_sample(
@@ -360,6 +400,23 @@ class Pipeline:
 # ------------------------------------------------------------------------------------ loading
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MMAUDIO_NAMES = {"mmaudio-small-16k": "small_16k", "mmaudio_small_16k": "small_16k", "small_16k": "small_16k"}
+
+
+def _check_request(
+    video: str | Path | None, prompt: str, negative_prompt: str, duration: float | None, seed: int
+) -> float | None:
+    """Validate a request's inputs (ValueError with a user-facing message); the duration as a float."""
+    if not isinstance(prompt, str) or not isinstance(negative_prompt, str):
+        raise ValueError("prompt and negative_prompt must be strings")
+    if isinstance(seed, bool) or int(seed) != seed or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    if duration is not None:
+        duration = float(duration)
+        if not math.isfinite(duration) or duration <= 0:
+            raise ValueError(f"duration must be a positive number of seconds, got {duration}")
+    if video is None and not prompt.strip():
+        raise ValueError("give a video, a prompt, or both")
+    return duration
 
 
 def default_model_dir() -> Path:

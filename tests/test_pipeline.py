@@ -5,9 +5,11 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
+import torch
 from stacks import small_random_pipeline
 
 from mfmjt import media
+from mfmjt.guidance import guide
 from mfmjt.pipeline import Pipeline
 
 
@@ -82,6 +84,22 @@ def test_one_step_remix_equals_a_fresh_run(small_stack_pipeline, clip_path):
     pipe._one_step = None
     fresh = pipe.generate(video=clip_path, prompt="y", cfg_strength=2.5, guidance="standard", seed=9)
     np.testing.assert_allclose(remixed.audio["standard"], fresh.audio["standard"], atol=1e-5)
+
+
+def test_prepare_gives_the_conditions_and_noise_generate_uses(small_stack_pipeline, clip_path):
+    pipe = small_stack_pipeline
+    result = pipe.generate(video=clip_path, prompt="y", cfg_strength=2.0, guidance="scaled", seed=4)
+    req = pipe.prepare(video=clip_path, prompt="y", seed=4)
+    assert req.duration == result.duration and req.message == result.message
+    with torch.inference_mode():
+        u_c = pipe.network.predict(req.noise, 1.0, 1.0, req.cond).float()
+        u_u = pipe.network.predict(req.noise, 1.0, 1.0, req.uncond).float()
+        z0 = req.noise - guide(u_c, u_u, 2.0, "scaled")
+        wave = pipe.features.codec.decode(pipe.network.unnormalize(z0)).float().numpy()[0]
+    np.testing.assert_allclose(wave, result.audio["scaled"], atol=1e-4)
+    assert pipe.prepare(prompt="y", duration=1.0, unconditional=False).uncond is None
+    with pytest.raises(ValueError, match="give a video, a prompt, or both"):
+        pipe.prepare()
 
 
 def test_multi_step_generation_reports_progress(small_stack_pipeline):

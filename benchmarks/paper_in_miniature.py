@@ -1,7 +1,8 @@
 """The paper's experiments in miniature: the embedded models on held-out synthetic scenes.
 
 (a) Table 1: MeanFlow vs flow matching at 1 and 25 steps (ω = 1.5 at one step, 4.5 at 25, scaled
-    CFG; and ω = 1, no guidance), with the real audio and its codec round trip as references.
+    CFG; and ω = 1, no guidance), with the real audio and its codec round trip as references, and
+    optionally a second MeanFlow model of the baseline's size and steps (``meanflow_equal``).
 (b) Fig. 3: standard vs scaled CFG over ω ∈ {1, 1.5, 2.5, 3.5, 4.5}, at 1 and 25 steps (MeanFlow).
 (c) Fig. 4: the share of r ≠ t pairs in training (0.1, 0.25, 0.5), one step, ω = 1.5.
 
@@ -37,6 +38,8 @@ OMEGAS = (1.0, 1.5, 2.5, 3.5, 4.5)
 MODELS: dict[str, tuple[str, str, float | None]] = {
     "meanflow": ("default/final", "MF-MJT (MeanFlow)", 0.25),
     "flow_matching": ("fm/final", "flow matching", None),
+    # optional: a MeanFlow model of the flow-matching baseline's size, data and steps
+    "meanflow_equal": ("meanflow_equal/final", "MeanFlow, baseline's size and steps", 0.25),
     # experiment (c): three fine-tunes of one parent, equal in all but the r != t ratio
     "ratio_0.1": ("ratio0.1/final", "MeanFlow, ratio 0.1", 0.1),
     "ratio_0.25": ("ratio0.25/final", "MeanFlow, ratio 0.25", 0.25),
@@ -133,7 +136,7 @@ METRIC_HEADER = ["onset F1 ↑", "P", "R", "offset ms ↓", "pitch acc. ↑", "F
 
 def experiment_a(runner: Runner, references: dict[str, dict[str, Any]]) -> str:
     rows = []
-    for name in ("meanflow", "flow_matching"):
+    for name in ("meanflow", "meanflow_equal", "flow_matching"):
         for steps, cfg in ((1, 1.5), (1, 1.0), (25, 4.5), (25, 1.0)):
             row = runner.run(name, EvalSettings(steps=steps, cfg=cfg, guidance="scaled"))
             if row is not None:
@@ -291,9 +294,12 @@ def describe_models(runner: Runner) -> list[str]:
             encoders = meta.get("features", {}).get("encoders")
             if encoders is not None:  # the offline stack: which sync tokens
                 extra += f", {OfflineEncoderConfig.from_dict(encoders).sync_features} sync tokens"
+            net = meta.get("network", {})
+            joint, fused = net.get("depth", 0) - net.get("fused_depth", 0), net.get("fused_depth")
+            size = f" (hidden {net.get('hidden_dim')}, {joint} joint + {fused} audio-only blocks)"
             lines.append(
                 f"- `{name}` ({label}): `{runner.paths[name]}`, {meta.get('objective')}, variant "
-                f"{meta.get('variant')}, {meta.get('step')} training steps{extra}"
+                f"{meta.get('variant')}{size}, {meta.get('step')} training steps{extra}"
             )
             lines += [f"  - {stage}" for stage in meta.get("lineage", [])]  # how a shipped model was made
     return lines
@@ -324,7 +330,7 @@ def write_markdown(
         "generated vs real audio, pooled over the clips.",
         f"- RTF: request seconds / audio seconds, CPU ({platform.processor() or platform.machine()}), "
         f"torch threads = {args.threads}, float32, while other jobs share the machine; RTF gen. counts the "
-        "network and the audio decoder only (no video decoding or features).",
+        "condition projections, network and audio decoder only (no video decoding or features).",
     ]
     parts = [
         "# MF-MJT in miniature: results",

@@ -150,7 +150,8 @@ VARIANTS: dict[str, NetworkConfig] = {
     "medium_44k": NetworkConfig(**_MM44, hidden_dim=896, depth=12, fused_depth=8, num_heads=14),
     "large_44k": NetworkConfig(**_MM44, hidden_dim=896, depth=21, fused_depth=14, num_heads=14),
     "large_44k_v2": NetworkConfig(**_MM44, hidden_dim=896, depth=21, fused_depth=14, num_heads=14, v2=True),
-    # The embedded default's size: 2 joint + 2 audio-only blocks, hidden 64 (the reference goldens' shape).
+    # The reference goldens' shape: 2 joint + 2 audio-only blocks, hidden 64. The embedded default is this
+    # variant with hidden 96, 48-dim sync tokens and 6 audio-only blocks (its config.json).
     "tiny": NetworkConfig(
         latent_dim=20,
         clip_dim=32,

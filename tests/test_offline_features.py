@@ -119,6 +119,21 @@ def test_acceleration_tokens_spike_in_the_bouncing_colour_at_the_bounce() -> Non
     assert peak_hue == _hue_bin(scene.objects[0].colour)
 
 
+def test_acceleration_tokens_are_the_acceleration_columns_of_the_frame_statistics() -> None:
+    """Each token is the gained (ax, ay) of every hue in the two frames around its centre, read from
+    the same statistics ``frame_features`` documents (acceleration at columns 5, 6 of each hue's 8)."""
+    encoder = OfflineSyncEncoder()
+    scene = make_scene(3, SceneConfig(duration=2.0))
+    frames = _stream(scene.frames, scene.fps, 25.0, 224, 2.0)
+    tokens = encoder(frames)[0]  # [M, 48]
+    K, T, M = encoder.config.hue_bins, frames.shape[1], tokens.shape[0]
+    acc = encoder.frame_features(frames)[0, :, : 8 * K].reshape(T, K, 8)[:, :, 5:7].reshape(T, 2 * K)
+    first = ((torch.arange(M, dtype=torch.float64) + 0.5) * T / M).round().long().clamp(0, T - 2)
+    expected = encoder.config.acceleration_gain * torch.cat([acc[first], acc[first + 1]], dim=1)
+    torch.testing.assert_close(tokens, expected, rtol=0, atol=0)
+    assert tokens.abs().amax() > 0
+
+
 def test_encoders_reject_bad_input() -> None:
     with pytest.raises(ValueError, match="uint8"):
         OfflineClipEncoder()(torch.zeros(1, 2, 3, 384, 384))

@@ -124,7 +124,6 @@ class OfflineEncoderConfig:
 # layout of each hue bin's per-frame statistics in OfflineSyncEncoder.frame_features:
 # sqrt(mass), position (x, y), velocity (x, y), acceleration (x, y), changed fraction
 _HUE_STATS = 8
-_HUE_ACC = 5  # first acceleration column
 
 
 def _seeded_normal(seed: int, salt: int, *shape: int) -> torch.Tensor:
@@ -246,6 +245,19 @@ class OfflineClipEncoder(torch.nn.Module):
         return F.normalize(feats, dim=-1, eps=1e-6)
 
 
+@dataclass(frozen=True)
+class _HueMotion:
+    """Per-hue motion of a frame stream ``[B, T, ...]``: K hue bins, positions in [-1, 1]."""
+
+    image: torch.Tensor  # the pooled frames the statistics come from
+    weights: torch.Tensor  # per-pixel hue-bin weights
+    mass: torch.Tensor  # [B, T, K]
+    presence: torch.Tensor  # [B, T, K]
+    pos: torch.Tensor  # [B, T, K, 2]
+    vel: torch.Tensor  # [B, T, K, 2], over (f-1, f]
+    acc: torch.Tensor  # [B, T, K, 2], around f-1
+
+
 class OfflineSyncEncoder(torch.nn.Module):
     """Motion tokens from 25 fps frames: ``[B, T, 3, H, W]`` uint8 -> ``[B, 8*S, sync_dim]``.
 
@@ -262,11 +274,6 @@ class OfflineSyncEncoder(torch.nn.Module):
         super().__init__()
         self.config = config or OfflineEncoderConfig()
         self.dim = self.config.sync_dim
-        K = self.config.hue_bins
-        # columns of the per-frame statistics holding the acceleration (x, y) of each hue bin
-        acc_columns = (_HUE_STATS * torch.arange(K)[:, None] + torch.arange(_HUE_ACC, _HUE_ACC + 2))
-        acc_columns = acc_columns.reshape(-1)
-        self.register_buffer("acc_columns", acc_columns, persistent=False)
         raw = 2 * self.frame_feature_dim
         proj = self.config.sync_gain * _seeded_normal(self.config.seed, 2, raw, self.dim) / math.sqrt(raw)
         self.register_buffer("projection", proj, persistent=False)
@@ -275,34 +282,39 @@ class OfflineSyncEncoder(torch.nn.Module):
     def frame_feature_dim(self) -> int:
         return _HUE_STATS * self.config.hue_bins + 16
 
+    def _hue_motion(self, frames: torch.Tensor) -> _HueMotion:
+        _check_frames(frames, type(self).__name__)
+        B, T = frames.shape[:2]
+        cfg = self.config
+        K = cfg.hue_bins
+        img = _pooled_frames(frames, cfg.sync_analysis_size, self.projection.device)
+        weights = _hue_weights(img, K)
+        m = _hue_moments(weights)
+        p = m["presence"].reshape(B, T, K)
+        pos = 2.0 * torch.stack([m["cx"], m["cy"]], -1).reshape(B, T, K, 2) - 1.0
+        both = (p[:, 1:] * p[:, :-1]).unsqueeze(-1)
+        vel = F.pad(cfg.motion_scale * both * (pos[:, 1:] - pos[:, :-1]), (0, 0, 0, 0, 1, 0))
+        acc = F.pad(vel[:, 1:] - vel[:, :-1], (0, 0, 0, 0, 1, 0))
+        return _HueMotion(img, weights, m["mass"].reshape(B, T, K), p, pos, vel, acc)
+
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """Per-frame motion statistics ``[B, T, frame_feature_dim]``.
 
         Per hue bin: sqrt(mass), position (x, y), velocity (x, y), acceleration (x, y) and the
         fraction of pixels that changed; plus the luminance change on a 4x4 raster.
         """
-        _check_frames(frames, type(self).__name__)
-        B, T = frames.shape[:2]
-        cfg = self.config
-        img = _pooled_frames(frames, cfg.sync_analysis_size, self.projection.device)
-        weights = _hue_weights(img, cfg.hue_bins)
-        m = _hue_moments(weights)
-        K = cfg.hue_bins
-        p = m["presence"].reshape(B, T, K)
-        pos = 2.0 * torch.stack([m["cx"], m["cy"]], -1).reshape(B, T, K, 2) - 1.0
-        both = (p[:, 1:] * p[:, :-1]).unsqueeze(-1)
-        vel = F.pad(cfg.motion_scale * both * (pos[:, 1:] - pos[:, :-1]), (0, 0, 0, 0, 1, 0))
-        acc = F.pad(vel[:, 1:] - vel[:, :-1], (0, 0, 0, 0, 1, 0))
-        w = weights.reshape(B, T, K, -1)
+        motion = self._hue_motion(frames)
+        B, T, K = motion.presence.shape
+        w = motion.weights.reshape(B, T, K, -1)
         change = F.pad(20.0 * (w[:, 1:] - w[:, :-1]).abs().mean(-1), (0, 0, 1, 0))
-        lum = F.adaptive_avg_pool2d(img.mean(1, keepdim=True), 4).reshape(B, T, 16)
+        lum = F.adaptive_avg_pool2d(motion.image.mean(1, keepdim=True), 4).reshape(B, T, 16)
         lum_change = F.pad(10.0 * (lum[:, 1:] - lum[:, :-1]).abs(), (0, 0, 1, 0))
         per_hue = torch.cat(
             [
-                5.0 * m["mass"].sqrt().reshape(B, T, K, 1),
-                p.unsqueeze(-1) * pos,
-                vel,
-                acc,
+                5.0 * motion.mass.sqrt().unsqueeze(-1),
+                motion.presence.unsqueeze(-1) * motion.pos,
+                motion.vel,
+                motion.acc,
                 change.unsqueeze(-1),
             ],
             dim=-1,
@@ -316,7 +328,11 @@ class OfflineSyncEncoder(torch.nn.Module):
             raise ValueError(
                 f"the sync stream needs at least {SYNC_SEGMENT_FRAMES} frames (0.64 s at 25 fps), got {T}"
             )
-        feats = self.frame_features(frames)  # [B, T, D]
+        # acceleration tokens need only the hue motion, not the other per-frame statistics
+        if self.config.sync_features == "acceleration":
+            feats = self._hue_motion(frames).acc.flatten(2)  # [B, T, 2K]
+        else:
+            feats = self.frame_features(frames)  # [B, T, D]
         B, _, D = feats.shape
         S = (T - SYNC_SEGMENT_FRAMES) // SYNC_SEGMENT_STEP + 1
         M = S * SYNC_TOKENS_PER_SEGMENT
@@ -326,8 +342,7 @@ class OfflineSyncEncoder(torch.nn.Module):
         first = centre.round().long().clamp(0, T - 2)
         index = torch.stack([first, first + 1], dim=1).reshape(-1)
         if self.config.sync_features == "acceleration":
-            acc = feats[:, :, self.acc_columns]  # [B, T, 2K]
-            return self.config.acceleration_gain * acc[:, index].reshape(B, M, 2 * acc.shape[-1])
+            return self.config.acceleration_gain * feats[:, index].reshape(B, M, 2 * D)
         tokens = feats[:, index].reshape(B, M, 2 * D)
         return tokens @ self.projection
 

@@ -205,8 +205,8 @@ def test_the_shipped_default_model_lines_up_impacts_with_the_picture(tmp_path):
     ]
     own = score_clips(audios, scenes)
     assert own["n_reference"] >= 30
-    assert own["onset_f1"] >= 0.65  # measured 0.76 (4.5M default; 0.77 for the 3.2M one)
-    assert own["offset_ms"] <= 40.0  # measured 16 ms
+    assert own["onset_f1"] >= 0.65  # measured 0.75 (4.5M default; 0.77 for the 3.2M one)
+    assert own["offset_ms"] <= 40.0  # measured 15 ms
     assert own["pitch_accuracy"] >= 0.6  # measured 0.83; chance is 1/8
     other = score_clips(audios[1:] + audios[:1], scenes)
     assert other["onset_f1"] <= 0.3  # measured 0.05

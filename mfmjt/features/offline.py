@@ -341,9 +341,9 @@ class OfflineSyncEncoder(torch.nn.Module):
         # pair (f, f+1) with f = round(centre) describes the motion at the token's centre
         first = centre.round().long().clamp(0, T - 2)
         index = torch.stack([first, first + 1], dim=1).reshape(-1)
-        if self.config.sync_features == "acceleration":
-            return self.config.acceleration_gain * feats[:, index].reshape(B, M, 2 * D)
         tokens = feats[:, index].reshape(B, M, 2 * D)
+        if self.config.sync_features == "acceleration":
+            return self.config.acceleration_gain * tokens
         return tokens @ self.projection
 
 

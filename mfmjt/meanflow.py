@@ -34,6 +34,9 @@ class MeanFlowConfig:
     time_mu: float = -2.0  # logit-normal location of both time samples
     time_sigma: float = 2.0  # logit-normal scale
     mean_flow_ratio: float = 0.1  # expected fraction of pairs with r != t (0: flow matching)
+    # share of the r != t pairs moved to (r, t) = (0, 1), the pair the one-step sampler evaluates;
+    # the logit-normal draws reach it rarely (t > 0.9 in ~4 % of draws at the paper's mu, sigma)
+    one_step_share: float = 0.0
     video_dropout: float = 0.1  # probability of replacing clip + sync features by "no video"
     text_dropout: float = 0.1  # probability of replacing text features by the empty string
     # probability of dropping every condition at once (on top of the independent drops above): the
@@ -43,7 +46,7 @@ class MeanFlowConfig:
     adaptive_loss_eps: float = 1e-3  # c of that weight
 
     def __post_init__(self) -> None:
-        for name in ("mean_flow_ratio", "video_dropout", "text_dropout", "all_dropout"):
+        for name in ("mean_flow_ratio", "one_step_share", "video_dropout", "text_dropout", "all_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -77,7 +80,8 @@ def sample_time_pairs(
     device: torch.device | str = "cpu",
 ) -> TimePairs:
     """Two logit-normal draws per sample, t = max and r = min; then r := t except on
-    ``floor(ratio·B + U)`` random samples (stochastic rounding keeps the expected ratio exact)."""
+    ``floor(ratio·B + U)`` random samples (stochastic rounding keeps the expected ratio exact).
+    With ``one_step_share`` > 0, each r != t pair becomes (0, 1) with that probability."""
     draws = torch.randn(2, batch_size, generator=generator, device=device)
     times = torch.sigmoid(config.time_mu + config.time_sigma * draws)
     t, r = times.max(dim=0).values, times.min(dim=0).values
@@ -86,7 +90,11 @@ def sample_time_pairs(
     order = torch.randperm(batch_size, generator=generator, device=device)
     mean = torch.zeros(batch_size, dtype=torch.bool, device=device)
     mean[order[:n_mean]] = True
-    return TimePairs(r=torch.where(mean, r, t), t=t, mean=mean)
+    r = torch.where(mean, r, t)
+    if config.one_step_share > 0:  # the extra draw only then, so other runs keep their random stream
+        endpoint = mean & (torch.rand(batch_size, generator=generator, device=device) < config.one_step_share)
+        r, t = r.masked_fill(endpoint, 0.0), t.masked_fill(endpoint, 1.0)
+    return TimePairs(r=r, t=t, mean=mean)
 
 
 def _expand(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

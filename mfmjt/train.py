@@ -163,6 +163,7 @@ class TrainConfig:
             time_mu=args.time_mu,
             time_sigma=args.time_sigma,
             mean_flow_ratio=args.mean_flow_ratio,
+            one_step_share=args.one_step_share,
             video_dropout=args.video_dropout,
             text_dropout=args.text_dropout,
             all_dropout=args.all_dropout,
@@ -223,6 +224,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     a("--ema-decay", type=float, default=d.ema_decay)
     a("--bf16", action="store_true", help="bfloat16 autocast")
     a("--mean-flow-ratio", type=float, default=m.mean_flow_ratio, help="0 = flow-matching baseline")
+    a(
+        "--one-step-share",
+        type=float,
+        default=m.one_step_share,
+        help="share of r≠t pairs trained at (r, t) = (0, 1), the one-step sampler's pair (paper: 0)",
+    )
     a("--time-mu", type=float, default=m.time_mu)
     a("--time-sigma", type=float, default=m.time_sigma)
     a("--video-dropout", type=float, default=m.video_dropout)
@@ -618,7 +625,9 @@ def _lineage(config: TrainConfig, step: int) -> list[str]:
         parent = list(read_metadata(config.init_from).get("lineage", []))
     mf = config.meanflow
     recipe = (
-        f"r≠t ratio {mf.mean_flow_ratio:g}, adaptive loss p {mf.adaptive_loss_power:g}, "
+        f"r≠t ratio {mf.mean_flow_ratio:g}, "
+        + (f"one-step share {mf.one_step_share:g}, " if mf.one_step_share else "")
+        + f"adaptive loss p {mf.adaptive_loss_power:g}, "
         f"all-condition dropout {mf.all_dropout:g}, lr {config.lr:g}, batch {config.batch_size}"
     )
     origin = f"from {config.init_from}" if config.init_from is not None else "from scratch"

@@ -61,6 +61,31 @@ def test_flow_matching_mode_never_draws_r_different_from_t():
     assert not pairs.mean.any() and torch.equal(pairs.r, pairs.t)
 
 
+def test_one_step_share_moves_that_share_of_mean_pairs_to_the_one_step_pair():
+    cfg = MeanFlowConfig(mean_flow_ratio=0.5, one_step_share=0.3)
+    pairs = sample_time_pairs(100_000, cfg, torch.Generator().manual_seed(0))
+    endpoint = (pairs.r == 0) & (pairs.t == 1)
+    assert not (endpoint & ~pairs.mean).any()  # flow-matching pairs are untouched
+    assert abs(endpoint[pairs.mean].float().mean().item() - 0.3) < 0.01
+    assert torch.all(pairs.r <= pairs.t) and torch.equal(pairs.r != pairs.t, pairs.mean)
+    # the other pairs are the ones the sampler draws without the option, from the same seed
+    plain = sample_time_pairs(100_000, MeanFlowConfig(mean_flow_ratio=0.5), torch.Generator().manual_seed(0))
+    assert torch.equal(plain.mean, pairs.mean)
+    kept = ~endpoint
+    assert torch.equal(plain.r[kept], pairs.r[kept]) and torch.equal(plain.t[kept], pairs.t[kept])
+
+
+def test_loss_at_the_one_step_pair_is_finite_and_trains_the_network():
+    net = random_tiny_network()
+    x, conds = tiny_batch(2)
+    pairs = TimePairs(r=torch.zeros(2), t=torch.ones(2), mean=torch.ones(2, dtype=torch.bool))
+    out = meanflow_loss(net, x, conds, pairs=pairs, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out.loss) and out.loss > 0
+    out.loss.backward()
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
 def test_loss_with_r_equal_t_is_the_flow_matching_loss():
     net = random_tiny_network()
     x, conds = tiny_batch(4)

@@ -112,8 +112,12 @@ class ModelCache:
                     self._errors[name] = f"{type(exc).__name__}: {exc}"
                     raise _refuse(f"model {name!r} could not be loaded: {exc}") from exc
                 self._errors.pop(name, None)
-                logger.info("loaded model %r in %.1f s: %s", name, time.perf_counter() - start,
-                            self._pipelines[name].info())
+                logger.info(
+                    "loaded model %r in %.1f s: %s",
+                    name,
+                    time.perf_counter() - start,
+                    self._pipelines[name].info(),
+                )
             return self._pipelines[name]
 
     def peek(self, name: str) -> Pipeline | None:
@@ -357,9 +361,18 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None) -> gr.B
 
     # ------------------------------------------------------------------ handlers
     def _v2a(
-        video: str | dict | None, prompt: str, negative_prompt: str, duration: float | None, steps: int,
-        cfg_strength: float, guidance: str, seed: int, randomize_seed: bool, model: str,
-        progress: gr.Progress | None, remix: bool = False,
+        video: str | dict | None,
+        prompt: str,
+        negative_prompt: str,
+        duration: float | None,
+        steps: int,
+        cfg_strength: float,
+        guidance: str,
+        seed: int,
+        randomize_seed: bool,
+        model: str,
+        progress: gr.Progress | None,
+        remix: bool = False,
     ) -> tuple:
         video = _video_path(video)
         if not video:
@@ -388,14 +401,31 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None) -> gr.B
             outputs.discard(out_dir)
             raise
         paths = {mode: str(p) for mode, p in zip(result.audio, mp4s, strict=True)}
-        state = dict(kind="v2a", model=model, video=video, prompt=prompt, negative_prompt=negative_prompt,
-                     duration=seconds, steps=steps, seed=seed, modes=list(result.audio))
+        state = dict(
+            kind="v2a",
+            model=model,
+            video=video,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            duration=seconds,
+            steps=steps,
+            seed=seed,
+            modes=list(result.audio),
+        )
         info = _info_text(result, {"write_files": write_s}, remix=remix)
         return (paths.get("standard"), paths.get("scaled"), [str(p) for p in audio_files], info, seed, state)
 
     def _t2a(
-        prompt: str, negative_prompt: str, duration: float | None, steps: int, cfg_strength: float,
-        guidance: str, seed: int, randomize_seed: bool, model: str, progress: gr.Progress | None,
+        prompt: str,
+        negative_prompt: str,
+        duration: float | None,
+        steps: int,
+        cfg_strength: float,
+        guidance: str,
+        seed: int,
+        randomize_seed: bool,
+        model: str,
+        progress: gr.Progress | None,
         remix: bool = False,
     ) -> tuple:
         prompt, negative_prompt = str(prompt or ""), str(negative_prompt or "")
@@ -416,8 +446,16 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None) -> gr.B
                 raise _refuse(str(exc)) from exc
             raise
         paths = {mode: str(p) for mode, p in zip(result.audio, files, strict=True)}
-        state = dict(kind="t2a", model=model, prompt=prompt, negative_prompt=negative_prompt,
-                     duration=seconds, steps=steps, seed=seed, modes=list(result.audio))
+        state = dict(
+            kind="t2a",
+            model=model,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            duration=seconds,
+            steps=steps,
+            seed=seed,
+            modes=list(result.audio),
+        )
         info = _info_text(result, {"write_files": write_s}, remix=remix)
         return paths.get("standard"), paths.get("scaled"), info, seed, state
 
@@ -432,25 +470,61 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None) -> gr.B
 
     @_gpu(_v2a_seconds)
     def video_to_audio(
-        video: str | dict | None, prompt: str, negative_prompt: str, duration: float | None, steps: int,
-        cfg_strength: float, guidance: str, seed: int, randomize_seed: bool, model: str,
+        video: str | dict | None,
+        prompt: str,
+        negative_prompt: str,
+        duration: float | None,
+        steps: int,
+        cfg_strength: float,
+        guidance: str,
+        seed: int,
+        randomize_seed: bool,
+        model: str,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's progress marker
     ) -> tuple:
         """Generate audio for a video. Returns the standard-CFG mp4, the scaled-CFG mp4 (None for a mode
         not requested), the audio files (.wav), a markdown info text and the seed used."""
-        return _v2a(video, prompt, negative_prompt, duration, steps, cfg_strength, guidance, seed,
-                    randomize_seed, model, progress)
+        return _v2a(
+            video,
+            prompt,
+            negative_prompt,
+            duration,
+            steps,
+            cfg_strength,
+            guidance,
+            seed,
+            randomize_seed,
+            model,
+            progress,
+        )
 
     @_gpu(_t2a_seconds)
     def text_to_audio(
-        prompt: str, negative_prompt: str, duration: float | None, steps: int, cfg_strength: float,
-        guidance: str, seed: int, randomize_seed: bool, model: str,
+        prompt: str,
+        negative_prompt: str,
+        duration: float | None,
+        steps: int,
+        cfg_strength: float,
+        guidance: str,
+        seed: int,
+        randomize_seed: bool,
+        model: str,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's progress marker
     ) -> tuple:
         """Generate audio from a prompt. Returns the standard-CFG audio file, the scaled-CFG audio file
         (None for a mode not requested), a markdown info text and the seed used."""
-        return _t2a(prompt, negative_prompt, duration, steps, cfg_strength, guidance, seed, randomize_seed,
-                    model, progress)
+        return _t2a(
+            prompt,
+            negative_prompt,
+            duration,
+            steps,
+            cfg_strength,
+            guidance,
+            seed,
+            randomize_seed,
+            model,
+            progress,
+        )
 
     def make_remix(kind: str) -> Callable[..., tuple]:
         n_outputs = 6 if kind == "v2a" else 5
@@ -461,9 +535,16 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None) -> gr.B
             if not state or state.get("steps") != 1 or steps != 1:
                 return tuple(gr.skip() for _ in range(n_outputs))
             common = dict(
-                negative_prompt=state["negative_prompt"], duration=state["duration"], steps=1,
-                cfg_strength=cfg_strength, guidance=guidance, seed=state["seed"], randomize_seed=False,
-                model=state["model"], progress=None, remix=True,
+                negative_prompt=state["negative_prompt"],
+                duration=state["duration"],
+                steps=1,
+                cfg_strength=cfg_strength,
+                guidance=guidance,
+                seed=state["seed"],
+                randomize_seed=False,
+                model=state["model"],
+                progress=None,
+                remix=True,
             )
             if kind == "v2a":
                 return _v2a(state["video"], state["prompt"], **common)
@@ -485,8 +566,9 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None) -> gr.B
         return MULTI_STEP_CFG if steps > 1 and cfg_strength == ONE_STEP_CFG else gr.skip()
 
     # ------------------------------------------------------------------------ layout
-    with gr.Blocks(title="MF-MJT: one-step video-to-audio", analytics_enabled=False,
-                   delete_cache=(1800, 3600)) as demo:
+    with gr.Blocks(
+        title="MF-MJT: one-step video-to-audio", analytics_enabled=False, delete_cache=(1800, 3600)
+    ) as demo:
         gr.Markdown(
             "# MF-MJT — one-step video-to-audio\n"
             "MeanFlow turns noise into audio in **one** network evaluation; compare **standard** and "
@@ -502,17 +584,31 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None) -> gr.B
 
         def controls(tab: str, duration_value: float, duration_info: str) -> tuple:
             with gr.Row():
-                duration = gr.Number(duration_value, label="duration (s)", info=duration_info, minimum=0,
-                                     precision=2)
-                steps = gr.Slider(1, MAX_STEPS, value=steps_default, step=1, label="steps",
-                                  info="1 = one-step MeanFlow; flow-matching models need ~25")
+                duration = gr.Number(
+                    duration_value, label="duration (s)", info=duration_info, minimum=0, precision=2
+                )
+                steps = gr.Slider(
+                    1,
+                    MAX_STEPS,
+                    value=steps_default,
+                    step=1,
+                    label="steps",
+                    info="1 = one-step MeanFlow; flow-matching models need ~25",
+                )
             with gr.Row():
-                cfg = gr.Slider(0, MAX_CFG, value=cfg_default, step=0.1, label="ω (guidance strength)",
-                                elem_id=f"{tab}-cfg",
-                                info="1.5 suits one step, 4.5 is usual for multi-step; at 1 step moving "
-                                     "it re-mixes the result live")
-                guidance = gr.Radio(GUIDANCE_CHOICES, value="both", label="guidance",
-                                    elem_id=f"{tab}-guidance")
+                cfg = gr.Slider(
+                    0,
+                    MAX_CFG,
+                    value=cfg_default,
+                    step=0.1,
+                    label="ω (guidance strength)",
+                    elem_id=f"{tab}-cfg",
+                    info="1.5 suits one step, 4.5 is usual for multi-step; at 1 step moving "
+                    "it re-mixes the result live",
+                )
+                guidance = gr.Radio(
+                    GUIDANCE_CHOICES, value="both", label="guidance", elem_id=f"{tab}-guidance"
+                )
             with gr.Row():
                 seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
                 randomize = gr.Checkbox(False, label="random seed each time")
@@ -532,10 +628,12 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None) -> gr.B
                         v_button = gr.Button("Generate", variant="primary", elem_id="v2a-generate")
                     with gr.Column():
                         with gr.Row():
-                            v_out_std = gr.Video(label=MODE_LABELS["standard"], elem_id="v2a-standard",
-                                                 interactive=False)
-                            v_out_scaled = gr.Video(label=MODE_LABELS["scaled"], elem_id="v2a-scaled",
-                                                    interactive=False)
+                            v_out_std = gr.Video(
+                                label=MODE_LABELS["standard"], elem_id="v2a-standard", interactive=False
+                            )
+                            v_out_scaled = gr.Video(
+                                label=MODE_LABELS["scaled"], elem_id="v2a-scaled", interactive=False
+                            )
                         v_files = gr.File(label="audio files", file_count="multiple", interactive=False)
                         v_info = gr.Markdown(label="info", elem_id="v2a-info")
                 v_state = gr.State(None)
@@ -558,14 +656,26 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None) -> gr.B
                         t_button = gr.Button("Generate", variant="primary", elem_id="t2a-generate")
                     with gr.Column():
                         with gr.Row():
-                            t_out_std = gr.Audio(label=MODE_LABELS["standard"], type="filepath",
-                                                 interactive=False, elem_id="t2a-standard")
-                            t_out_scaled = gr.Audio(label=MODE_LABELS["scaled"], type="filepath",
-                                                    interactive=False, elem_id="t2a-scaled")
+                            t_out_std = gr.Audio(
+                                label=MODE_LABELS["standard"],
+                                type="filepath",
+                                interactive=False,
+                                elem_id="t2a-standard",
+                            )
+                            t_out_scaled = gr.Audio(
+                                label=MODE_LABELS["scaled"],
+                                type="filepath",
+                                interactive=False,
+                                elem_id="t2a-scaled",
+                            )
                         t_info = gr.Markdown(label="info", elem_id="t2a-info")
                 t_state = gr.State(None)
-                gr.Examples([[p] for p in T2A_EXAMPLES], inputs=[t_prompt], cache_examples=False,
-                            label="example prompts (what the embedded model knows)")
+                gr.Examples(
+                    [[p] for p in T2A_EXAMPLES],
+                    inputs=[t_prompt],
+                    cache_examples=False,
+                    label="example prompts (what the embedded model knows)",
+                )
 
         with gr.Accordion("About", open=False):
             gr.Markdown(ABOUT)
@@ -581,33 +691,62 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None) -> gr.B
         # the endpoints return plain file paths; hiding the unused player is a UI-only follow-up
         v_button.click(
             video_to_audio,
-            [v_video, v_prompt, v_negative, v_duration, v_steps, v_cfg, v_guidance, v_seed, v_random,
-             model_choice],
-            v_outputs, api_name="video_to_audio", **gpu_queue,
+            [
+                v_video,
+                v_prompt,
+                v_negative,
+                v_duration,
+                v_steps,
+                v_cfg,
+                v_guidance,
+                v_seed,
+                v_random,
+                model_choice,
+            ],
+            v_outputs,
+            api_name="video_to_audio",
+            **gpu_queue,
         ).success(_show_players, v_state, v_players, api_visibility="private", queue=False)
         t_button.click(
             text_to_audio,
             [t_prompt, t_negative, t_duration, t_steps, t_cfg, t_guidance, t_seed, t_random, model_choice],
-            t_outputs, api_name="text_to_audio", **gpu_queue,
+            t_outputs,
+            api_name="text_to_audio",
+            **gpu_queue,
         ).success(_show_players, t_state, t_players, api_visibility="private", queue=False)
         for kind, cfg, guidance, steps, state, outs, players in (
             ("v2a", v_cfg, v_guidance, v_steps, v_state, v_outputs, v_players),
             ("t2a", t_cfg, t_guidance, t_steps, t_state, t_outputs, t_players),
         ):
             # undocumented (callable, not listed): the tests drive it through gradio_client
-            remix_args = dict(fn=make_remix(kind), inputs=[cfg, guidance, steps, state], outputs=outs,
-                              api_name=f"remix_{kind}", api_visibility="undocumented",
-                              show_progress="minimal", **gpu_queue)
+            remix_args = dict(
+                fn=make_remix(kind),
+                inputs=[cfg, guidance, steps, state],
+                outputs=outs,
+                api_name=f"remix_{kind}",
+                api_visibility="undocumented",
+                show_progress="minimal",
+                **gpu_queue,
+            )
             for trigger in (cfg.release, guidance.input):
                 trigger(**remix_args).success(
                     _show_players, state, players, api_visibility="private", queue=False
                 )
             steps.input(nudge_cfg, [steps, cfg], cfg, api_visibility="private", queue=False)
-        v_video.change(partial(_describe_clip, max_duration=max_duration), v_video, v_clip,
-                       api_visibility="private", queue=False)
+        v_video.change(
+            partial(_describe_clip, max_duration=max_duration),
+            v_video,
+            v_clip,
+            api_visibility="private",
+            queue=False,
+        )
         if isinstance(model_choice, gr.Dropdown):
-            model_choice.change(select_model, model_choice, [model_info, v_steps, v_cfg, t_steps, t_cfg],
-                                api_visibility="private")
+            model_choice.change(
+                select_model,
+                model_choice,
+                [model_info, v_steps, v_cfg, t_steps, t_cfg],
+                api_visibility="private",
+            )
     demo.queue(max_size=16, default_concurrency_limit=1)
     return demo
 

@@ -98,8 +98,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="default", help="a load_pipeline name, directory or HF repo id")
-    parser.add_argument("--random-stack", action="store_true",
-                        help="use the small random-weight stack of tests/stacks.py instead of --model")
+    parser.add_argument(
+        "--random-stack",
+        action="store_true",
+        help="use the small random-weight stack of tests/stacks.py instead of --model",
+    )
     parser.add_argument("--duration", type=float, default=8.0, help="clip length in seconds")
     parser.add_argument("--repeats", type=int, default=3, help="timed requests per case (median)")
     args = parser.parse_args()
@@ -111,18 +114,33 @@ def main() -> None:
     pipe = loader(args)()
     demo = app.build_demo({name: lambda: pipe})
     port = free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                ssr_mode=False)
+    demo.launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False
+    )
     workdir = Path(tempfile.mkdtemp(prefix="mfmjt_app_latency_"))
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False,
-                    download_files=str(workdir / "downloads"))
+    client = Client(
+        f"http://127.0.0.1:{port}/",
+        verbose=False,
+        analytics_enabled=False,
+        download_files=str(workdir / "downloads"),
+    )
     clips = iter(range(10**6))
     seed = 1000
 
     def request(case: Case, clip: Path, seed: int) -> float:
         start = time.perf_counter()
-        outputs = client.predict(handle_file(str(clip)), "", "", 0, case.steps, case.cfg, case.guidance,
-                                 seed, False, api_name="/video_to_audio")
+        outputs = client.predict(
+            handle_file(str(clip)),
+            "",
+            "",
+            0,
+            case.steps,
+            case.cfg,
+            case.guidance,
+            seed,
+            False,
+            api_name="/video_to_audio",
+        )
         elapsed = time.perf_counter() - start
         assert any(outputs[:2]), "no video came back"
         return elapsed
@@ -151,9 +169,11 @@ def main() -> None:
     else:
         device = f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
     base = statistics.median(results[CASES[0].label])
-    print(f"\nmodel `{name}` ({info['kind']}, {info['parameters']}) · {device} · {info['dtype']} · "
-          f"{args.duration:g} s clip · median of {args.repeats} requests through gradio_client "
-          "(upload → mp4s downloaded)\n")
+    print(
+        f"\nmodel `{name}` ({info['kind']}, {info['parameters']}) · {device} · {info['dtype']} · "
+        f"{args.duration:g} s clip · median of {args.repeats} requests through gradio_client "
+        "(upload → mp4s downloaded)\n"
+    )
     print("| request | median s | min s | × 1 step compare both | RTF |")
     print("|---|---:|---:|---:|---:|")
     for case in CASES:

@@ -13,7 +13,6 @@ from mfmjt.media import VIDEO_SUFFIXES
 logger = logging.getLogger("mfmjt")
 
 
-
 def _video_inputs(items: Sequence[str]) -> list[Path]:
     """Files as given; folders expand to the videos they hold (sorted)."""
     paths: list[Path] = []

@@ -299,7 +299,11 @@ def decode_video(
     sync_frames = sync.frames(int(used * SYNC_FPS), SYNC_SIZE)
     logger.debug(
         "%s: %d frames decoded -> %d clip / %d sync frames, %.3f s",
-        path.name, decoded, len(clip_frames), len(sync_frames), used,
+        path.name,
+        decoded,
+        len(clip_frames),
+        len(sync_frames),
+        used,
     )
     return DecodedVideo(
         clip_frames=clip_frames,
@@ -496,17 +500,43 @@ def mux_audio_into_video(
                 video_args = ["-c:v", "copy"]
             else:  # H.264 4:2:0 needs even sizes: drop an odd last row/column
                 video_args = [
-                    "-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2",
-                    "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
+                    "-vf",
+                    "crop=trunc(iw/2)*2:trunc(ih/2)*2",
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "veryfast",
+                    "-crf",
+                    "18",
+                    "-pix_fmt",
+                    "yuv420p",
                 ]
-            _run_ffmpeg([
-                "-i", str(video_path), "-i", str(wav),
-                "-map", "0:V:0", "-map", "1:a:0", "-map_chapters", "-1",  # V: not cover art
-                "-t", f"{duration:.6f}",
-                *video_args,
-                "-c:a", "aac", "-b:a", "128k",
-                "-movflags", "+faststart", "-f", "mp4", str(tmp_out),
-            ])
+            _run_ffmpeg(
+                [
+                    "-i",
+                    str(video_path),
+                    "-i",
+                    str(wav),
+                    "-map",
+                    "0:V:0",
+                    "-map",
+                    "1:a:0",
+                    "-map_chapters",
+                    "-1",  # V: not cover art
+                    "-t",
+                    f"{duration:.6f}",
+                    *video_args,
+                    "-c:a",
+                    "aac",
+                    "-b:a",
+                    "128k",
+                    "-movflags",
+                    "+faststart",
+                    "-f",
+                    "mp4",
+                    str(tmp_out),
+                ]
+            )
 
         if copy:
             try:

@@ -33,8 +33,15 @@ pytestmark = [
 MAX_DURATION = 3.0
 
 
-def write_clip(path: Path, seconds: float, width: int = 160, height: int = 120, fps: int = 30,
-               codec: str = "libx264", pix_fmt: str = "yuv420p") -> Path:
+def write_clip(
+    path: Path,
+    seconds: float,
+    width: int = 160,
+    height: int = 120,
+    fps: int = 30,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+) -> Path:
     """A clip of a square moving right (no audio)."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=fps)
@@ -71,11 +78,16 @@ def client(pipe: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                ssr_mode=False)
+    demo.launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False
+    )
     try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False,
-                     download_files=str(tmp_path_factory.mktemp("downloads")))
+        yield Client(
+            f"http://127.0.0.1:{port}/",
+            verbose=False,
+            analytics_enabled=False,
+            download_files=str(tmp_path_factory.mktemp("downloads")),
+        )
     finally:
         demo.close()
 
@@ -87,16 +99,32 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def v2a(client: Client, video: Path | None, **settings) -> tuple:
-    args = dict(prompt="", negative_prompt="", duration=0, steps=1, cfg_strength=1.5, guidance="both",
-                seed=1, randomize_seed=False)
+    args = dict(
+        prompt="",
+        negative_prompt="",
+        duration=0,
+        steps=1,
+        cfg_strength=1.5,
+        guidance="both",
+        seed=1,
+        randomize_seed=False,
+    )
     args.update(settings)
-    return client.predict(handle_file(str(video)) if video else None, *args.values(),
-                          api_name="/video_to_audio")
+    return client.predict(
+        handle_file(str(video)) if video else None, *args.values(), api_name="/video_to_audio"
+    )
 
 
 def t2a(client: Client, prompt: str, **settings) -> tuple:
-    args = dict(negative_prompt="", duration=1.5, steps=1, cfg_strength=1.5, guidance="both", seed=1,
-                randomize_seed=False)
+    args = dict(
+        negative_prompt="",
+        duration=1.5,
+        steps=1,
+        cfg_strength=1.5,
+        guidance="both",
+        seed=1,
+        randomize_seed=False,
+    )
     args.update(settings)
     return client.predict(prompt, *args.values(), api_name="/text_to_audio")
 
@@ -157,8 +185,9 @@ def bad_file(tmp: Path, kind: str) -> Path:
         sf.write(tmp / "tone.wav", np.zeros(16000, np.float32), 16000)
         return tmp / "tone.wav"
     if kind == "huge":  # one 8200 x 16 frame: refused before any frame is decoded
-        return write_clip(tmp / "huge.mkv", 0.04, width=8200, height=16, fps=25, codec="ffv1",
-                          pix_fmt="yuv420p")
+        return write_clip(
+            tmp / "huge.mkv", 0.04, width=8200, height=16, fps=25, codec="ffv1", pix_fmt="yuv420p"
+        )
     raise ValueError(kind)
 
 
@@ -236,7 +265,6 @@ def test_request_folders_are_pruned(tmp_path):
 def test_gpu_reservation_grows_with_steps_and_length():
     assert app._gpu_seconds(1, 8) < app._gpu_seconds(25, 8) < app._gpu_seconds(25, 30) <= 120
     assert app._gpu_seconds("junk", None) > 0
-
 
 
 def test_models_load_once_on_first_use_and_a_failure_is_reported(pipe):

@@ -68,14 +68,18 @@ def mel_golden() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def vae_golden() -> dict[str, dict[str, torch.Tensor]]:
-    return {name: load_file(str(GOLDENS / f"golden_vae16k_small.{name}.safetensors"))
-            for name in ("io", "state_raw", "state_after_remove_weight_norm")}
+    return {
+        name: load_file(str(GOLDENS / f"golden_vae16k_small.{name}.safetensors"))
+        for name in ("io", "state_raw", "state_after_remove_weight_norm")
+    }
 
 
 @pytest.fixture(scope="module")
 def vocoder_golden() -> dict[str, dict[str, torch.Tensor]]:
-    return {name: load_file(str(GOLDENS / f"golden_bigvgan16k_small.{name}.safetensors"))
-            for name in ("io", "state_weightnorm", "state_after_remove_weight_norm")}
+    return {
+        name: load_file(str(GOLDENS / f"golden_bigvgan16k_small.{name}.safetensors"))
+        for name in ("io", "state_weightnorm", "state_after_remove_weight_norm")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +94,21 @@ def small_vocoder_config(golden_meta) -> BigVGANConfig:
 
 @pytest.fixture(scope="module")
 def small_codec(vae_golden, vocoder_golden, small_vae_config, small_vocoder_config) -> MMAudioCodec:
-    return MMAudioCodec.from_state_dicts(vae_golden["state_raw"], vocoder_golden["state_weightnorm"],
-                                         vae_config=small_vae_config, vocoder_config=small_vocoder_config)
+    return MMAudioCodec.from_state_dicts(
+        vae_golden["state_raw"],
+        vocoder_golden["state_weightnorm"],
+        vae_config=small_vae_config,
+        vocoder_config=small_vocoder_config,
+    )
 
 
 def legacy_weight_norm_names(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k.replace(".parametrizations.weight.original0", ".weight_g")
-            .replace(".parametrizations.weight.original1", ".weight_v"): v for k, v in state_dict.items()}
+    return {
+        k.replace(".parametrizations.weight.original0", ".weight_g").replace(
+            ".parametrizations.weight.original1", ".weight_v"
+        ): v
+        for k, v in state_dict.items()
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,8 +148,15 @@ def test_mel_converter_does_not_modify_its_input(mel_golden):
     assert torch.equal(waveform, mel_golden["mel16k.in.waveform"])  # item 1 exceeds ±1: clamp is a copy
 
 
-@pytest.mark.parametrize("bad", [torch.zeros(16_000), torch.zeros(1, 1, 16_000),
-                                 torch.zeros(1, 16_000, dtype=torch.int16), torch.zeros(1, 300)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        torch.zeros(16_000),
+        torch.zeros(1, 1, 16_000),
+        torch.zeros(1, 16_000, dtype=torch.int16),
+        torch.zeros(1, 300),
+    ],
+)
 def test_mel_converter_rejects_bad_waveform(bad):
     with pytest.raises(ValueError, match=r"waveform .*\[B, samples\]"):
         MelConverter("16k")(bad)
@@ -177,9 +196,15 @@ def test_vae_counts_weights_as_raw_after_any_state_dict_load(vae_golden, small_v
     assert not vae.weight_norm_removed
 
 
-@pytest.mark.parametrize(("layout", "weights_normalized"), [
-    ("state_raw", False), ("state_raw", None),
-    ("state_after_remove_weight_norm", True), ("state_after_remove_weight_norm", None)])
+@pytest.mark.parametrize(
+    ("layout", "weights_normalized"),
+    [
+        ("state_raw", False),
+        ("state_raw", None),
+        ("state_after_remove_weight_norm", True),
+        ("state_after_remove_weight_norm", None),
+    ],
+)
 def test_vae_encode_and_decode_reproduce_golden(layout, weights_normalized, vae_golden, small_vae_config):
     io = vae_golden["io"]
     vae = load_vae(vae_golden[layout], small_vae_config, weights_normalized=weights_normalized)
@@ -331,25 +356,34 @@ def test_codec_does_not_modify_its_inputs(small_codec):
     assert torch.equal(waveform, waveform_copy) and torch.equal(latent, latent_copy)
 
 
-@pytest.mark.parametrize(("call", "bad", "pattern"), [
-    ("encode", torch.zeros(2, 1, 16_000), r"waveform .*\[B, samples"),
-    ("encode", torch.zeros(2, 16_000, dtype=torch.int16), r"waveform .*\[B, samples"),
-    ("encode", torch.zeros(2, 100), r"waveform .*samples >= 512"),
-    ("decode", torch.zeros(2, 20, 31), r"latent .*\[B, N, 20\]"),
-    ("decode", torch.zeros(31, 20), r"latent .*\[B, N, 20\]")])
+@pytest.mark.parametrize(
+    ("call", "bad", "pattern"),
+    [
+        ("encode", torch.zeros(2, 1, 16_000), r"waveform .*\[B, samples"),
+        ("encode", torch.zeros(2, 16_000, dtype=torch.int16), r"waveform .*\[B, samples"),
+        ("encode", torch.zeros(2, 100), r"waveform .*samples >= 512"),
+        ("decode", torch.zeros(2, 20, 31), r"latent .*\[B, N, 20\]"),
+        ("decode", torch.zeros(31, 20), r"latent .*\[B, N, 20\]"),
+    ],
+)
 def test_codec_rejects_bad_input(call, bad, pattern, small_codec):
     with pytest.raises(ValueError, match=pattern):
         getattr(small_codec, call)(bad)
 
 
-def test_codec_from_files_reads_the_checkpoint_layouts(tmp_path, vae_golden, vocoder_golden, small_vae_config,
-                                                      small_vocoder_config, mel_golden):
+def test_codec_from_files_reads_the_checkpoint_layouts(
+    tmp_path, vae_golden, vocoder_golden, small_vae_config, small_vocoder_config, mel_golden
+):
     torch.save(vae_golden["state_raw"], tmp_path / "v1-16.pth")
     torch.save({"generator": vocoder_golden["state_weightnorm"]}, tmp_path / "best_netG.pt")
     generator = read_state_dict(tmp_path / "best_netG.pt", key="generator")
     assert set(generator) == set(vocoder_golden["state_weightnorm"])
-    codec = MMAudioCodec.from_files(tmp_path / "v1-16.pth", tmp_path / "best_netG.pt",
-                                    vae_config=small_vae_config, vocoder_config=small_vocoder_config)
+    codec = MMAudioCodec.from_files(
+        tmp_path / "v1-16.pth",
+        tmp_path / "best_netG.pt",
+        vae_config=small_vae_config,
+        vocoder_config=small_vocoder_config,
+    )
     mean, _ = codec.encode(mel_golden["mel16k.in.waveform"])
     assert max_rel_err(mean, vae_golden["io"]["encode.mean"].transpose(1, 2)) <= VAE_RTOL
 

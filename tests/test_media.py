@@ -131,8 +131,14 @@ class Source:
 
 
 SOURCES: dict[str, Source] = {
-    "h264_23.976fps_3s": Source(".mp4", "libx264", (320, 180), Fraction(24000, 1001),
-                                tuple(cfr(Fraction(24000, 1001), 3.0)), FAST_X264),
+    "h264_23.976fps_3s": Source(
+        ".mp4",
+        "libx264",
+        (320, 180),
+        Fraction(24000, 1001),
+        tuple(cfr(Fraction(24000, 1001), 3.0)),
+        FAST_X264,
+    ),
     "h264_25fps_1.28s": Source(".mp4", "libx264", (320, 180), 25, tuple(cfr(25, 1.28)), FAST_X264),
     "h264_30fps_portrait_mov": Source(".mov", "libx264", (180, 320), 30, tuple(cfr(30, 3.0)), FAST_X264),
     "h264_60fps_mkv": Source(".mkv", "libx264", (320, 180), 60, tuple(cfr(60, 3.0)), FAST_X264),
@@ -303,14 +309,33 @@ def test_resizes_equal_mmaudio_transforms_on_the_same_frames(tmp_path: Path, siz
 
 
 def test_rotated_video_is_turned_upright_like_ffmpeg_does(tmp_path: Path) -> None:
-    plain = write_video(tmp_path / "plain.mp4", cfr(25, 1.0), (320, 180), "libx264", 25, FAST_X264,
-                        quadrant_painter)
+    plain = write_video(
+        tmp_path / "plain.mp4", cfr(25, 1.0), (320, 180), "libx264", 25, FAST_X264, quadrant_painter
+    )
     rotated = tmp_path / "rotated.mp4"
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
-    subprocess.run([ffmpeg, "-v", "error", "-display_rotation", "90", "-i", str(plain), "-c", "copy",
-                    str(rotated)], check=True)
-    upright = subprocess.run([ffmpeg, "-v", "error", "-i", str(rotated), "-frames:v", "1", "-f", "rawvideo",
-                              "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-display_rotation", "90", "-i", str(plain), "-c", "copy", str(rotated)],
+        check=True,
+    )
+    upright = subprocess.run(
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-i",
+            str(rotated),
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
     reference = np.frombuffer(upright, np.uint8).reshape(320, 180, 3)  # ffmpeg autorotates: 180 wide
 
     d = decode_video(rotated)
@@ -369,9 +394,32 @@ def test_audio_only_file_is_refused(tmp_path: Path) -> None:
 def test_music_file_with_cover_art_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "song.m4a"
     subprocess.run(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=d=1",
-         "-f", "lavfi", "-i", "color=red:s=64x64:d=1", "-map", "0:a", "-map", "1:v", "-frames:v", "1",
-         "-c:a", "aac", "-c:v", "png", "-disposition:v", "attached_pic", str(path)],
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=d=1",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=red:s=64x64:d=1",
+            "-map",
+            "0:a",
+            "-map",
+            "1:v",
+            "-frames:v",
+            "1",
+            "-c:a",
+            "aac",
+            "-c:v",
+            "png",
+            "-disposition:v",
+            "attached_pic",
+            str(path),
+        ],
         check=True,
     )
     with av.open(str(path)) as container:
@@ -508,9 +556,7 @@ def test_mux_re_encodes_other_codecs_to_h264(
 
 
 def test_mux_replaces_the_original_sound(tmp_path: Path) -> None:
-    src = write_video(
-        tmp_path / "loud.mp4", cfr(25, 2.0), (64, 48), "libx264", 25, FAST_X264, tone_hz=440.0
-    )
+    src = write_video(tmp_path / "loud.mp4", cfr(25, 2.0), (64, 48), "libx264", 25, FAST_X264, tone_hz=440.0)
     out = mux_audio_into_video(src, tone(2.0, 16_000, hz=1000.0), 16_000, tmp_path / "out.mp4", 1.5)
     assert_browser_mp4(out, 1.5, 25, 16_000)
     assert dominant_frequency(read_audio(out, 16_000), 16_000) == pytest.approx(1000.0, abs=2.0)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def check_float_tensor(name: str, x: object, expected: str, ndim: int,
-                       sizes: dict[int, int] | None = None) -> torch.Tensor:
+def check_float_tensor(
+    name: str, x: object, expected: str, ndim: int, sizes: dict[int, int] | None = None
+) -> torch.Tensor:
     """Return ``x`` if it is a floating-point tensor with ``ndim`` dims and the given ``sizes``.
 
     ``expected`` is the shape as the user should read it (e.g. ``"[B, samples]"``); ``sizes`` maps a

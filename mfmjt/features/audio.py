@@ -57,8 +57,10 @@ class MMAudioCodec(nn.Module):
         super().__init__()
         mc, vc, gc = mel.config, vae.config, vocoder.config
         if mc.n_mels != vc.data_dim or mc.n_mels != gc.num_mels or mc.hop_size != gc.hop_size:
-            raise ValueError(f"mel ({mc.n_mels} bins, hop {mc.hop_size}), VAE ({vc.data_dim} bins) and "
-                             f"vocoder ({gc.num_mels} bins, hop {gc.hop_size}) do not fit together")
+            raise ValueError(
+                f"mel ({mc.n_mels} bins, hop {mc.hop_size}), VAE ({vc.data_dim} bins) and "
+                f"vocoder ({gc.num_mels} bins, hop {gc.hop_size}) do not fit together"
+            )
         self.mel = mel
         self.vae = vae
         self.vocoder = vocoder
@@ -68,34 +70,46 @@ class MMAudioCodec(nn.Module):
         self.latent_rate: float = mc.sample_rate / self.samples_per_latent
 
     @classmethod
-    def from_state_dicts(cls, vae_state_dict: Mapping[str, torch.Tensor],
-                         vocoder_state_dict: Mapping[str, Any], *, mode: str = "16k",
-                         vae_config: VAEConfig | None = None, vocoder_config: BigVGANConfig | None = None,
-                         vae_weights_normalized: bool | None = None) -> MMAudioCodec:
+    def from_state_dicts(
+        cls,
+        vae_state_dict: Mapping[str, torch.Tensor],
+        vocoder_state_dict: Mapping[str, Any],
+        *,
+        mode: str = "16k",
+        vae_config: VAEConfig | None = None,
+        vocoder_config: BigVGANConfig | None = None,
+        vae_weights_normalized: bool | None = None,
+    ) -> MMAudioCodec:
         """Build from checkpoint state dicts (strict loads; see :func:`load_vae`, :func:`load_vocoder`)."""
         if mode != "16k":
-            raise ValueError(f"only the '16k' codec is implemented (the 44k vocoder is BigVGAN v2), "
-                             f"got {mode!r}")
+            raise ValueError(
+                f"only the '16k' codec is implemented (the 44k vocoder is BigVGAN v2), got {mode!r}"
+            )
         vae = load_vae(vae_state_dict, vae_config or VAEConfig.preset(mode), vae_weights_normalized)
         vocoder = load_vocoder(vocoder_state_dict, vocoder_config or BigVGANConfig.preset(mode))
         return cls(MelConverter(MelConfig.preset(mode)), vae, vocoder).eval().requires_grad_(False)
 
     @classmethod
-    def from_files(cls, vae_path: str | PathLike[str], vocoder_path: str | PathLike[str], **kwargs: Any
-                   ) -> MMAudioCodec:
+    def from_files(
+        cls, vae_path: str | PathLike[str], vocoder_path: str | PathLike[str], **kwargs: Any
+    ) -> MMAudioCodec:
         """Build from ``v1-16.pth`` and ``best_netG.pt`` (or ``.safetensors`` copies); kwargs as above."""
         log.info("loading the audio codec from %s and %s", vae_path, vocoder_path)
-        return cls.from_state_dicts(read_state_dict(vae_path), read_state_dict(vocoder_path, key="generator"),
-                                    **kwargs)
+        return cls.from_state_dicts(
+            read_state_dict(vae_path), read_state_dict(vocoder_path, key="generator"), **kwargs
+        )
 
     @torch.no_grad()
     def encode(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Waveform ``[B, samples]`` -> posterior (mean, std), each ``[B, samples // 512, latent_dim]``."""
-        check_float_tensor("waveform", waveform, f"[B, samples] with samples >= {self.samples_per_latent}",
-                           ndim=2)
+        check_float_tensor(
+            "waveform", waveform, f"[B, samples] with samples >= {self.samples_per_latent}", ndim=2
+        )
         if waveform.shape[1] < self.samples_per_latent:
-            raise ValueError(f"waveform must have shape [B, samples] with samples >= "
-                             f"{self.samples_per_latent}, got {list(waveform.shape)}")
+            raise ValueError(
+                f"waveform must have shape [B, samples] with samples >= "
+                f"{self.samples_per_latent}, got {list(waveform.shape)}"
+            )
         mel = self.mel(waveform).to(self.vae.data_mean.dtype)  # [B, n_mels, T]
         posterior = self.vae.encode(mel)  # [B, latent_dim, T // 2]
         return posterior.mean.transpose(1, 2), posterior.std.transpose(1, 2)

@@ -38,8 +38,9 @@ class MelConfig:
         if self.n_fft < self.win_size or (self.n_fft - self.hop_size) % 2:
             raise ValueError(f"need n_fft >= win_size and n_fft - hop_size even, got {self}")
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
-            raise ValueError(f"need 0 <= fmin < fmax <= sample_rate / 2, got fmin={self.fmin}, "
-                             f"fmax={self.fmax}")
+            raise ValueError(
+                f"need 0 <= fmin < fmax <= sample_rate / 2, got fmin={self.fmin}, fmax={self.fmax}"
+            )
 
     @property
     def pad(self) -> int:
@@ -59,10 +60,12 @@ class MelConfig:
 
 
 MEL_PRESETS: dict[str, MelConfig] = {
-    "16k": MelConfig(16_000, n_fft=1024, hop_size=256, win_size=1024, n_mels=80, fmin=0, fmax=8_000,
-                     log="log10"),
-    "44k": MelConfig(44_100, n_fft=2048, hop_size=512, win_size=2048, n_mels=128, fmin=0, fmax=22_050,
-                     log="log"),
+    "16k": MelConfig(
+        16_000, n_fft=1024, hop_size=256, win_size=1024, n_mels=80, fmin=0, fmax=8_000, log="log10"
+    ),
+    "44k": MelConfig(
+        44_100, n_fft=2048, hop_size=512, win_size=2048, n_mels=128, fmin=0, fmax=22_050, log="log"
+    ),
 }
 
 
@@ -79,16 +82,18 @@ def _slaney_mel_to_hz(mel: np.ndarray) -> np.ndarray:
     return np.where(log_region, 1000.0 * np.exp((math.log(6.4) / 27.0) * (mel - 15.0)), hz)
 
 
-def slaney_mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float
-                          ) -> torch.Tensor:
+def slaney_mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float
+) -> torch.Tensor:
     """Triangular Slaney-scale, Slaney-area-normalised filterbank ``[n_mels, n_fft // 2 + 1]``.
 
     Same numbers as ``librosa.filters.mel`` with its defaults (``htk=False``, ``norm='slaney'``,
     float32 output), including where it rounds to float32; computed without librosa.
     """
     fft_hz = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate)
-    edges_hz = _slaney_mel_to_hz(np.linspace(_hz_to_slaney_mel(np.float64(fmin)),
-                                             _hz_to_slaney_mel(np.float64(fmax)), n_mels + 2))
+    edges_hz = _slaney_mel_to_hz(
+        np.linspace(_hz_to_slaney_mel(np.float64(fmin)), _hz_to_slaney_mel(np.float64(fmax)), n_mels + 2)
+    )
     widths = np.diff(edges_hz)
     offsets = edges_hz[:, None] - fft_hz[None, :]  # [n_mels + 2, n_freqs]
     rising = -offsets[:-2] / widths[:-1, None]
@@ -120,14 +125,24 @@ class MelConverter(nn.Module):
         c = self.config
         check_float_tensor("waveform", waveform, "[B, samples]", ndim=2)
         if waveform.shape[1] <= c.pad or waveform.shape[1] < c.hop_size:
-            raise ValueError(f"waveform must have shape [B, samples] with samples > "
-                             f"{max(c.pad, c.hop_size - 1)}, got {list(waveform.shape)}")
+            raise ValueError(
+                f"waveform must have shape [B, samples] with samples > "
+                f"{max(c.pad, c.hop_size - 1)}, got {list(waveform.shape)}"
+            )
         # always float32, even when the module was cast to a lower precision
         x = waveform.to(self.mel_basis.device, torch.float32).clamp(-1.0, 1.0)
         x = nn.functional.pad(x.unsqueeze(1), (c.pad, c.pad), mode="reflect").squeeze(1)
-        spec = torch.stft(x, c.n_fft, hop_length=c.hop_size, win_length=c.win_size,
-                          window=self.hann_window.float(), center=False, normalized=False, onesided=True,
-                          return_complex=True)
+        spec = torch.stft(
+            x,
+            c.n_fft,
+            hop_length=c.hop_size,
+            win_length=c.win_size,
+            window=self.hann_window.float(),
+            center=False,
+            normalized=False,
+            onesided=True,
+            return_complex=True,
+        )
         spec = torch.view_as_real(spec)
         magnitude = torch.sqrt(spec.pow(2).sum(-1) + 1e-9)  # [B, n_freqs, frames]
         mel = torch.matmul(self.mel_basis.float(), magnitude).clamp(min=1e-5)

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # Per-bin log-mel statistics of MMAudio's training data (constants of MMAudio's VAE; the checkpoint
 # stores them again as the buffers ``data_mean`` / ``data_std``).
+# fmt: off
 DATA_MEAN_80D = (
     -1.6058, -1.3676, -1.2520, -1.2453, -1.2078, -1.2224, -1.2419, -1.2439, -1.2922, -1.2927,
     -1.3170, -1.3543, -1.3401, -1.3836, -1.3907, -1.3912, -1.4313, -1.4152, -1.4527, -1.4728,
@@ -82,6 +83,7 @@ DATA_STD_128D = (
     2.7485, 2.7233, 2.7297, 2.7233, 2.7145, 2.6958, 2.6788, 2.6439, 2.6007, 2.4786, 2.2469, 2.1877,
     2.1392, 2.0717, 2.0107, 1.9676, 1.9140, 1.7102, 0.9101, 0.7164,
 )
+# fmt: on
 _DATA_STATS = {80: (DATA_MEAN_80D, DATA_STD_80D), 128: (DATA_MEAN_128D, DATA_STD_128D)}
 
 LOGVAR_RANGE = (-30.0, 20.0)
@@ -103,8 +105,9 @@ class VAEConfig:
 
     def __post_init__(self) -> None:
         if self.data_dim not in _DATA_STATS:
-            raise ValueError(f"data_dim must be one of {sorted(_DATA_STATS)} (MMAudio's mel sizes), "
-                             f"got {self.data_dim}")
+            raise ValueError(
+                f"data_dim must be one of {sorted(_DATA_STATS)} (MMAudio's mel sizes), got {self.data_dim}"
+            )
 
     @property
     def time_downsample(self) -> int:
@@ -218,8 +221,9 @@ class Upsample(nn.Module):
 class _Level(nn.Module):
     """ResNet blocks of one resolution level, then an optional resampler (key names as MMAudio)."""
 
-    def __init__(self, widths: list[tuple[int, int]], kernel_size: int, resample: nn.Module | None,
-                 resample_name: str) -> None:
+    def __init__(
+        self, widths: list[tuple[int, int]], kernel_size: int, resample: nn.Module | None, resample_name: str
+    ) -> None:
         super().__init__()
         self.block = nn.ModuleList(ResnetBlock(i, o, kernel_size) for i, o in widths)
         self.resample_name = resample_name
@@ -318,8 +322,9 @@ class DiagonalGaussian:
         return torch.exp(0.5 * self.logvar)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device,
-                            dtype=self.mean.dtype)
+        noise = torch.randn(
+            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
+        )
         return self.mean + self.std * noise
 
     def mode(self) -> torch.Tensor:
@@ -354,17 +359,22 @@ class VAE(nn.Module):
 
     def _require_normalized(self) -> None:
         if not self.weight_norm_removed:
-            raise RuntimeError("VAE weights are not normalised yet: call remove_weight_norm() after loading "
-                               "a raw checkpoint, or load it with mfmjt.features.vae.load_vae")
+            raise RuntimeError(
+                "VAE weights are not normalised yet: call remove_weight_norm() after loading "
+                "a raw checkpoint, or load it with mfmjt.features.vae.load_vae"
+            )
 
     def encode(self, mel: torch.Tensor) -> DiagonalGaussian:
         """Log-mel ``[B, data_dim, T]`` -> posterior over ``[B, embed_dim, T // 2]``."""
         c = self.config
-        check_float_tensor("mel", mel, f"[B, {c.data_dim}, T] with T >= {c.time_downsample}", ndim=3,
-                           sizes={1: c.data_dim})
+        check_float_tensor(
+            "mel", mel, f"[B, {c.data_dim}, T] with T >= {c.time_downsample}", ndim=3, sizes={1: c.data_dim}
+        )
         if mel.shape[2] < c.time_downsample:
-            raise ValueError(f"mel must have shape [B, {c.data_dim}, T] with T >= {c.time_downsample}, "
-                             f"got {list(mel.shape)}")
+            raise ValueError(
+                f"mel must have shape [B, {c.data_dim}, T] with T >= {c.time_downsample}, "
+                f"got {list(mel.shape)}"
+            )
         self._require_normalized()
         x = (mel - self.data_mean) / self.data_std
         return DiagonalGaussian.from_moments(self.encoder(x))
@@ -396,13 +406,17 @@ def _detect_normalized(state_dict: Mapping[str, torch.Tensor]) -> bool:
     if not flags:
         raise ValueError("VAE state dict has no conv weights")
     if any(flags) and not all(flags):
-        raise ValueError("VAE state dict mixes normalised and raw conv weights; "
-                         "pass weights_normalized explicitly")
+        raise ValueError(
+            "VAE state dict mixes normalised and raw conv weights; pass weights_normalized explicitly"
+        )
     return flags[0]
 
 
-def load_vae(state_dict: Mapping[str, torch.Tensor], config: VAEConfig | str = "16k",
-             weights_normalized: bool | None = None) -> VAE:
+def load_vae(
+    state_dict: Mapping[str, torch.Tensor],
+    config: VAEConfig | str = "16k",
+    weights_normalized: bool | None = None,
+) -> VAE:
     """Strictly load a VAE state dict (MMAudio's ``v1-16.pth`` layout) and normalise its weights.
 
     ``weights_normalized``: False for a raw checkpoint (weights normalised here), True for a state dict

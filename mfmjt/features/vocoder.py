@@ -72,14 +72,19 @@ class BigVGANConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> BigVGANConfig:
         """From a BigVGAN v1 config (yml/json dict); training-only entries are ignored."""
         if str(d.get("resblock", "1")) != "1" or d.get("activation", "snakebeta") != "snakebeta":
-            raise ValueError("only resblock '1' with the 'snakebeta' activation is implemented, got "
-                             f"resblock={d.get('resblock')!r}, activation={d.get('activation')!r}")
+            raise ValueError(
+                "only resblock '1' with the 'snakebeta' activation is implemented, got "
+                f"resblock={d.get('resblock')!r}, activation={d.get('activation')!r}"
+            )
         kwargs: dict[str, Any] = {}
         for f in fields(cls):
             if f.name in d:
                 v = d[f.name]
-                kwargs[f.name] = tuple(tuple(x) for x in v) if f.name == "resblock_dilation_sizes" else (
-                    tuple(v) if isinstance(v, list | tuple) else v)
+                kwargs[f.name] = (
+                    tuple(tuple(x) for x in v)
+                    if f.name == "resblock_dilation_sizes"
+                    else (tuple(v) if isinstance(v, list | tuple) else v)
+                )
         return cls(**kwargs)
 
 
@@ -121,9 +126,10 @@ class UpSample1d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
         x = F.pad(x, (self.pad, self.pad), mode="replicate")
-        x = self.ratio * F.conv_transpose1d(x, self.filter.expand(channels, -1, -1), stride=self.ratio,
-                                            groups=channels)
-        return x[..., self.crop_left:-self.crop_right]
+        x = self.ratio * F.conv_transpose1d(
+            x, self.filter.expand(channels, -1, -1), stride=self.ratio, groups=channels
+        )
+        return x[..., self.crop_left : -self.crop_right]
 
 
 class LowPassFilter1d(nn.Module):
@@ -189,9 +195,11 @@ class AMPBlock1(nn.Module):
         super().__init__()
         self.convs1 = nn.ModuleList(
             nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=(kernel_size - 1) * d // 2)
-            for d in dilations)
+            for d in dilations
+        )
         self.convs2 = nn.ModuleList(
-            nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2) for _ in dilations)
+            nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2) for _ in dilations
+        )
         self.activations = nn.ModuleList(Activation1d(channels, logscale) for _ in range(2 * len(dilations)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -212,11 +220,13 @@ class BigVGANVocoder(nn.Module):
         self.conv_pre = nn.Conv1d(c.num_mels, width, 7, padding=3)
         self.ups = nn.ModuleList(
             nn.ModuleList([nn.ConvTranspose1d(width >> i, width >> (i + 1), k, u, padding=(k - u) // 2)])
-            for i, (u, k) in enumerate(zip(c.upsample_rates, c.upsample_kernel_sizes, strict=True)))
+            for i, (u, k) in enumerate(zip(c.upsample_rates, c.upsample_kernel_sizes, strict=True))
+        )
         self.resblocks = nn.ModuleList(
             AMPBlock1(width >> (i + 1), k, tuple(d), c.snake_logscale)
             for i in range(len(c.upsample_rates))
-            for k, d in zip(c.resblock_kernel_sizes, c.resblock_dilation_sizes, strict=True))
+            for k, d in zip(c.resblock_kernel_sizes, c.resblock_dilation_sizes, strict=True)
+        )
         out_width = width >> len(c.upsample_rates)
         self.activation_post = Activation1d(out_width, c.snake_logscale)
         self.conv_post = nn.Conv1d(out_width, 1, 7, padding=3)
@@ -251,14 +261,18 @@ class BigVGANVocoder(nn.Module):
         x = self.conv_pre(mel)
         for i, (up,) in enumerate(self.ups):
             x = up(x)
-            blocks = self.resblocks[i * num_kernels:(i + 1) * num_kernels]
+            blocks = self.resblocks[i * num_kernels : (i + 1) * num_kernels]
             x = sum(block(x) for block in blocks) / num_kernels
         x = self.conv_post(self.activation_post(x))
         return torch.tanh(x)
 
 
-_WEIGHT_NORM_SUFFIXES = (".parametrizations.weight.original0", ".parametrizations.weight.original1",
-                         ".weight_g", ".weight_v")
+_WEIGHT_NORM_SUFFIXES = (
+    ".parametrizations.weight.original0",
+    ".parametrizations.weight.original1",
+    ".weight_g",
+    ".weight_v",
+)
 
 
 def load_vocoder(state_dict: Mapping[str, Any], config: BigVGANConfig | str = "16k") -> BigVGANVocoder:

@@ -294,8 +294,11 @@ def _info_text(result: GenerationResult, extra_timings: dict[str, float], remix:
     modes = " and ".join(MODE_LABELS[m] for m in result.audio)
     steps = f"{s['steps']} step" + ("s" if s["steps"] != 1 else "")
     head = f"**{modes}** · {steps} · ω = {s['cfg_strength']:g} · seed {s['seed']} · {result.duration:.2f} s"
+    in_network = bool(s.get("guidance_in_network"))
+    if in_network and s["cfg_strength"] != 1:
+        head += " · guidance learnt in training (one forward per step)"
     if remix:
-        head += " · live remix of the stored one-step predictions"
+        head += " · live remix" + ("" if in_network else " of the stored one-step predictions")
     lines = [head]
     if result.message:
         lines.append(f"⚠️ {result.message}")
@@ -531,7 +534,8 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None) -> gr.B
 
         @_gpu(_remix_seconds)
         def remix(cfg_strength: float, guidance: str, steps: int, state: dict | None) -> tuple:
-            """Re-mix the shown one-step result with a new ω or guidance (no network forward)."""
+            """Re-mix the shown one-step result with a new ω or guidance (no network forward with
+            two-pass CFG; one forward for a model with guidance learnt in training)."""
             if not state or state.get("steps") != 1 or steps != 1:
                 return tuple(gr.skip() for _ in range(n_outputs))
             common = dict(

@@ -137,7 +137,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     settings = EvalSettings(
-        args.steps, args.cfg, args.guidance, use_caption=not args.no_caption, seed=args.seed
+        args.steps,
+        args.cfg,
+        args.guidance,
+        use_caption=not args.no_caption,
+        seed=args.seed,
+        guidance_in_network=False if args.two_pass_guidance else None,
     )
     result = run_evaluation(
         args.model,
@@ -236,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--cfg", type=float, default=None, help="ω (default 1.5 at one step, else 4.5)")
     ev.add_argument("--guidance", choices=["standard", "scaled", "both"], default="scaled")
     ev.add_argument("--seed", type=int, default=0, help="scene s is generated with seed + s")
+    ev.add_argument(
+        "--two-pass-guidance",
+        action="store_true",
+        help="CFG's two forwards even for a model with guidance learnt in training",
+    )
     ev.add_argument("--no-caption", action="store_true", help="video only (default: caption as prompt)")
     ev.add_argument("--references", action="store_true", help="also score the real audio and its codec copy")
     ev.add_argument("--cache", default=None, help="scene cache (default $MFMJT_CACHE/eval_scenes)")

@@ -98,6 +98,9 @@ class NetworkConfig:
     sync_seq_len: int = 192
     text_seq_len: int = TEXT_SEQ_LEN
     v2: bool = False
+    # MF-MJT extension, off in the paper: embed the CFG setting (ω, standard/scaled) so guidance learnt
+    # in training (``--guidance-max``) costs one forward per step instead of two
+    guidance_embed: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden_dim % self.num_heads:

@@ -90,10 +90,12 @@ class EvalSettings:
     guidance: str = "scaled"  # "standard" | "scaled" | "both"
     use_caption: bool = True
     seed: int = 0  # the clip of scene s uses generation seed ``seed + s``
+    guidance_in_network: bool | None = None  # None: the model's own way (see Pipeline.generate)
 
     @property
     def label(self) -> str:
-        return f"{self.steps} step{'s' if self.steps > 1 else ''}, ω={self.cfg:g}, {self.guidance}"
+        label = f"{self.steps} step{'s' if self.steps > 1 else ''}, ω={self.cfg:g}, {self.guidance}"
+        return label + (", two-pass CFG" if self.guidance_in_network is False else "")
 
 
 @dataclass(frozen=True)
@@ -484,6 +486,7 @@ def evaluate_model(
             cfg_strength=settings.cfg,
             guidance=settings.guidance,
             seed=settings.seed + scene.seed,
+            guidance_in_network=settings.guidance_in_network,
         )
         if abs(result.duration - scene.duration) > 1e-6:
             raise RuntimeError(

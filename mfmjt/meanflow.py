@@ -9,6 +9,14 @@ is a Jacobian-vector product along (v, 1), detached. For r = t the target is v, 
 are plain flow matching and get a plain forward; only the r ≠ t part of the batch pays for the
 JVP. ``mean_flow_ratio=0`` is exactly flow-matching training.
 
+Guidance in training (an extension; off by default). A network with a guidance embedding can learn
+the guided field itself: each sample draws a CFG setting (ω, standard or scaled) and its velocity
+becomes v + (ω - 1)·(u_c - s·u_∅), the guidance offset measured by the network's own detached
+instantaneous predictions at (z_t, t) (s = 1 for standard CFG, the projection scale for scaled). Its
+expectation is the guided velocity ω·v_c + (1 - ω)·s·v_∅, while the sample's noise stays that of v.
+The r ≠ t pairs then follow the guided field in the JVP as well, so one forward at ω replaces the
+two forwards of CFG at sampling time.
+
 The paper's loss is plain L2 (``adaptive_loss_power=0``). With ``p > 0`` each sample's squared
 error e is weighted by the detached 1 / (e + c)^p (MeanFlow's adaptive loss; p = 1 gives every
 sample about the same gradient scale), which keeps rare, huge JVP targets from dominating a batch.
@@ -23,7 +31,10 @@ from dataclasses import dataclass
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-# model(z, *conditions, t, dt) -> u, all batch-first; conditions are sliced with the batch.
+from mfmjt.guidance import projection_scale
+
+# model(z, *conditions, t, dt, **guidance) -> u, all batch-first; conditions are sliced with the batch,
+# guidance (cfg_strength=[B], scaled=[B]) only passed to guidance-embedded networks.
 AverageVelocityModel = Callable[..., torch.Tensor]
 
 
@@ -44,12 +55,19 @@ class MeanFlowConfig:
     all_dropout: float = 0.0
     adaptive_loss_power: float = 0.0  # p of the per-sample weight 1 / (err + c)^p; 0: plain L2 (paper)
     adaptive_loss_eps: float = 1e-3  # c of that weight
+    # guidance in training (needs NetworkConfig.guidance_embed): ω ~ U[1, guidance_max] per sample,
+    # except a share trained unguided (ω = 1); half the guided samples use scaled CFG. 1: off
+    guidance_max: float = 1.0
+    guidance_unguided_share: float = 0.25
 
     def __post_init__(self) -> None:
-        for name in ("mean_flow_ratio", "one_step_share", "video_dropout", "text_dropout", "all_dropout"):
+        shares = ("mean_flow_ratio", "one_step_share", "video_dropout", "text_dropout", "all_dropout")
+        for name in (*shares, "guidance_unguided_share"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if not 1.0 <= self.guidance_max < float("inf"):
+            raise ValueError(f"guidance_max must be a finite number >= 1, got {self.guidance_max}")
         if not self.time_sigma > 0:
             raise ValueError(f"time_sigma must be positive, got {self.time_sigma}")
         if not (self.adaptive_loss_power >= 0 and self.adaptive_loss_eps > 0):
@@ -64,6 +82,19 @@ class TimePairs:
     r: torch.Tensor  # [B]
     t: torch.Tensor  # [B], r <= t
     mean: torch.Tensor  # [B] bool, True where r != t was chosen
+
+
+@dataclass
+class TrainingGuidance:
+    """The CFG setting each sample is trained to imitate, and the "no condition" features."""
+
+    strength: torch.Tensor  # [B] ω >= 1 (1: unguided)
+    scaled: torch.Tensor  # [B] bool, scaled CFG instead of standard
+    unconditional: Sequence[torch.Tensor]  # like ``conditions``, batch B or broadcastable to it
+
+    def rows(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Model keyword arguments for a subset of the batch."""
+        return {"cfg_strength": self.strength[index], "scaled": self.scaled[index]}
 
 
 @dataclass
@@ -97,6 +128,46 @@ def sample_time_pairs(
     return TimePairs(r=r, t=t, mean=mean)
 
 
+def sample_guidance(
+    batch_size: int,
+    config: MeanFlowConfig,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample (ω, scaled): ω = 1 with ``guidance_unguided_share``, else U[1, guidance_max]."""
+    u = torch.rand(3, batch_size, generator=generator, device=device)
+    strength = 1 + (config.guidance_max - 1) * u[0]
+    strength = torch.where(u[1] < config.guidance_unguided_share, torch.ones_like(strength), strength)
+    return strength, u[2] < 0.5
+
+
+@torch.no_grad()
+def guidance_offset(
+    model: AverageVelocityModel,
+    z: torch.Tensor,
+    t: torch.Tensor,
+    conditions: Sequence[torch.Tensor],
+    guidance: TrainingGuidance,
+) -> torch.Tensor:
+    """(ω - 1)·(u_c - s·u_∅) from the model's unguided instantaneous velocities at (z_t, t), detached;
+    zero (and not computed) where ω = 1."""
+    offset = torch.zeros_like(z)
+    rows = (guidance.strength != 1).nonzero().squeeze(1)
+    if not rows.numel():
+        return offset
+    n = rows.numel()
+    conds = [
+        torch.cat([c[rows], u.expand(c.shape)[rows]])
+        for c, u in zip(conditions, guidance.unconditional, strict=True)
+    ]
+    tt = torch.cat([t[rows], t[rows]])
+    both = model(torch.cat([z[rows], z[rows]]), *conds, tt, torch.zeros_like(tt)).float()
+    u_c, u_u = both[:n], both[n:]
+    scale = torch.where(_expand(guidance.scaled[rows], u_u), projection_scale(u_c, u_u), 1.0)
+    weight = _expand(guidance.strength[rows].float() - 1, u_u)
+    return offset.index_put((rows,), (weight * (u_c - scale * u_u)).to(z.dtype))
+
+
 def _expand(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x.view(-1, *([1] * (like.dim() - 1)))
 
@@ -108,6 +179,7 @@ def average_velocity_and_derivative(
     r: torch.Tensor,
     t: torch.Tensor,
     conditions: Sequence[torch.Tensor] = (),
+    **model_kwargs: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(u, du/dt) with du/dt = v·∂z u + ∂t u, one forward-mode pass (``torch.func.jvp``).
 
@@ -116,7 +188,7 @@ def average_velocity_and_derivative(
     """
 
     def u_of(z_: torch.Tensor, t_: torch.Tensor) -> torch.Tensor:
-        return model(z_, *conditions, t_, t_ - r)
+        return model(z_, *conditions, t_, t_ - r, **model_kwargs)
 
     with sdpa_kernel(SDPBackend.MATH):
         return torch.func.jvp(u_of, (z, t), (v, torch.ones_like(t)))
@@ -131,10 +203,12 @@ def meanflow_loss(
     generator: torch.Generator | None = None,
     pairs: TimePairs | None = None,
     noise: torch.Tensor | None = None,
+    guidance: TrainingGuidance | None = None,
 ) -> MeanFlowLoss:
     """MeanFlow L2 loss on clean samples ``x [B, ...]`` (flow matching where r = t).
 
     ``pairs`` and ``noise`` may be given to make a call reproducible outside the generator.
+    ``guidance`` trains a guidance-embedded network on the guided field (see the module docstring).
     """
     b = x.shape[0]
     for i, c in enumerate(conditions):
@@ -149,6 +223,12 @@ def meanflow_loss(
     r = pairs.r.to(x.dtype)
     z = (1 - _expand(t, x)) * x + _expand(t, x) * eps
     v = eps - x
+    if guidance is not None:
+        v = v + guidance_offset(model, z, t, conditions, guidance)
+
+    def extra(rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {} if guidance is None else guidance.rows(rows)
+
     per_sample = x.new_zeros(b)
     sq_err_sum = x.new_zeros(())
     reduce_dims = tuple(range(1, x.dim()))
@@ -161,7 +241,13 @@ def meanflow_loss(
 
     fm_rows = (~pairs.mean).nonzero().squeeze(1)
     if fm_rows.numel():
-        u = model(z[fm_rows], *(c[fm_rows] for c in conditions), t[fm_rows], torch.zeros_like(t[fm_rows]))
+        u = model(
+            z[fm_rows],
+            *(c[fm_rows] for c in conditions),
+            t[fm_rows],
+            torch.zeros_like(t[fm_rows]),
+            **extra(fm_rows),
+        )
         err = (u.float() - v[fm_rows].float()).square().mean(dim=reduce_dims)
         per_sample = per_sample.index_put((fm_rows,), err.detach().to(per_sample.dtype))
         sq_err_sum = sq_err_sum + weighted_sum(err)
@@ -170,7 +256,7 @@ def meanflow_loss(
     if mf_rows.numel():
         conds = [c[mf_rows] for c in conditions]
         u, dudt = average_velocity_and_derivative(
-            model, z[mf_rows], v[mf_rows], r[mf_rows], t[mf_rows], conds
+            model, z[mf_rows], v[mf_rows], r[mf_rows], t[mf_rows], conds, **extra(mf_rows)
         )
         gap = _expand(t[mf_rows] - r[mf_rows], x)
         target = (v[mf_rows] - gap * dudt).detach()

@@ -3,7 +3,9 @@
 It computes nothing itself. Per request it caches what does not depend on the sampling settings:
 video features per (file content, duration), text features per prompt, and, for one-step
 requests, the conditional and unconditional predictions of the last request, so that changing ω
-or the guidance mode only re-mixes and re-decodes.
+or the guidance mode only re-mixes and re-decodes. A network with guidance learnt in training
+(a guidance embedding) is guided in one forward instead, except with a negative prompt, which only
+CFG's two forwards can use.
 """
 
 from __future__ import annotations
@@ -210,9 +212,12 @@ class Pipeline:
         guidance: str = "scaled",
         seed: int = 0,
         progress: ProgressCallback | None = None,
+        guidance_in_network: bool | None = None,
     ) -> GenerationResult:
         """Generate audio for a video (or, with ``video=None``, for the prompt alone).
 
+        ``guidance_in_network`` (default: when the network has a guidance embedding and there is no
+        negative prompt) guides in one forward; False forces CFG's conditional + unconditional pair.
         Raises ValueError (``media.MediaError`` for unusable files) with a user-facing message.
         """
         modes = check_guidance(guidance)
@@ -220,9 +225,25 @@ class Pipeline:
         if isinstance(steps, bool) or int(steps) != steps or not 1 <= steps <= MAX_STEPS:
             raise ValueError(f"steps must be an integer from 1 to {MAX_STEPS}, got {steps}")
         duration = _check_request(video, prompt, negative_prompt, duration, seed)
+        embedded = self.network.config.guidance_embed
+        if guidance_in_network and not embedded:
+            raise ValueError("this model has no guidance embedding: it can only use CFG's two forwards")
+        if guidance_in_network and negative_prompt:
+            raise ValueError("a negative prompt needs CFG's two forwards; leave guidance_in_network unset")
+        if guidance_in_network is None:
+            guidance_in_network = embedded and not negative_prompt
         with self._lock:
             return self._generate(
-                video, prompt, negative_prompt, duration, int(steps), w, modes, int(seed), progress
+                video,
+                prompt,
+                negative_prompt,
+                duration,
+                int(steps),
+                w,
+                modes,
+                int(seed),
+                progress,
+                guidance_in_network,
             )
 
     def prepare(
@@ -299,16 +320,18 @@ class Pipeline:
         modes: tuple[str, ...],
         seed: int,
         progress: ProgressCallback | None,
+        in_network: bool,
     ) -> GenerationResult:
         timings: dict[str, float] = {}
         t_start = time.perf_counter()
         net = self.network
-        req = self._prepare(video, prompt, negative_prompt, duration, seed, needs_unconditional(w), timings)
+        unconditional = needs_unconditional(w) and not in_network
+        req = self._prepare(video, prompt, negative_prompt, duration, seed, unconditional, timings)
         duration, noise, cond, uncond = req.duration, req.noise, req.cond, req.uncond
 
         start = time.perf_counter()
         with torch.inference_mode():
-            if steps == 1:
+            if steps == 1 and not in_network:
                 z0 = self._one_step_sample(req.one_step_key, noise, cond, uncond, w, modes)
             else:
                 z0 = sample(
@@ -319,7 +342,8 @@ class Pipeline:
                     steps=steps,
                     cfg_strength=w,
                     guidance="both" if len(modes) == 2 else modes[0],
-                    progress=progress,
+                    progress=progress if steps > 1 else None,
+                    guidance_in_network=in_network,
                 )
             timings["network"] = time.perf_counter() - start
             start = time.perf_counter()
@@ -340,6 +364,7 @@ class Pipeline:
                 steps=steps,
                 cfg_strength=w,
                 guidance="both" if len(modes) == 2 else modes[0],
+                guidance_in_network=in_network,
                 seed=seed,
             ),
             video=Path(video) if video is not None else None,

@@ -1,7 +1,8 @@
 """MeanFlow sampling (paper Eq. 6): z_r = z_t - (t - r)·u(z_t, r, t), from t=1 (noise) to t=0.
 
 One step is the special case z_0 = z_1 - u(z_1, 0, 1). A flow-matching network (Δt ignored)
-sampled with many steps is plain Euler integration.
+sampled with many steps is plain Euler integration. A network with a guidance embedding (guidance
+learnt in training) is guided in one forward per step and mode; others use CFG's two forwards.
 """
 
 from __future__ import annotations
@@ -57,15 +58,21 @@ def sample(
     cfg_strength: float = 1.5,
     guidance: str = "scaled",
     progress: ProgressCallback | None = None,
+    guidance_in_network: bool | None = None,
 ) -> dict[str, torch.Tensor]:
     """Integrate from ``noise`` (z_1, ``[B, N, C]``) to data; returns ``{mode: z_0}`` (standardised latents).
 
     ``guidance="both"`` returns the standard and the scaled result from the same noise; their first
     step shares one forward, later steps batch both trajectories into one forward. ω = 1 runs the
-    conditional branch only.
+    conditional branch only. ``guidance_in_network`` (default: whether the network has a guidance
+    embedding) passes ω and the mode to the network instead; ``unconditional`` is then not used.
     """
     modes = check_guidance(guidance)
     w = check_cfg_strength(cfg_strength)
+    if guidance_in_network is None:
+        guidance_in_network = net.config.guidance_embed
+    if guidance_in_network:
+        return _sample_guidance_in_network(net, noise, conditions, int(steps), w, modes, progress)
     grid = time_grid(steps).to(noise.device)
     guided = needs_unconditional(w)
     if guided and unconditional is None:
@@ -96,3 +103,34 @@ def sample(
         if progress is not None:
             progress(i + 1, int(steps))
     return {mode: states[j if guided else 0] for j, mode in enumerate(modes)}
+
+
+def _sample_guidance_in_network(
+    net: MFMJTNetwork,
+    noise: torch.Tensor,
+    conditions: Conditions,
+    steps: int,
+    w: float,
+    modes: tuple[str, ...],
+    progress: ProgressCallback | None,
+) -> dict[str, torch.Tensor]:
+    """One forward per step for all modes at once: the network is told ω and the mode."""
+    if not net.config.guidance_embed:
+        raise ValueError("guidance_in_network needs a network with a guidance embedding (guidance_embed)")
+    if noise.shape[0] != conditions.batch_size:
+        raise ValueError(
+            f"noise batch {noise.shape[0]} differs from the conditions batch {conditions.batch_size}"
+        )
+    grid = time_grid(steps).to(noise.device)
+    m = len(modes) if needs_unconditional(w) else 1  # at ω = 1 the modes coincide
+    b = noise.shape[0]
+    batch_conditions = conditions.repeat(m) if m > 1 else conditions
+    scaled = torch.tensor([mode == "scaled" for mode in modes[:m]], device=noise.device).repeat_interleave(b)
+    state = noise.float().repeat(m, *([1] * (noise.dim() - 1)))
+    for i in range(steps):
+        t, h = grid[i], grid[i] - grid[i + 1]
+        state = state - h.item() * net.predict(state, t, h, batch_conditions, w, scaled).float()
+        if progress is not None:
+            progress(i + 1, steps)
+    chunks = state.chunk(m)
+    return {mode: chunks[j if m > 1 else 0] for j, mode in enumerate(modes)}

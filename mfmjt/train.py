@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from mfmjt.config import SYNC_TOKENS_PER_SEGMENT, NetworkConfig
 from mfmjt.feature_store import FeatureStore, latent_stats
-from mfmjt.meanflow import MeanFlowConfig, drop_conditions, meanflow_loss
+from mfmjt.meanflow import MeanFlowConfig, TrainingGuidance, drop_conditions, meanflow_loss, sample_guidance
 from mfmjt.model import MFMJTNetwork
 from mfmjt.model.network import read_metadata
 
@@ -128,7 +128,12 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        self.network_config()  # unknown variant or bad overrides fail here, before any work
+        network = self.network_config()  # unknown variant or bad overrides fail here, before any work
+        if self.meanflow.guidance_max > 1 and not network.guidance_embed:
+            raise ValueError(
+                f"guidance_max {self.meanflow.guidance_max:g} trains guidance into the network, which needs "
+                "a guidance embedding: add the network override guidance_embed=true"
+            )
 
     @property
     def objective(self) -> str:
@@ -168,6 +173,8 @@ class TrainConfig:
             text_dropout=args.text_dropout,
             all_dropout=args.all_dropout,
             adaptive_loss_power=args.adaptive_loss_power,
+            guidance_max=args.guidance_max,
+            guidance_unguided_share=args.guidance_unguided_share,
         )
         return cls(
             store=args.store,
@@ -240,6 +247,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         type=float,
         default=m.adaptive_loss_power,
         help="p of the per-sample loss weight 1/(err+c)^p (0 = plain L2, the paper; MeanFlow uses 1)",
+    )
+    a(
+        "--guidance-max",
+        type=float,
+        default=m.guidance_max,
+        help="train CFG into the network for ω in [1, this] (needs --network guidance_embed=true; 1 = off)",
+    )
+    a(
+        "--guidance-unguided-share",
+        type=float,
+        default=m.guidance_unguided_share,
+        help="share of samples trained at ω = 1 when --guidance-max > 1",
     )
     a("--seed", type=int, default=d.seed)
     a("--checkpoint-every", type=int, default=d.checkpoint_every)
@@ -627,6 +646,11 @@ def _lineage(config: TrainConfig, step: int) -> list[str]:
     recipe = (
         f"r≠t ratio {mf.mean_flow_ratio:g}, "
         + (f"one-step share {mf.one_step_share:g}, " if mf.one_step_share else "")
+        + (
+            f"guidance trained for ω ≤ {mf.guidance_max:g} (unguided share {mf.guidance_unguided_share:g}), "
+            if mf.guidance_max > 1
+            else ""
+        )
         + f"adaptive loss p {mf.adaptive_loss_power:g}, "
         f"all-condition dropout {mf.all_dropout:g}, lr {config.lr:g}, batch {config.batch_size}"
     )
@@ -698,8 +722,15 @@ def _train_step(
         generator=generator,
         has_video=b["has_video"],
     )
+    guidance = None
+    if config.meanflow.guidance_max > 1:
+        strength, scaled = sample_guidance(x.shape[0], config.meanflow, generator, device)
+        empty = (net.empty_clip_feat, net.empty_sync_feat, net.empty_string_feat)
+        guidance = TrainingGuidance(strength, scaled, tuple(e.detach() for e in empty))
     with autocast:
-        out = meanflow_loss(net, x, (clip_f, sync_f, text_f), config=config.meanflow, generator=generator)
+        out = meanflow_loss(
+            net, x, (clip_f, sync_f, text_f), config=config.meanflow, generator=generator, guidance=guidance
+        )
     for p in params:
         p.grad = None
     out.loss.backward()

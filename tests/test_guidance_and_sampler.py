@@ -77,9 +77,18 @@ class CountingNetwork(MFMJTNetwork):
         randomize(self, 0)
         self.calls: list[int] = []
 
-    def inner_velocity(self, latent, tau, conditions, dt=None):
+    def inner_velocity(self, latent, tau, conditions, dt=None, *guidance):
         self.calls.append(latent.shape[0])
-        return super().inner_velocity(latent, tau, conditions, dt)
+        return super().inner_velocity(latent, tau, conditions, dt, *guidance)
+
+
+class GuidedCountingNetwork(CountingNetwork):
+    """The same, with a (random) guidance embedding: guidance learnt in training."""
+
+    def __init__(self) -> None:
+        MFMJTNetwork.__init__(self, NetworkConfig.variant("tiny", guidance_embed=True))
+        randomize(self, 0)
+        self.calls = []
 
 
 def conditions_for(net: MFMJTNetwork, b: int = 2, seed: int = 0) -> tuple[Conditions, Conditions]:
@@ -170,3 +179,40 @@ def test_sampler_rejects_bad_requests():
         sample(net, noise[:1], cond, empty)
     with pytest.raises(ValueError, match="latent must have shape"):
         sample(net, torch.randn(2, 49, 20), cond, empty)
+
+
+@torch.no_grad()
+def test_guidance_in_network_is_one_forward_per_step_with_omega_and_mode():
+    net = GuidedCountingNetwork().eval()
+    cond, _ = conditions_for(net)
+    noise = torch.randn(2, 50, 20)
+    out = sample(net, noise, cond, steps=2, cfg_strength=2.5, guidance="scaled")["scaled"]
+    assert net.calls == [2, 2]  # no unconditional branch
+    z = noise - 0.5 * net.predict(noise, 1.0, 0.5, cond, 2.5, True)
+    z = z - 0.5 * net.predict(z, 0.5, 0.5, cond, 2.5, True)
+    torch.testing.assert_close(out, z)
+    net.calls.clear()
+    both = sample(net, noise, cond, steps=2, cfg_strength=2.5, guidance="both")
+    assert net.calls == [4, 4]  # both modes batched
+    torch.testing.assert_close(both["scaled"], out, atol=1e-5, rtol=1e-5)
+    standard = sample(net, noise, cond, steps=2, cfg_strength=2.5, guidance="standard")["standard"]
+    torch.testing.assert_close(both["standard"], standard, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(both["standard"], both["scaled"])
+    unguided = sample(net, noise, cond, steps=1, cfg_strength=1.0, guidance="both")
+    assert torch.equal(unguided["standard"], unguided["scaled"])
+    torch.testing.assert_close(unguided["scaled"], noise - net.predict(noise, 1.0, 1.0, cond))
+
+
+@torch.no_grad()
+def test_a_guidance_embedded_network_can_still_use_two_pass_cfg_but_a_plain_one_cannot_go_one_pass():
+    net = GuidedCountingNetwork().eval()
+    cond, empty = conditions_for(net)
+    noise = torch.randn(2, 50, 20)
+    out = sample(net, noise, cond, empty, cfg_strength=1.5, guidance="standard", guidance_in_network=False)
+    u_c, u_u = net.predict(noise, 1.0, 1.0, cond), net.predict(noise, 1.0, 1.0, empty)
+    torch.testing.assert_close(out["standard"], noise - (1.5 * u_c - 0.5 * u_u), atol=1e-5, rtol=1e-5)
+    plain = CountingNetwork().eval()
+    with pytest.raises(ValueError, match="guidance embedding"):
+        sample(plain, noise, cond, empty, guidance_in_network=True)
+    with pytest.raises(ValueError, match="no guidance embedding"):
+        plain.predict(noise, 1.0, 1.0, cond, 1.5)

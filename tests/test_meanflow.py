@@ -6,12 +6,16 @@ import pytest
 import torch
 from stacks import randomize
 
+from mfmjt.guidance import projection_scale
 from mfmjt.meanflow import (
     MeanFlowConfig,
     TimePairs,
+    TrainingGuidance,
     average_velocity_and_derivative,
     drop_conditions,
+    guidance_offset,
     meanflow_loss,
+    sample_guidance,
     sample_time_pairs,
 )
 from mfmjt.model import MFMJTNetwork, NetworkConfig
@@ -176,6 +180,83 @@ def test_loss_backpropagates_into_the_network_and_dt_embedder():
     assert out.pairs.mean.sum() == 4
     assert net.dt_embed.mlp[0].weight.grad.abs().sum() > 0
     assert net.joint_blocks[0].latent_block.attn.qkv.weight.grad.abs().sum() > 0
+
+
+def test_sample_guidance_draws_omega_in_range_with_the_unguided_share():
+    cfg = MeanFlowConfig(guidance_max=5.0, guidance_unguided_share=0.25)
+    strength, scaled = sample_guidance(40_000, cfg, torch.Generator().manual_seed(0))
+    assert strength.min() >= 1 and strength.max() <= 5
+    assert abs((strength == 1).float().mean().item() - 0.25) < 0.01
+    guided = strength[strength != 1]
+    assert abs(guided.mean().item() - 3.0) < 0.03  # U[1, 5]
+    assert abs(scaled.float().mean().item() - 0.5) < 0.01
+    with pytest.raises(ValueError, match="guidance_max"):
+        MeanFlowConfig(guidance_max=0.5)
+
+
+class TwoBranchModel(torch.nn.Module):
+    """u = a·z + b·mean(text features) + 0·ω: conditional and unconditional branches differ by the text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(0.7))
+        self.b = torch.nn.Parameter(torch.tensor(1.3))
+        self.seen: list[dict] = []
+
+    def forward(self, z, text, t, dt, **guidance):
+        self.seen.append({k: v.clone() for k, v in guidance.items()})
+        return self.a * z + self.b * text.mean(dim=1, keepdim=True) + 0 * t.view(-1, 1, 1)
+
+
+def test_guidance_offset_is_omega_minus_one_times_the_cfg_direction_of_each_mode():
+    g = torch.Generator().manual_seed(0)
+    z, text = torch.randn(4, 6, 3, generator=g), torch.randn(4, 5, 3, generator=g)
+    empty = torch.randn(1, 5, 3, generator=g)
+    text[3] = empty[0]  # a sample whose conditions were all dropped
+    model = TwoBranchModel()
+    strength = torch.tensor([1.0, 2.5, 3.0, 4.0])
+    scaled = torch.tensor([False, False, True, True])
+    t = torch.rand(4, generator=g)
+    offset = guidance_offset(model, z, t, (text,), TrainingGuidance(strength, scaled, (empty,)))
+    assert model.seen == [{}]  # one unguided forward, for c and ∅ of rows 1-3 together
+    with torch.no_grad():
+        u_c, u_u = model(z, text, t, t), model(z, empty.expand_as(text), t, t)
+    assert torch.equal(offset[0], torch.zeros_like(offset[0]))  # ω = 1: no offset
+    torch.testing.assert_close(offset[1], 1.5 * (u_c[1] - u_u[1]))
+    s = projection_scale(u_c[2:3], u_u[2:3])[0]
+    torch.testing.assert_close(offset[2], 2.0 * (u_c[2] - s * u_u[2]))
+    torch.testing.assert_close(offset[3], torch.zeros_like(offset[3]), atol=1e-6, rtol=0)  # dropped: c = ∅
+
+
+def test_guided_loss_targets_the_offset_velocity_and_tells_the_model_omega_and_mode():
+    g = torch.Generator().manual_seed(1)
+    x, text = torch.randn(4, 6, 3, generator=g), torch.randn(4, 5, 3, generator=g)
+    empty, noise = torch.zeros(1, 5, 3), torch.randn(4, 6, 3, generator=g)
+    pairs = TimePairs(
+        r=torch.tensor([0.2, 0.5, 0.1, 0.6]),
+        t=torch.tensor([0.2, 0.5, 0.9, 0.6]),
+        mean=torch.tensor([False, False, True, False]),
+    )
+    guidance = TrainingGuidance(
+        torch.tensor([1.0, 3.0, 2.0, 1.5]), torch.tensor([False, True, False, True]), (empty,)
+    )
+    model = TwoBranchModel()
+    out = meanflow_loss(model, x, (text,), pairs=pairs, noise=noise, guidance=guidance)
+    offset_call, fm_call, mf_call = model.seen  # guidance offset, flow-matching rows, the JVP row
+    assert offset_call == {}  # the offset uses the unguided predictions
+    t = pairs.t.view(-1, 1, 1)
+    z = (1 - t) * x + t * noise
+    v = noise - x + guidance_offset(TwoBranchModel(), z, pairs.t, (text,), guidance)
+    with torch.no_grad():
+        u = model(z, text, pairs.t, pairs.t)
+    fm = [0, 1, 3]
+    torch.testing.assert_close(out.per_sample[fm], (u[fm] - v[fm]).square().mean(dim=(1, 2)))
+    # the JVP row: u does not depend on t and ∂u/∂z = a, so du/dt = a·ṽ and the target is ṽ - (t - r)·a·ṽ
+    target = v[2] - 0.8 * 0.7 * v[2]
+    torch.testing.assert_close(out.per_sample[2], (u[2] - target).square().mean(), rtol=1e-5, atol=1e-6)
+    assert torch.equal(fm_call["cfg_strength"], torch.tensor([1.0, 3.0, 1.5]))
+    assert torch.equal(fm_call["scaled"], torch.tensor([False, True, True]))
+    assert torch.equal(mf_call["cfg_strength"], torch.tensor([2.0]))
 
 
 def test_condition_dropout_replaces_per_modality_without_touching_inputs():

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from conftest import GOLDENS, load_network_golden
+from stacks import randomize
 
 from mfmjt.config import VARIANTS, NetworkConfig, SequenceLengths
 from mfmjt.model import MFMJTNetwork
@@ -18,7 +19,9 @@ MMAUDIO_VARIANTS = [name for name in MANIFESTS if not name.startswith("_")]
 @pytest.mark.parametrize("variant", MMAUDIO_VARIANTS)
 def test_state_dict_equals_mmaudio_manifest_plus_dt_embed(variant):
     manifest = MANIFESTS[variant]
-    assert NetworkConfig.variant(variant).to_dict() == manifest["constructor_kwargs"]
+    kwargs = NetworkConfig.variant(variant).to_dict()
+    assert kwargs.pop("guidance_embed") is False  # our extension, off in every MMAudio variant
+    assert kwargs == manifest["constructor_kwargs"]
     with torch.device("meta"):
         net = MFMJTNetwork(NetworkConfig.variant(variant))
     shapes = {k: list(v.shape) for k, v in net.state_dict().items()}
@@ -87,6 +90,37 @@ def test_save_and_load_pretrained_round_trip(tmp_path):
     with torch.no_grad():
         args = (io["in.latent"], io["in.clip_f"], io["in.sync_f"], io["in.text_f"], 0.4, 0.3)
         assert torch.equal(loaded(*args), net(*args))
+
+
+def test_guidance_embedding_adds_nothing_at_omega_one_and_loads_from_plain_checkpoints(tmp_path):
+    plain = MFMJTNetwork(NetworkConfig.variant("tiny"))
+    randomize(plain, 3)
+    guided = MFMJTNetwork(NetworkConfig.variant("tiny", guidance_embed=True))
+    randomize(guided, 4)
+    guided.load_mmaudio_state_dict(plain.state_dict())  # the new embedder starts with a zero output
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(2, 50, 20, generator=g), torch.randn(2, 16, 32, generator=g))
+    args += (torch.randn(2, 48, 24, generator=g), torch.randn(2, 77, 32, generator=g), 0.6, 0.2)
+    with torch.no_grad():
+        reference = plain(*args)
+        assert torch.equal(guided(*args, cfg_strength=3.0, scaled=True), reference)
+        randomize(guided.guidance_embed, 5)  # a trained embedder
+        assert torch.equal(guided(*args, cfg_strength=1.0), reference)  # ω = 1 is exactly unguided
+        assert torch.equal(guided(*args), reference)
+        standard = guided(*args, cfg_strength=torch.tensor([2.0, 1.0]), scaled=False)
+        scaled = guided(*args, cfg_strength=torch.tensor([2.0, 1.0]), scaled=True)
+        assert not torch.allclose(standard[0], reference[0]) and not torch.allclose(standard[0], scaled[0])
+        assert torch.equal(standard[1], reference[1]) and torch.equal(scaled[1], reference[1])
+        guided.save_pretrained(tmp_path)
+        loaded = MFMJTNetwork.from_pretrained(tmp_path)
+        assert loaded.config.guidance_embed
+        assert torch.equal(
+            loaded(*args, cfg_strength=2.0, scaled=True), guided(*args, cfg_strength=2.0, scaled=True)
+        )
+    with pytest.raises(ValueError, match="scaled must be a bool or have shape"):
+        guided(*args, cfg_strength=2.0, scaled=torch.tensor([True, False, True]))
+    with pytest.raises(ValueError, match="no guidance embedding"):
+        plain(*args, cfg_strength=2.0)
 
 
 def test_from_pretrained_names_missing_files(tmp_path):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import av
 import numpy as np
 import pytest
 import torch
-from stacks import small_random_pipeline
+from stacks import randomize, small_random_pipeline
 
 from mfmjt import media
 from mfmjt.guidance import guide
+from mfmjt.model import MFMJTNetwork
 from mfmjt.pipeline import Pipeline
 
 
@@ -100,6 +103,37 @@ def test_prepare_gives_the_conditions_and_noise_generate_uses(small_stack_pipeli
     assert pipe.prepare(prompt="y", duration=1.0, unconditional=False).uncond is None
     with pytest.raises(ValueError, match="give a video, a prompt, or both"):
         pipe.prepare()
+
+
+def test_a_guidance_trained_network_is_guided_in_one_forward_unless_a_negative_prompt_asks_for_cfg(
+    small_stack_pipeline, monkeypatch
+):
+    plain = small_stack_pipeline.network
+    net = MFMJTNetwork(dataclasses.replace(plain.config, guidance_embed=True))
+    net.load_mmaudio_state_dict(plain.state_dict())
+    randomize(net.guidance_embed, 1)
+    pipe = Pipeline(net, small_stack_pipeline.features, max_duration=3.0)
+    batches = []
+    original = net.inner_velocity
+    monkeypatch.setattr(
+        net, "inner_velocity", lambda z, *a, **k: batches.append(z.shape[0]) or original(z, *a, **k)
+    )
+    res = pipe.generate(prompt="rain", duration=1.0, cfg_strength=2.0, guidance="both", seed=2)
+    assert res.settings["guidance_in_network"] and batches == [2]  # both modes, no unconditional branch
+    req = pipe.prepare(prompt="rain", duration=1.0, seed=2, unconditional=False)
+    with torch.inference_mode():
+        z0 = req.noise - net.predict(req.noise, 1.0, 1.0, req.cond, 2.0, True).float()
+        wave = pipe.features.codec.decode(net.unnormalize(z0)).float().numpy()[0]
+    np.testing.assert_allclose(wave, res.audio["scaled"], atol=1e-4)
+    two_pass = pipe.generate(prompt="rain", duration=1.0, cfg_strength=2.0, seed=2, guidance_in_network=False)
+    assert not two_pass.settings["guidance_in_network"]
+    assert not np.allclose(two_pass.audio["scaled"], res.audio["scaled"])
+    negative = pipe.generate(prompt="rain", negative_prompt="hiss", duration=1.0, cfg_strength=2.0)
+    assert not negative.settings["guidance_in_network"]  # only CFG's two forwards can use it
+    with pytest.raises(ValueError, match="negative prompt"):
+        pipe.generate(prompt="rain", negative_prompt="hiss", duration=1.0, guidance_in_network=True)
+    with pytest.raises(ValueError, match="no guidance embedding"):
+        small_stack_pipeline.generate(prompt="rain", duration=1.0, guidance_in_network=True)
 
 
 def test_multi_step_generation_reports_progress(small_stack_pipeline):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from pathlib import Path
@@ -230,6 +231,25 @@ def test_export_loads_with_from_pretrained_and_records_the_objective(tmp_path):
     lineage = read_metadata(child.export_dir)["lineage"]
     assert lineage[0] == meta["lineage"][0] and len(lineage) == 2
     assert lineage[1].startswith(f"{tmp_path / 'child'}: 1 of 1 steps from {result.export_dir}, meanflow")
+
+
+def test_guidance_training_runs_from_a_plain_model_and_exports_a_guidance_embedded_one(tmp_path):
+    store = make_store(tmp_path / "s")
+    plain = fit(micro_config(store, tmp_path / "plain", steps=1))
+    guided_cfg = dict(
+        network_overrides={**MICRO, "guidance_embed": True},
+        meanflow=MeanFlowConfig(mean_flow_ratio=0.5, guidance_max=4.0),
+        init_from=plain.export_dir,
+        lr=1e-2,
+    )
+    result = fit(micro_config(store, tmp_path / "guided", steps=3, **guided_cfg))
+    assert all(math.isfinite(r["loss"]) for r in read_log(tmp_path / "guided"))
+    loaded = MFMJTNetwork.from_pretrained(result.export_dir)
+    assert loaded.config.guidance_embed
+    assert torch.count_nonzero(loaded.guidance_embed.standard.mlp[2].weight) > 0  # it trained
+    assert "guidance trained for ω ≤ 4" in read_metadata(result.export_dir)["lineage"][-1]
+    with pytest.raises(ValueError, match="guidance_embed=true"):
+        micro_config(store, tmp_path / "bad", meanflow=MeanFlowConfig(guidance_max=4.0))
 
 
 def test_export_of_a_stopped_run_checkpoint_matches_its_ema_and_a_finished_runs_export(tmp_path):

@@ -1,4 +1,4 @@
-"""Sinusoidal timestep embedders for t and for the MeanFlow interval length Δt."""
+"""Sinusoidal embedders: time t, the MeanFlow interval Δt, and (guidance-trained networks) the CFG setting."""
 
 from __future__ import annotations
 
@@ -29,3 +29,31 @@ class TimestepEmbedder(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         """``t [B]`` -> ``[B, dim]``."""
         return self.mlp(self.timestep_embedding(t).to(self.mlp[0].weight.dtype))
+
+
+class GuidanceEmbedder(nn.Module):
+    """The classifier-free-guidance setting a guidance-trained network imitates in one forward.
+
+    One :class:`TimestepEmbedder` per mode (standard, scaled) reads ω - 1; the embedding at ω = 1 is
+    subtracted, so ω = 1 adds exactly nothing and the network is then its plain conditional self.
+    """
+
+    def __init__(self, dim: int, frequency_embedding_size: int = 256, max_period: float = 10_000.0) -> None:
+        super().__init__()
+        self.standard = TimestepEmbedder(dim, frequency_embedding_size, max_period)
+        self.scaled = TimestepEmbedder(dim, frequency_embedding_size, max_period)
+
+    def forward(self, strength: torch.Tensor, scaled: torch.Tensor) -> torch.Tensor:
+        """``strength [B]`` (ω), ``scaled [B]`` bool -> ``[B, dim]``, zero where ω = 1."""
+        offset = strength - 1
+        zero = torch.zeros_like(offset[:1])
+        standard = self.standard(offset) - self.standard(zero)
+        scaled_emb = self.scaled(offset) - self.scaled(zero)
+        embedding = torch.where(scaled.view(-1, 1), scaled_emb, standard)
+        return embedding.masked_fill((offset == 0).view(-1, 1), 0.0)  # exact, whatever the batch
+
+    def zero_output(self) -> None:
+        """Zero both output layers: the network then ignores the guidance setting."""
+        for embedder in (self.standard, self.scaled):
+            nn.init.zeros_(embedder.mlp[2].weight)
+            nn.init.zeros_(embedder.mlp[2].bias)

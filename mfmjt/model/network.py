@@ -25,7 +25,7 @@ from torch import nn
 
 from mfmjt.config import SYNC_TOKENS_PER_SEGMENT, NetworkConfig
 from mfmjt.model.blocks import FinalBlock, JointBlock, SingleStreamBlock
-from mfmjt.model.embedders import TimestepEmbedder
+from mfmjt.model.embedders import GuidanceEmbedder, TimestepEmbedder
 from mfmjt.model.layers import MLP, ChannelLastConv1d, ConvMLP
 from mfmjt.model.rotary import rope_rotations
 
@@ -36,6 +36,7 @@ CONFIG_NAME = "config.json"
 # Non-persistent buffers that older MMAudio checkpoints stored; dropped on load.
 LEGACY_BUFFER_KEYS = ("t_embed.freqs", "latent_rot", "clip_rot")
 DT_EMBED_PREFIX = "dt_embed."
+GUIDANCE_EMBED_PREFIX = "guidance_embed."
 
 TimeLike = torch.Tensor | float
 
@@ -104,7 +105,8 @@ def _check_sequence(
 class MFMJTNetwork(nn.Module):
     """Joint MM-DiT blocks (audio + CLIP video + text), audio-only blocks, final layer.
 
-    State-dict keys and shapes equal MMAudio's for every variant, plus ``dt_embed.*``.
+    State-dict keys and shapes equal MMAudio's for every variant, plus ``dt_embed.*`` (and
+    ``guidance_embed.*`` for networks configured with ``guidance_embed``).
     """
 
     def __init__(self, config: NetworkConfig) -> None:
@@ -155,6 +157,8 @@ class MFMJTNetwork(nn.Module):
         )
         # MF-MJT's addition: the interval Δt = t - r, embedded like t and summed with it.
         self.dt_embed = TimestepEmbedder(d, freq_size, max_period)
+        # Optional extension: the CFG setting, for guidance learnt in training.
+        self.guidance_embed = GuidanceEmbedder(d, freq_size, max_period) if cfg.guidance_embed else None
         self.initialize_weights()
 
     # ----------------------------------------------------------------------------------- init
@@ -165,7 +169,10 @@ class MFMJTNetwork(nn.Module):
                 nn.init.xavier_uniform_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-        for embedder in (self.t_embed, self.dt_embed):
+        embedders = [self.t_embed, self.dt_embed]
+        if self.guidance_embed is not None:
+            embedders += [self.guidance_embed.standard, self.guidance_embed.scaled]
+        for embedder in embedders:
             nn.init.normal_(embedder.mlp[0].weight, std=0.02)
             nn.init.normal_(embedder.mlp[2].weight, std=0.02)
         blocks = [b for j in self.joint_blocks for b in (j.latent_block, j.clip_block, j.text_block)]
@@ -177,6 +184,8 @@ class MFMJTNetwork(nn.Module):
         for p in (self.sync_pos_emb, self.empty_clip_feat, self.empty_sync_feat):
             nn.init.zeros_(p)
         self.zero_dt_embed_output()
+        if self.guidance_embed is not None:
+            self.guidance_embed.zero_output()
 
     def zero_dt_embed_output(self) -> None:
         """Zero the Δt embedder's last layer: the network then ignores Δt (a flow-matching model)."""
@@ -285,18 +294,45 @@ class MFMJTNetwork(nn.Module):
             raise ValueError(f"{name} must be a scalar or have shape [{batch}], got {list(tensor.shape)}")
         return tensor.reshape(-1).expand(batch)
 
+    def _guidance_embedding(
+        self, cfg_strength: TimeLike | None, scaled: bool | torch.Tensor, batch: int
+    ) -> torch.Tensor | None:
+        if cfg_strength is None:
+            return None
+        if self.guidance_embed is None:
+            raise ValueError(
+                "this network has no guidance embedding (NetworkConfig.guidance_embed is False): "
+                "guide it with two forwards (mfmjt.guidance.guide) instead of passing cfg_strength"
+            )
+        strength = self._time_vector("cfg_strength", cfg_strength, batch)
+        scaled_mask = torch.as_tensor(scaled, dtype=torch.bool, device=self.device)
+        if scaled_mask.dim() > 1 or (scaled_mask.dim() == 1 and scaled_mask.shape[0] not in (1, batch)):
+            raise ValueError(f"scaled must be a bool or have shape [{batch}], got {list(scaled_mask.shape)}")
+        return self.guidance_embed(strength, scaled_mask.reshape(-1).expand(batch))
+
     def inner_velocity(
-        self, latent: torch.Tensor, tau: TimeLike, conditions: Conditions, dt: TimeLike | None = None
+        self,
+        latent: torch.Tensor,
+        tau: TimeLike,
+        conditions: Conditions,
+        dt: TimeLike | None = None,
+        cfg_strength: TimeLike | None = None,
+        scaled: bool | torch.Tensor = False,
     ) -> torch.Tensor:
         """Velocity in MMAudio's convention (τ=0 noise, τ=1 data, output data - noise direction).
 
         ``latent [B, N, latent_dim]`` -> ``[B, N, latent_dim]``. ``dt`` is Δt (0 or None: flow matching).
+        ``cfg_strength`` (ω) and ``scaled`` select the guidance a guidance-embedded network imitates
+        (None: unguided, the same as ω = 1).
         """
         b, n = conditions.batch_size, conditions.latent_seq_len
         _check_sequence("latent", latent, self.config.latent_dim, batch=b, length=n)
         t_emb = self.t_embed(self._time_vector("t", tau, b))
         if dt is not None:
             t_emb = t_emb + self.dt_embed(self._time_vector("dt", dt, b))
+        g_emb = self._guidance_embedding(cfg_strength, scaled, b)
+        if g_emb is not None:
+            t_emb = t_emb + g_emb.to(t_emb.dtype)
         latent = self.audio_input_proj(latent.to(self.dtype))  # [B, N, D]
         global_c = self.global_cond_mlp(conditions.clip_f_c + conditions.text_f_c)  # [B, D]
         global_c = (t_emb + global_c).unsqueeze(1)  # [B, 1, D]
@@ -312,11 +348,18 @@ class MFMJTNetwork(nn.Module):
         return self.final_layer(latent, global_c)  # [B, N, latent_dim]
 
     def predict(
-        self, latent: torch.Tensor, t: TimeLike, dt: TimeLike | None, conditions: Conditions
+        self,
+        latent: torch.Tensor,
+        t: TimeLike,
+        dt: TimeLike | None,
+        conditions: Conditions,
+        cfg_strength: TimeLike | None = None,
+        scaled: bool | torch.Tensor = False,
     ) -> torch.Tensor:
-        """Average velocity u(z_t, r=t-Δt, t) in the public convention (t=1 noise, t=0 data)."""
+        """Average velocity u(z_t, r=t-Δt, t) in the public convention (t=1 noise, t=0 data);
+        guided at ω = ``cfg_strength`` in one forward when the network has a guidance embedding."""
         t_tensor = self._time_vector("t", t, conditions.batch_size)
-        return -self.inner_velocity(latent, 1 - t_tensor, conditions, dt)
+        return -self.inner_velocity(latent, 1 - t_tensor, conditions, dt, cfg_strength, scaled)
 
     def forward(
         self,
@@ -326,11 +369,13 @@ class MFMJTNetwork(nn.Module):
         text_f: torch.Tensor,
         t: TimeLike,
         dt: TimeLike | None = None,
+        cfg_strength: TimeLike | None = None,
+        scaled: bool | torch.Tensor = False,
     ) -> torch.Tensor:
         """u(z_t, r, t) for raw features; sequence lengths are taken from the tensors."""
         _check_sequence("latent", latent, self.config.latent_dim)
         conditions = self.preprocess_conditions(clip_f, sync_f, text_f, latent.shape[1])
-        return self.predict(latent, t, dt, conditions)
+        return self.predict(latent, t, dt, conditions, cfg_strength, scaled)
 
     # ------------------------------------------------------------------------ latent scaling
     def normalize(self, latent: torch.Tensor) -> torch.Tensor:
@@ -351,7 +396,9 @@ class MFMJTNetwork(nn.Module):
         """Strictly load an MMAudio network state dict (or our own, which adds ``dt_embed.*``).
 
         When the Δt embedder is absent it is initialised from ``t_embed`` with its output layer
-        zeroed, so the loaded network is exactly MMAudio's flow-matching model at every Δt.
+        zeroed, so the loaded network is exactly MMAudio's flow-matching model at every Δt. A
+        guidance embedding missing from the dict keeps this network's initialisation (zero output:
+        the loaded model, unguided, at every ω), so guidance training can start from any checkpoint.
         The caller's dict is not modified.
         """
         sd = {k: v for k, v in state_dict.items() if k not in LEGACY_BUFFER_KEYS}
@@ -359,7 +406,8 @@ class MFMJTNetwork(nn.Module):
             sd = {k.removeprefix("ema_model."): v for k, v in sd.items()}
         expected = self.state_dict()
         unexpected = sorted(set(sd) - set(expected))
-        missing = sorted(k for k in set(expected) - set(sd) if not k.startswith(DT_EMBED_PREFIX))
+        optional = (DT_EMBED_PREFIX, GUIDANCE_EMBED_PREFIX)
+        missing = sorted(k for k in set(expected) - set(sd) if not k.startswith(optional))
         mismatched = [
             f"{k}: checkpoint {list(v.shape)} vs network {list(expected[k].shape)}"
             for k, v in sd.items()
@@ -372,6 +420,11 @@ class MFMJTNetwork(nn.Module):
                 + (f"; missing keys: {missing[:8]}" if missing else "")
                 + (f"; shape mismatches: {mismatched[:8]}" if mismatched else "")
             )
+        if self.guidance_embed is not None and not any(k.startswith(GUIDANCE_EMBED_PREFIX) for k in sd):
+            with torch.no_grad():
+                self.guidance_embed.zero_output()
+            sd.update({GUIDANCE_EMBED_PREFIX + k: v for k, v in self.guidance_embed.state_dict().items()})
+            logger.info("state dict has no guidance embedding: it starts with a zero output layer")
         has_dt = any(k.startswith(DT_EMBED_PREFIX) for k in sd)
         if has_dt:
             self.load_state_dict(sd, strict=True)

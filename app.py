@@ -65,8 +65,10 @@ ABOUT = """
 that predicts the *average* velocity of the flow from noise to audio, so a single network evaluation
 turns noise into a soundtrack. Its **scaled classifier-free guidance** rescales the unconditional
 prediction by its projection onto the conditional one, which keeps one-step guidance from overshooting.
-At one step the player pair and the ω slider let you compare both guidances live: moving ω only re-mixes
-the two stored predictions, no network runs again.
+At one step the player pair and the ω slider let you compare both guidances live. The embedded default
+learnt guidance in training: it takes ω and the guidance rule as inputs, so a guided sample costs one network
+forward and moving ω runs that one forward again; for models guided the classic way (two forwards) moving ω
+only re-mixes the two stored predictions.
 
 **The embedded default model** is a small model trained on procedurally generated scenes: coloured balls,
 squares, triangles and diamonds that fall, bounce, collide, roll or hover, with a little background or

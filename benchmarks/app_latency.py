@@ -2,7 +2,8 @@
 
 Launches ``app.build_demo`` locally and times ``/video_to_audio`` from the client's call to the
 downloaded mp4s: 1 step with both guidances vs 1 step with one, vs 25 steps, plus the live remix
-(the same one-step request with another ω: no network forward). Each timed request uses a clip of
+(the same one-step request with another ω: no network forward with two-pass CFG, one for a
+model with guidance learnt in training). Each timed request uses a clip of
 its own and a new seed, so features and predictions are computed afresh. Prints a markdown table
 of seconds and ratios, all measured in one run.
 

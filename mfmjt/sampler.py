@@ -69,18 +69,18 @@ def sample(
     """
     modes = check_guidance(guidance)
     w = check_cfg_strength(cfg_strength)
-    if guidance_in_network is None:
-        guidance_in_network = net.config.guidance_embed
-    if guidance_in_network:
-        return _sample_guidance_in_network(net, noise, conditions, int(steps), w, modes, progress)
     grid = time_grid(steps).to(noise.device)
-    guided = needs_unconditional(w)
-    if guided and unconditional is None:
-        raise ValueError(f"cfg_strength {w} != 1 needs unconditional conditions")
     if noise.shape[0] != conditions.batch_size:
         raise ValueError(
             f"noise batch {noise.shape[0]} differs from the conditions batch {conditions.batch_size}"
         )
+    if guidance_in_network is None:
+        guidance_in_network = net.config.guidance_embed
+    if guidance_in_network:
+        return _sample_guidance_in_network(net, noise, conditions, grid, w, modes, progress)
+    guided = needs_unconditional(w)
+    if guided and unconditional is None:
+        raise ValueError(f"cfg_strength {w} != 1 needs unconditional conditions")
     single = conditions.cat(unconditional) if guided else conditions
     m = len(modes) if guided else 1  # without guidance every mode follows the same trajectory
     multi = (
@@ -109,7 +109,7 @@ def _sample_guidance_in_network(
     net: MFMJTNetwork,
     noise: torch.Tensor,
     conditions: Conditions,
-    steps: int,
+    grid: torch.Tensor,
     w: float,
     modes: tuple[str, ...],
     progress: ProgressCallback | None,
@@ -117,11 +117,7 @@ def _sample_guidance_in_network(
     """One forward per step for all modes at once: the network is told ω and the mode."""
     if not net.config.guidance_embed:
         raise ValueError("guidance_in_network needs a network with a guidance embedding (guidance_embed)")
-    if noise.shape[0] != conditions.batch_size:
-        raise ValueError(
-            f"noise batch {noise.shape[0]} differs from the conditions batch {conditions.batch_size}"
-        )
-    grid = time_grid(steps).to(noise.device)
+    steps = len(grid) - 1
     m = len(modes) if needs_unconditional(w) else 1  # at ω = 1 the modes coincide
     b = noise.shape[0]
     batch_conditions = conditions.repeat(m) if m > 1 else conditions

@@ -725,8 +725,8 @@ def _train_step(
     guidance = None
     if config.meanflow.guidance_max > 1:
         strength, scaled = sample_guidance(x.shape[0], config.meanflow, generator, device)
-        empty = (net.empty_clip_feat, net.empty_sync_feat, net.empty_string_feat)
-        guidance = TrainingGuidance(strength, scaled, tuple(e.detach() for e in empty))
+        empty = (net.empty_clip_feat, net.empty_sync_feat, net.empty_string_feat)  # used without grad
+        guidance = TrainingGuidance(strength, scaled, empty)
     with autocast:
         out = meanflow_loss(
             net, x, (clip_f, sync_f, text_f), config=config.meanflow, generator=generator, guidance=guidance

@@ -390,10 +390,16 @@ def main() -> None:
         if name not in MODELS or not path:
             raise SystemExit(f"--model takes NAME=DIR with NAME in {list(MODELS)}, got {item!r}")
         paths[name] = Path(path)
+    only = set(args.only or "abc")
+    if only & {"b", "c"}:
+        try:  # the plots come at the end of long runs: check their dependency first
+            _pyplot()
+        except ImportError as err:
+            hint = f"experiments b and c plot with matplotlib: pip install 'mfmjt[eval]' ({err})"
+            raise SystemExit(hint) from err
     args.docs.mkdir(parents=True, exist_ok=True)
     scenes = held_out_scenes(args.n, args.cache, args.duration)
     runner = Runner(paths, scenes)
-    only = set(args.only or "abc")
 
     codec, codec_source = reference_codec(runner, args.store_codec)
     runner.notes.append(f"codec of the reference row: {codec_source}")

@@ -292,9 +292,11 @@ def _setup_distributed(config: TrainConfig) -> tuple[_Dist, bool]:
     if config.device is not None:
         device = torch.device(config.device)
     elif torch.cuda.is_available():
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        device = torch.device("cuda")
     else:
         device = torch.device("cpu")
+    if device.type == "cuda" and device.index is None:  # "cuda": this process's GPU under torchrun
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
     if device.type == "cuda":
         torch.cuda.set_device(device)
     owned = False

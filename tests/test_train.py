@@ -313,3 +313,22 @@ def test_two_process_ddp_ranks_end_with_identical_updated_weights(tmp_path):
     assert not torch.equal(w0["final_layer.conv.weight"], initial["final_layer.conv.weight"])
     assert [r["step"] for r in read_log(tmp_path / "run")] == [1, 2]  # only rank 0 writes
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("requested", "local_rank", "expected"),
+    [("cuda", "0", "cuda:0"), ("cuda", "3", "cuda:1"), (None, "1", "cuda:1"), ("cuda:1", "0", "cuda:1")],
+)
+def test_cuda_device_gets_an_index(monkeypatch, tmp_path, requested, local_rank, expected):
+    """torch.cuda.set_device refuses a bare "cuda": the process's GPU index comes from LOCAL_RANK."""
+    from mfmjt import train as train_module
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    config = TrainConfig(store=str(tmp_path), out_dir=str(tmp_path / "run"), device=requested)
+    info, owned = train_module._setup_distributed(config)
+    assert str(info.device) == expected and chosen == [torch.device(expected)] and not owned

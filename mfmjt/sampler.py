@@ -114,9 +114,8 @@ def _sample_guidance_in_network(
     modes: tuple[str, ...],
     progress: ProgressCallback | None,
 ) -> dict[str, torch.Tensor]:
-    """One forward per step for all modes at once: the network is told ω and the mode."""
-    if not net.config.guidance_embed:
-        raise ValueError("guidance_in_network needs a network with a guidance embedding (guidance_embed)")
+    """One forward per step for all modes at once: the network is told ω and the mode (a network
+    without a guidance embedding refuses ω itself)."""
     steps = len(grid) - 1
     m = len(modes) if needs_unconditional(w) else 1  # at ω = 1 the modes coincide
     b = noise.shape[0]

@@ -107,9 +107,12 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
     from mfmjt.train import export_checkpoint
 
-    export_checkpoint(args.checkpoint, args.out)
+    dtype = None if args.dtype == "float32" else getattr(torch, args.dtype)
+    export_checkpoint(args.checkpoint, args.out, weights_dtype=dtype)
     return 0
 
 
@@ -222,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="a training checkpoint's EMA network -> model directory")
     exp.add_argument("checkpoint", type=Path, help="e.g. runs/mf/checkpoint_last.pt")
     exp.add_argument("--out", type=Path, required=True, help="model directory to write")
+    exp.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default="float32",
+        help="storage type of the weights (float16 halves the file; they load as float32)",
+    )
     exp.set_defaults(func=cmd_export)
 
     deep = sub.add_parser(

@@ -661,10 +661,18 @@ def _lineage(config: TrainConfig, step: int) -> list[str]:
     return [*parent, stage]
 
 
-def _export(network: MFMJTNetwork, config: TrainConfig, store: FeatureStore, step: int, out: Path) -> Path:
+def _export(
+    network: MFMJTNetwork,
+    config: TrainConfig,
+    store: FeatureStore,
+    step: int,
+    out: Path,
+    weights_dtype: torch.dtype | None = None,
+) -> Path:
     features = store.extra.get("features")
     network.save_pretrained(
         out,
+        weights_dtype=weights_dtype,
         lineage=_lineage(config, step),
         objective=config.objective,
         variant=config.variant,
@@ -682,9 +690,12 @@ def _export(network: MFMJTNetwork, config: TrainConfig, store: FeatureStore, ste
     return out
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+def export_checkpoint(
+    checkpoint: str | Path, out: str | Path, weights_dtype: torch.dtype | None = None
+) -> Path:
     """Export the EMA network of a training checkpoint (e.g. one left by ``--stop-after``) as a model
-    directory like the one a finished run writes; its feature store must still be where it was."""
+    directory like the one a finished run writes; its feature store must still be where it was.
+    ``weights_dtype`` (e.g. ``torch.float16``) stores the weights rounded to that type."""
     state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
     found = state.get("format") if isinstance(state, dict) else type(state).__name__
     if found != CHECKPOINT_FORMAT:
@@ -694,7 +705,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     store = open_store(config, net_cfg)
     network = MFMJTNetwork(net_cfg)
     network.load_state_dict(state["ema"]["model"])
-    return _export(network.eval(), config, store, int(state["step"]), Path(out))
+    return _export(network.eval(), config, store, int(state["step"]), Path(out), weights_dtype)
 
 
 def _train_step(

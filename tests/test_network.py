@@ -92,6 +92,32 @@ def test_save_and_load_pretrained_round_trip(tmp_path):
         assert torch.equal(loaded(*args), net(*args))
 
 
+def test_weights_stored_as_float16_load_as_the_rounded_float32_network(tmp_path):
+    from safetensors.torch import load_file
+
+    net = MFMJTNetwork(NetworkConfig.variant("tiny", guidance_embed=True)).eval()
+    randomize(net, 7)
+    net.save_pretrained(tmp_path / "half", weights_dtype=torch.float16, objective="meanflow")
+    net.save_pretrained(tmp_path / "full")
+    stored = load_file(str(tmp_path / "half" / "model.safetensors"))
+    assert {v.dtype for v in stored.values()} == {torch.float16}
+    half_size = (tmp_path / "half" / "model.safetensors").stat().st_size
+    assert half_size < 0.55 * (tmp_path / "full" / "model.safetensors").stat().st_size
+    meta = json.loads((tmp_path / "half" / "config.json").read_text())
+    assert meta["weights_dtype"] == "float16" and meta["objective"] == "meanflow"
+    assert "weights_dtype" not in json.loads((tmp_path / "full" / "config.json").read_text())
+    loaded = MFMJTNetwork.from_pretrained(tmp_path / "half")
+    changed = 0
+    for key, value in net.state_dict().items():
+        got = loaded.state_dict()[key]
+        assert got.dtype == torch.float32, key
+        assert torch.equal(got, value.half().float()), key
+        changed += int(not torch.equal(got, value))
+    assert changed > 0  # the rounding is real, and loading does not undo it
+    with pytest.raises(ValueError, match="floating-point"):
+        net.save_pretrained(tmp_path / "bad", weights_dtype=torch.int8)
+
+
 def test_guidance_embedding_adds_nothing_at_omega_one_and_loads_from_plain_checkpoints(tmp_path):
     plain = MFMJTNetwork(NetworkConfig.variant("tiny"))
     randomize(plain, 3)

@@ -436,13 +436,28 @@ class MFMJTNetwork(nn.Module):
         self.zero_dt_embed_output()
         logger.info("loaded an MMAudio state dict; Δt embedder initialised with a zero output layer")
 
-    def save_pretrained(self, directory: str | Path, **metadata: object) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` (network config and ``metadata``)."""
+    def save_pretrained(
+        self, directory: str | Path, *, weights_dtype: torch.dtype | None = None, **metadata: object
+    ) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` (network config and ``metadata``).
+
+        ``weights_dtype`` (e.g. ``torch.float16``) stores the floating-point tensors rounded to that
+        type, halving the file; :meth:`from_pretrained` loads them into this network's own dtype.
+        """
+        if weights_dtype is not None and not weights_dtype.is_floating_point:
+            raise ValueError(f"weights_dtype must be a floating-point dtype, not {weights_dtype}")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tensors = {}
+        for key, value in self.state_dict().items():
+            value = value.detach().cpu()
+            if weights_dtype is not None and value.is_floating_point():
+                value = value.to(weights_dtype)
+            tensors[key] = value.contiguous()
         save_file(tensors, str(directory / WEIGHTS_NAME))
         config = {"network": self.config.to_dict(), **metadata}
+        if weights_dtype is not None:
+            config["weights_dtype"] = str(weights_dtype).removeprefix("torch.")
         (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         return directory
 

@@ -546,11 +546,15 @@ def run_evaluation(
     cache_dir: str | Path | None = None,
     references: bool = False,
     device: str | None = None,
+    first_seed: int = HELD_OUT_SEED,
 ) -> dict[str, Any]:
-    """``mfmjt evaluate``: load ``model``, score it on ``n`` held-out clips (and the references)."""
+    """``mfmjt evaluate``: load ``model``, score it on ``n`` held-out clips (and the references).
+
+    ``first_seed`` picks the scenes: the default set starts at ``HELD_OUT_SEED``; a disjoint range
+    (e.g. 2,000,000) gives validation scenes for choosing between models without touching it."""
     from mfmjt.pipeline import load_pipeline
 
-    scenes = held_out_scenes(n, cache_dir, duration)
+    scenes = held_out_scenes(n, cache_dir, duration, first_seed=first_seed)
     pipe = load_pipeline(model, device=device)
     result = {"source": model, **evaluate_model(pipe, scenes, settings)}
     if references:

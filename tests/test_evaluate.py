@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mfmjt.cli import main
+from mfmjt.cli import build_parser, main
 from mfmjt.evaluate import (
     HELD_OUT_SEED,
     colour_from_frequency,
@@ -276,3 +276,11 @@ def test_mfmjt_evaluate_runs_end_to_end_on_a_freshly_trained_micro_model(tmp_pat
         assert metrics["onset_f1"] is None or 0.0 <= metrics["onset_f1"] <= 1.0
     assert result["references"]["real"]["onset_f1"] > 0.9
     assert 0 < result["rtf_generation"] < result["rtf"]
+    assert result["first_seed"] == HELD_OUT_SEED == build_parser().parse_args(["evaluate"]).first_scene
+    # --first-scene picks other scenes (a validation set); --seed only changes the sampling noise
+    other = tmp_path / "other.json"
+    assert main([*args, "--first-scene", str(2 * HELD_OUT_SEED), "--seed", "7", "--out", str(other)]) == 0
+    assert json.loads(other.read_text())["first_seed"] == 2 * HELD_OUT_SEED
+    noise = tmp_path / "noise.json"
+    assert main([*args, "--seed", "7", "--out", str(noise)]) == 0
+    assert json.loads(noise.read_text())["first_seed"] == HELD_OUT_SEED

@@ -269,19 +269,8 @@ def test_export_of_a_stopped_run_checkpoint_matches_its_ema_and_a_finished_runs_
     own = MFMJTNetwork.from_pretrained(finished.export_dir).state_dict()
     assert all(torch.equal(own[k], v) for k, v in again.state_dict().items())
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in finished.export_dir.iterdir())
-    assert (
-        main(
-            [
-                "export",
-                str(tmp_path / "run" / "checkpoint_last.pt"),
-                "--out",
-                str(tmp_path / "h"),
-                "--dtype",
-                "float16",
-            ]
-        )
-        == 0
-    )
+    checkpoint = str(tmp_path / "run" / "checkpoint_last.pt")
+    assert main(["export", checkpoint, "--out", str(tmp_path / "h"), "--dtype", "float16"]) == 0
     half = MFMJTNetwork.from_pretrained(tmp_path / "h").state_dict()
     assert read_metadata(tmp_path / "h")["weights_dtype"] == "float16"
     assert all(torch.equal(half[k], v.half().float()) for k, v in own.items())

@@ -221,9 +221,10 @@ class MMAudioStore:
         self._arrays: dict[str, torch.Tensor] | None = None
 
     def _default_lengths(self) -> tuple[int, int]:
-        if self._duration is None:
-            return (64, 192)
-        lengths = SequenceLengths.for_duration(self._duration)
+        try:
+            lengths = SequenceLengths.for_duration(self._duration or 8.0)
+        except ValueError:  # shorter than one Synchformer segment: training fills from its video stores
+            return (max(1, int(self._duration * CLIP_FPS)), 8)
         return (lengths.clip, lengths.sync)
 
     def set_video_fill(self, clip: Sequence[int], sync: Sequence[int]) -> None:

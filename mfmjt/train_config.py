@@ -120,6 +120,13 @@ class TrainConfig:
             "md5-checked), an MMAudio .pth, a .safetensors state dict or a saved model directory"
         ),
     )
+    empty_text: str | None = field(
+        default=None,
+        metadata=_opt(
+            "features of the empty string, the 'no text' condition: MMAudio's ext_weights/empty_string.pth, "
+            "or a .pt/.npy array [text_seq_len, text_dim] (default: the store's own, else the init model's)"
+        ),
+    )
     steps: int | None = field(
         default=None,
         metadata=_opt(f"training steps (default: {PAPER_STEPS} for paper sizes, {TOY_STEPS} else)"),
@@ -178,8 +185,9 @@ class TrainConfig:
         object.__setattr__(self, "store", tuple(str(s) for s in specs))
         self.store_specs  # noqa: B018 (parses and checks the weights)
         object.__setattr__(self, "out_dir", Path(self.out_dir))
-        if self.init_from is not None:
-            object.__setattr__(self, "init_from", str(self.init_from))
+        for name in ("init_from", "empty_text"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, str(getattr(self, name)))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         object.__setattr__(self, "lr_decay_at", tuple(float(f) for f in self.lr_decay_at))
         object.__setattr__(self, "network_overrides", dict(self.network_overrides))

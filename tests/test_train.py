@@ -24,7 +24,7 @@ from mfmjt.feature_store import FeatureStore, FeatureStoreWriter, latent_stats
 from mfmjt.meanflow import MeanFlowConfig, meanflow_loss, sample_time_pairs
 from mfmjt.model import MFMJTNetwork
 from mfmjt.model.network import read_metadata
-from mfmjt.train import TrainConfig, build_network, export_checkpoint, fit, lr_factor, train
+from mfmjt.train import TrainConfig, build_network, export_checkpoint, fit, lr_factor, open_stores, train
 
 # A micro network of the tiny variant's feature sizes (clip 32, sync 24, text 32, latent 20).
 MICRO = {"hidden_dim": 32, "depth": 2, "fused_depth": 1, "num_heads": 2}
@@ -570,3 +570,16 @@ def test_train_flags_are_generated_from_the_config_fields():
     assert cfg.meanflow == MeanFlowConfig(mean_flow_ratio=0.5) and cfg.stop_after == 10
     mix = TrainConfig.from_args(parser.parse_args(["--store", "a:3", "--store", "b", "--out", "o"]))
     assert [str(s) for s in mix.store_specs] == ["a:3", "b"]
+
+
+def test_empty_text_comes_from_mmaudios_empty_string_file_for_stores_without_one(tmp_path):
+    video = make_mmaudio_store(tmp_path / "mm" / "vgg", 3, video=True)
+    feats = torch.randn(1, 77, 32)  # MMAudio's ext_weights/empty_string.pth holds [1, 77, D]
+    torch.save(feats, tmp_path / "empty_string.pth")
+    config = micro_config(str(video), tmp_path / "run", empty_text=str(tmp_path / "empty_string.pth"))
+    net = build_network(config, open_stores(config).mix)
+    assert torch.equal(net.empty_string_feat, feats[0])
+    np.save(tmp_path / "bad.npy", np.zeros((76, 32), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"bad.npy has shape \[76, 32\], expected \[77, 32\]"):
+        bad = micro_config(str(video), tmp_path / "r", empty_text=str(tmp_path / "bad.npy"))
+        build_network(bad, open_stores(bad).mix)

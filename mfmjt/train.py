@@ -140,7 +140,7 @@ def open_stores(config: TrainConfig, network_config: Any = None) -> RunData:
     fill_audio_only(stores, cfg)
     overrides = f" with overrides {config.network_overrides}" if config.network_overrides else ""
     check_stores(stores, cfg, f"{config.variant}{overrides}")
-    mix = StoreMix(stores, [spec.weight for spec in specs])
+    mix = StoreMix(stores, [spec.weight for spec in specs], [spec.repeat for spec in specs])
     held = held_out_items(len(stores[0]), config.val_items) if config.val_items else np.zeros(0, np.int64)
     return RunData(mix=mix, val_indices=held + mix.offsets[0], held_out={0: held})
 

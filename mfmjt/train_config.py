@@ -90,7 +90,7 @@ class TrainConfig:
         metadata=_opt(
             "feature store: mfmjt's (mfmjt extract) or MMAudio's extracted features (a memmap directory "
             "with its .tsv beside it); repeat for a mix, WEIGHT = the store's relative share of every "
-            "batch (default: shares proportional to store sizes)",
+            "batch (default: shares proportional to store sizes; DIR:xK counts a store K times)",
             append=True,
             required=True,
             metavar="DIR[:WEIGHT]",

@@ -387,6 +387,7 @@ def test_store_mix_deals_each_store_its_share_deterministically_and_holds_out_va
     assert other.batch(0) != batches[0]
     # without weights the shares are the store sizes (plain concatenation)
     assert StoreMix([range(30), range(10)]).shares == [0.75, 0.25]
+    assert StoreMix([range(10), range(30)], repeats=[3, None]).shares == [0.5, 0.5]  # MMAudio's oversampling
     with pytest.raises(ValueError, match="to every store .* or to none"):
         StoreMix([range(3), range(3)], [1.0, None])
 
@@ -406,6 +407,8 @@ def test_store_specs_parse_weights_and_keep_colons_in_paths():
     assert StoreSpec.parse("runs/vgg:3") == StoreSpec(Path("runs/vgg"), 3.0)
     assert StoreSpec.parse("runs/vgg") == StoreSpec(Path("runs/vgg"), None)
     assert StoreSpec.parse("C:/data/x") == StoreSpec(Path("C:/data/x"), None)
+    assert StoreSpec.parse("runs/vgg:x5") == StoreSpec(Path("runs/vgg"), repeat=5.0)
+    assert str(StoreSpec.parse("runs/vgg:x5")) == "runs/vgg:x5"
     with pytest.raises(ValueError, match="positive"):
         StoreSpec.parse("runs/vgg:0")
 

@@ -586,3 +586,24 @@ def test_empty_text_comes_from_mmaudios_empty_string_file_for_stores_without_one
     with pytest.raises(ValueError, match=r"bad.npy has shape \[76, 32\], expected \[77, 32\]"):
         bad = micro_config(str(video), tmp_path / "r", empty_text=str(tmp_path / "bad.npy"))
         build_network(bad, open_stores(bad).mix)
+
+
+def test_training_state_round_trips_through_its_checkpoint(tmp_path):
+    from mfmjt.train import RunData, _new_state, _setup_distributed
+
+    store = make_store(tmp_path / "s")
+    config = micro_config(store, tmp_path / "run", steps=3)
+    info, _ = _setup_distributed(config)
+    data = open_stores(config)
+    state = _new_state(config, data, info)
+    fit(config)  # a finished run leaves its checkpoint at step 3
+    assert isinstance(data, RunData)
+    state.load(tmp_path / "run" / "checkpoint_last.pt")
+    assert state.step == 3 and state.ema.num_updates == 3 and state.scheduler.last_epoch == 3
+    state.save(tmp_path / "copy.pt")
+    a = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=True)
+    b = torch.load(tmp_path / "copy.pt", weights_only=True)
+    assert a.keys() == b.keys() and a["step"] == b["step"] and a["train_config"] == b["train_config"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert torch.equal(a["rng"][0]["generator"], b["rng"][0]["generator"])
+    assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])

@@ -1,4 +1,4 @@
-"""Training loop: MeanFlow (or flow-matching) training of the MF-MJT network on a feature store.
+"""Training loop: MeanFlow (or flow-matching) training of the MF-MJT network on feature stores.
 
 Single process or ``torchrun`` (``RANK``/``WORLD_SIZE`` in the environment; gloo on CPU, nccl on
 GPU). The recipe follows the paper (§3.2) on top of MMAudio's (reference §7):
@@ -11,41 +11,53 @@ GPU). The recipe follows the paper (§3.2) on top of MMAudio's (reference §7):
 - every random draw from one ``torch.Generator`` seeded with ``seed + rank``; the data order is
   a function of (seed, step), so a resumed run continues bit-identically on CPU.
 
+Data: one or several stores, mfmjt's own layout or MMAudio's extracted features (detected per
+directory), mixed at per-store shares of every batch (:mod:`mfmjt.data.mix`); all are checked
+against the network before the first step (:mod:`mfmjt.data.compat`). ``val_items`` items of the
+first store are held out and scored every ``val_every`` steps (:mod:`mfmjt.validation`).
+Options: :mod:`mfmjt.train_config`; the checkpointed state: :mod:`mfmjt.train_state`.
+
 Data parallelism averages gradients with one all-reduce per step instead of wrapping the model in
 ``DistributedDataParallel``: the MeanFlow loss runs the network twice per step (a plain forward
 for the r = t rows and a ``torch.func.jvp`` for the r ≠ t rows), which DDP's backward hooks do
 not expect. Every rank then applies the same update, so the weights stay identical.
 
 Outputs in ``out_dir``: ``checkpoint_last.pt`` (full state), ``train_log.jsonl`` (one line per
-logged step), ``train_config.json`` and the exported EMA network in ``final/``.
+logged step, with the validation metrics on validation steps), ``train_config.json`` and the
+exported EMA network in ``final/``.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mfmjt.config import SYNC_TOKENS_PER_SEGMENT, NetworkConfig
-from mfmjt.feature_store import FeatureStore, latent_stats
-from mfmjt.meanflow import MeanFlowConfig, TrainingGuidance, drop_conditions, meanflow_loss, sample_guidance
+from mfmjt.config import NetworkConfig
+from mfmjt.data.compat import check_stores, fill_audio_only
+from mfmjt.data.mix import BatchSampler, MixedIndexStream, StoreMix, held_out_items
+from mfmjt.data.stores import TrainingStore, open_feature_store, store_has_video, store_latent_stats
+from mfmjt.meanflow import TrainingGuidance, drop_conditions, meanflow_loss, sample_guidance
 from mfmjt.model import MFMJTNetwork
 from mfmjt.model.network import read_metadata
+from mfmjt.train_config import TrainConfig, add_train_arguments
+from mfmjt.train_state import CHECKPOINT_FORMAT, ExponentialMovingAverage, TrainingState, read_checkpoint
+from mfmjt.validation import validate
 
 logger = logging.getLogger(__name__)
 
@@ -53,222 +65,6 @@ CHECKPOINT_NAME = "checkpoint_last.pt"
 LOG_NAME = "train_log.jsonl"
 CONFIG_NAME = "train_config.json"
 EXPORT_NAME = "final"
-CHECKPOINT_FORMAT = "mfmjt-train-checkpoint"
-# Fields that may change between a run and its resumption without breaking exactness.
-_RESUME_FREE_FIELDS = {
-    "store", "out_dir", "stop_after", "resume", "device", "num_workers", "log_every", "progress",
-    "checkpoint_every",
-}  # fmt: skip
-
-
-# ------------------------------------------------------------------------------------ config
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run depends on. ``batch_size`` is per process (the paper: 64 per GPU)."""
-
-    store: Path
-    out_dir: Path
-    variant: str = "tiny"
-    network_overrides: dict[str, Any] = field(default_factory=dict)
-    init_from: Path | None = None  # MMAudio .pth / .safetensors or a save_pretrained directory
-    steps: int = 10_000
-    batch_size: int = 64
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 1e-6
-    eps: float = 1e-8
-    warmup_steps: int = 1000
-    lr_decay_at: tuple[float, ...] = (0.625, 0.875)  # fractions of ``steps``
-    lr_decay_factor: float = 0.1  # applied at each of ``lr_decay_at``
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    ema_warmup: bool = True  # decay min(ema_decay, (1+n)/(10+n)): short runs still average recent weights
-    bf16: bool = False  # bfloat16 autocast of the forward passes (weights and optimiser stay float32)
-    meanflow: MeanFlowConfig = field(default_factory=MeanFlowConfig)
-    seed: int = 0
-    checkpoint_every: int = 1000  # 0: only at the end
-    stop_after: int | None = None  # stop (with a checkpoint) after this step, e.g. for time-limited jobs
-    resume: bool = True  # continue from out_dir/checkpoint_last.pt when it exists
-    device: str | None = None  # default: cuda:<local rank> when available, else cpu
-    num_workers: int = 0
-    log_every: int = 1
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "store", Path(self.store))
-        object.__setattr__(self, "out_dir", Path(self.out_dir))
-        if self.init_from is not None:
-            object.__setattr__(self, "init_from", Path(self.init_from))
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        object.__setattr__(self, "lr_decay_at", tuple(float(f) for f in self.lr_decay_at))
-        object.__setattr__(self, "network_overrides", dict(self.network_overrides))
-        if isinstance(self.meanflow, Mapping):
-            object.__setattr__(self, "meanflow", MeanFlowConfig(**self.meanflow))
-        checks = [
-            (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"lr must be positive, got {self.lr}"),
-            (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"bad betas {self.betas}"),
-            (self.weight_decay >= 0 and self.eps > 0, "weight_decay must be >= 0 and eps > 0"),
-            (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
-            (
-                all(0 < f < 1 for f in self.lr_decay_at),
-                f"lr_decay_at must be in (0, 1), got {self.lr_decay_at}",
-            ),
-            (0 < self.lr_decay_factor <= 1, f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}"),
-            (self.grad_clip > 0, f"grad_clip must be positive, got {self.grad_clip}"),
-            (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
-            (self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}"),
-            (
-                self.stop_after is None or self.stop_after >= 1,
-                f"stop_after must be >= 1, got {self.stop_after}",
-            ),
-            (self.num_workers >= 0 and self.log_every >= 1, "num_workers must be >= 0 and log_every >= 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        network = self.network_config()  # unknown variant or bad overrides fail here, before any work
-        if self.meanflow.guidance_max > 1 and not network.guidance_embed:
-            raise ValueError(
-                f"guidance_max {self.meanflow.guidance_max:g} trains guidance into the network, which needs "
-                "a guidance embedding: add the network override guidance_embed=true"
-            )
-
-    @property
-    def objective(self) -> str:
-        return "meanflow" if self.meanflow.mean_flow_ratio > 0 else "flow_matching"
-
-    def network_config(self) -> NetworkConfig:
-        try:
-            return NetworkConfig.variant(self.variant, **self.network_overrides)
-        except TypeError as err:  # an unknown override name
-            raise ValueError(f"bad network_overrides {self.network_overrides}: {err}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (paths as strings)."""
-        out = asdict(self)
-        for key in ("store", "out_dir", "init_from"):
-            out[key] = None if out[key] is None else str(out[key])
-        out["betas"], out["lr_decay_at"] = list(self.betas), list(self.lr_decay_at)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {unknown}")
-        return cls(**data)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> TrainConfig:
-        """Build from the namespace of a parser set up by :func:`add_train_arguments`."""
-        meanflow = MeanFlowConfig(
-            time_mu=args.time_mu,
-            time_sigma=args.time_sigma,
-            mean_flow_ratio=args.mean_flow_ratio,
-            one_step_share=args.one_step_share,
-            video_dropout=args.video_dropout,
-            text_dropout=args.text_dropout,
-            all_dropout=args.all_dropout,
-            adaptive_loss_power=args.adaptive_loss_power,
-            guidance_max=args.guidance_max,
-            guidance_unguided_share=args.guidance_unguided_share,
-        )
-        return cls(
-            store=args.store,
-            out_dir=args.out,
-            variant=args.variant,
-            network_overrides=_parse_overrides(args.network or []),
-            init_from=args.init_from,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            warmup_steps=args.warmup_steps,
-            lr_decay_at=tuple(args.lr_decay_at),
-            ema_decay=args.ema_decay,
-            bf16=args.bf16,
-            meanflow=meanflow,
-            seed=args.seed,
-            checkpoint_every=args.checkpoint_every,
-            stop_after=args.stop_after,
-            resume=not args.no_resume,
-            device=args.device,
-            num_workers=args.num_workers,
-            log_every=args.log_every,
-            progress=not args.no_progress,
-        )
-
-
-def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"network overrides are KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the training options to ``parser`` (for ``mfmjt train``); see :meth:`TrainConfig.from_args`."""
-    d, m = TrainConfig(store=Path("."), out_dir=Path(".")), MeanFlowConfig()
-    a = parser.add_argument
-    a("--store", type=Path, required=True, help="feature store directory (FeatureStoreWriter output)")
-    a("--out", type=Path, required=True, help="run directory: checkpoints, log, exported model")
-    a("--variant", default=d.variant, help="network variant name (tiny, small_16k, ...)")
-    a("--network", action="append", metavar="KEY=VALUE", help="override a NetworkConfig field (repeatable)")
-    a("--init-from", type=Path, default=None, help="initial weights: MMAudio .pth or a saved model dir")
-    a("--steps", type=int, default=d.steps)
-    a("--batch-size", type=int, default=d.batch_size, help="per process")
-    a("--lr", type=float, default=d.lr)
-    a("--warmup-steps", type=int, default=d.warmup_steps)
-    a("--lr-decay-at", type=float, nargs="*", default=list(d.lr_decay_at), help="fractions of --steps")
-    a("--ema-decay", type=float, default=d.ema_decay)
-    a("--bf16", action="store_true", help="bfloat16 autocast")
-    a("--mean-flow-ratio", type=float, default=m.mean_flow_ratio, help="0 = flow-matching baseline")
-    a(
-        "--one-step-share",
-        type=float,
-        default=m.one_step_share,
-        help="share of r≠t pairs trained at (r, t) = (0, 1), the one-step sampler's pair (paper: 0)",
-    )
-    a("--time-mu", type=float, default=m.time_mu)
-    a("--time-sigma", type=float, default=m.time_sigma)
-    a("--video-dropout", type=float, default=m.video_dropout)
-    a("--text-dropout", type=float, default=m.text_dropout)
-    a("--all-dropout", type=float, default=m.all_dropout, help="P(drop all conditions at once)")
-    a(
-        "--adaptive-loss-power",
-        type=float,
-        default=m.adaptive_loss_power,
-        help="p of the per-sample loss weight 1/(err+c)^p (0 = plain L2, the paper; MeanFlow uses 1)",
-    )
-    a(
-        "--guidance-max",
-        type=float,
-        default=m.guidance_max,
-        help="train CFG into the network for ω in [1, this] (needs --network guidance_embed=true; 1 = off)",
-    )
-    a(
-        "--guidance-unguided-share",
-        type=float,
-        default=m.guidance_unguided_share,
-        help="share of samples trained at ω = 1 when --guidance-max > 1",
-    )
-    a("--seed", type=int, default=d.seed)
-    a("--checkpoint-every", type=int, default=d.checkpoint_every)
-    a("--stop-after", type=int, default=None, help="stop after this step (resumable)")
-    a("--no-resume", action="store_true", help="refuse to continue an existing checkpoint")
-    a("--device", default=None)
-    a("--num-workers", type=int, default=d.num_workers)
-    a("--log-every", type=int, default=d.log_every)
-    a("--no-progress", action="store_true")
-    return parser
 
 
 # ---------------------------------------------------------------------------- distributed
@@ -322,157 +118,130 @@ def _average_gradients(params: Sequence[nn.Parameter], world_size: int) -> None:
 
 
 # ----------------------------------------------------------------------------------- data
-class _IndexStream:
-    """Item indices of one rank: DistributedSampler epochs back to back; batch k is positions
-    ``[k·B, (k+1)·B)``. A pure function of (seed, rank, step), so resuming needs no loader state."""
+@dataclass
+class RunData:
+    """The stores of a run, mixed, and the global indices held out for validation."""
 
-    def __init__(self, store: FeatureStore, batch_size: int, rank: int, world_size: int, seed: int) -> None:
-        self.sampler = DistributedSampler(store, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-        self.per_rank = self.sampler.num_samples
-        self.batch_size = batch_size
-        self._cache: dict[int, list[int]] = {}
+    mix: StoreMix
+    val_indices: np.ndarray
+    held_out: dict[int, np.ndarray]
 
-    def _epoch(self, epoch: int) -> list[int]:
-        if epoch not in self._cache:
-            self.sampler.set_epoch(epoch)
-            self._cache = {k: v for k, v in self._cache.items() if k >= epoch - 1}
-            self._cache[epoch] = list(iter(self.sampler))
-        return self._cache[epoch]
-
-    def batch(self, step: int) -> list[int]:
-        out: list[int] = []
-        pos = step * self.batch_size
-        while len(out) < self.batch_size:
-            epoch, offset = divmod(pos, self.per_rank)
-            take = min(self.batch_size - len(out), self.per_rank - offset)
-            out.extend(self._epoch(epoch)[offset : offset + take])
-            pos += take
-        return out
+    @property
+    def first(self) -> TrainingStore:
+        return self.mix.stores[0]
 
 
-class _BatchSampler:
-    def __init__(self, stream: _IndexStream, start: int, stop: int) -> None:
-        self.stream, self.start, self.stop = stream, start, stop
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return (self.stream.batch(s) for s in range(self.start, self.stop))
-
-    def __len__(self) -> int:
-        return self.stop - self.start
+def open_stores(config: TrainConfig, network_config: Any = None) -> RunData:
+    """Open every store of ``config`` (either layout), check them against the network and each
+    other (one ValueError listing every problem) and hold out the validation items."""
+    cfg = network_config or config.network_config()
+    specs = config.store_specs
+    stores = [open_feature_store(spec.path) for spec in specs]
+    fill_audio_only(stores, cfg)
+    overrides = f" with overrides {config.network_overrides}" if config.network_overrides else ""
+    check_stores(stores, cfg, f"{config.variant}{overrides}")
+    mix = StoreMix(stores, [spec.weight for spec in specs])
+    held = held_out_items(len(stores[0]), config.val_items) if config.val_items else np.zeros(0, np.int64)
+    return RunData(mix=mix, val_indices=held + mix.offsets[0], held_out={0: held})
 
 
 def _collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return batch  # FeatureStore.__getitems__ already stacks the batch
-
-
-def open_store(config: TrainConfig, network_config: NetworkConfig | None = None) -> FeatureStore:
-    """Open the store and check it against the network's feature dimensions (ValueError if not)."""
-    if not config.store.is_dir():
-        raise ValueError(f"feature store {config.store} does not exist: extract features first")
-    store = FeatureStore(config.store)
-    cfg = network_config or config.network_config()
-    expected = {
-        "latent_mean": ("latent_dim", cfg.latent_dim),
-        "latent_std": ("latent_dim", cfg.latent_dim),
-        "clip_f": ("clip_dim", cfg.clip_dim),
-        "sync_f": ("sync_dim", cfg.sync_dim),
-        "text_f": ("text_dim", cfg.text_dim),
-    }
-    problems = [
-        f"{name} has {store.shapes[name][1]} channels but the network's {field_name} is {dim}"
-        for name, (field_name, dim) in expected.items()
-        if store.shapes[name][1] != dim
-    ]
-    if store.shapes["text_f"][0] != cfg.text_seq_len:
-        problems.append(
-            f"text_f has {store.shapes['text_f'][0]} tokens, the network expects {cfg.text_seq_len}"
-        )
-    if store.shapes["sync_f"][0] % SYNC_TOKENS_PER_SEGMENT:
-        problems.append(
-            f"sync_f length {store.shapes['sync_f'][0]} is not a multiple of {SYNC_TOKENS_PER_SEGMENT}"
-        )
-    if problems:
-        raise ValueError(
-            f"feature store {config.store} does not match network variant {config.variant!r}"
-            f"{' with overrides ' + str(config.network_overrides) if config.network_overrides else ''}: "
-            + "; ".join(problems)
-            + " (set the network's sizes with --network name=value, e.g. --network sync_dim=48)"
-        )
-    return store
+    return batch  # StoreMix.__getitems__ already stacks the batch
 
 
 # -------------------------------------------------------------------------- model pieces
-def build_network(config: TrainConfig, store: FeatureStore) -> MFMJTNetwork:
+def _as_stores(stores: RunData | StoreMix | TrainingStore | Sequence[TrainingStore]) -> list[TrainingStore]:
+    if isinstance(stores, RunData):
+        return stores.mix.stores
+    if isinstance(stores, StoreMix):
+        return stores.stores
+    if isinstance(stores, Sequence):
+        return list(stores)
+    return [stores]
+
+
+def build_network(
+    config: TrainConfig, stores: RunData | StoreMix | TrainingStore | Sequence[TrainingStore]
+) -> MFMJTNetwork:
     """The network as training starts: seeded init (or ``init_from``), latent statistics and
-    empty-string features from the store (an ``init_from`` checkpoint keeps its own statistics)."""
+    empty-string features from the stores (an ``init_from`` checkpoint keeps its own statistics).
+
+    The statistics come from the first store with video (MMAudio: its first video dataset), else
+    the first store; the empty-string features from the first store that has them."""
+    store_list = _as_stores(stores)
     net_cfg = config.network_config()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         net = MFMJTNetwork(net_cfg)
     if config.init_from is not None:
-        _load_initial_weights(net, config.init_from)
+        _load_initial_weights(net, config.init_from, config.variant)
         logger.info("initialised from %s (keeping its latent statistics)", config.init_from)
     else:
-        mean, std = latent_stats(store)
+        source = next((s for s in store_list if store_has_video(s).any()), store_list[0])
+        mean, std = store_latent_stats(source)
         if not torch.all(std > 0):
             raise ValueError(
-                f"latent channels {torch.nonzero(std <= 0).flatten().tolist()} of {config.store} "
+                f"latent channels {torch.nonzero(std <= 0).flatten().tolist()} of {source.path} "
                 "have zero variance; the store's latents cannot be normalised"
             )
         net.set_latent_stats(mean, std)
-    empty_text = store.empty_text_features()
+    empty_text = next((e for e in (s.empty_text_features() for s in store_list) if e is not None), None)
     if empty_text is not None:
         with torch.no_grad():
             net.empty_string_feat.copy_(empty_text)
-    else:
+    elif config.init_from is None:
         logger.warning("feature store has no empty_text_f: the 'no text' condition is the network's default")
     return net
 
 
-def _load_initial_weights(net: MFMJTNetwork, source: Path) -> None:
-    if source.is_dir():
-        state = MFMJTNetwork.from_pretrained(source).state_dict()
-    elif source.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def _registry_network(name: str) -> Any:
+    """The registry entry (``mfmjt.hub.PipelineWeights``) of an MMAudio network name, or None."""
+    from mfmjt.hub import PIPELINES
 
-        state = load_file(str(source))
-    elif source.is_file():
-        state = torch.load(source, map_location="cpu", weights_only=True)
+    key = name.lower().removeprefix("mmaudio-").removeprefix("mmaudio_").replace("-", "_")
+    return PIPELINES.get(key)
+
+
+def _load_initial_weights(net: MFMJTNetwork, source: str | Path, variant: str | None = None) -> None:
+    """Load ``init_from``: a model directory, a state-dict file (MMAudio ``.pth``, ``.safetensors``)
+    or a registry name (downloaded and md5-checked by :func:`mfmjt.hub.resolve_file`)."""
+    from mfmjt.features.audio import read_state_dict
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        state = MFMJTNetwork.from_pretrained(path).state_dict()
+    elif path.is_file():
+        state = read_state_dict(path)
+    elif (entry := _registry_network(str(source))) is not None:
+        if variant is not None and entry.variant != variant:
+            raise ValueError(
+                f"init_from {source} is MMAudio's {entry.variant} network; train it with "
+                f"--variant {entry.variant} (not {variant})"
+            )
+        from mfmjt.hub import resolve_file
+
+        path = resolve_file(entry.network)
+        state = read_state_dict(path)
     else:
-        raise ValueError(f"init_from {source} does not exist")
-    net.load_mmaudio_state_dict(state)
+        from mfmjt.hub import PIPELINES
 
+        names = ", ".join(f"mmaudio-{k.replace('_', '-')}" for k in PIPELINES)
+        raise ValueError(
+            f"init_from {source} does not exist; give a model directory, an MMAudio .pth, a .safetensors "
+            f"state dict or a registry name ({names})"
+        )
+    try:
+        net.load_mmaudio_state_dict(state)
+    except ValueError as err:
+        hint = ""
+        try:
+            from mfmjt.hub import infer_variant
 
-class ExponentialMovingAverage:
-    """A copy of the network whose trainable weights track ``decay``-weighted averages."""
-
-    def __init__(self, network: nn.Module, decay: float, warmup: bool = True) -> None:
-        self.model = copy.deepcopy(network).requires_grad_(False).eval()
-        self.decay, self.warmup, self.num_updates = decay, warmup, 0
-
-    def current_decay(self) -> float:
-        if not self.warmup:
-            return self.decay
-        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-
-    @torch.no_grad()
-    def update(self, network: nn.Module) -> None:
-        weight = 1.0 - self.current_decay()
-        for ema_p, p in zip(self.model.parameters(), network.parameters(), strict=True):
-            if p.requires_grad:
-                ema_p.lerp_(p.detach(), weight)
-            else:
-                ema_p.copy_(p)
-        for ema_b, b in zip(self.model.buffers(), network.buffers(), strict=True):
-            ema_b.copy_(b)
-        self.num_updates += 1
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "num_updates": self.num_updates}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.num_updates = int(state["num_updates"])
+            found = infer_variant(state, str(source))
+            hint = f" (it is a {found} network; use --variant {found})"
+        except ValueError:
+            pass
+        raise ValueError(f"init_from {source} does not fit variant {variant!r}{hint}: {err}") from None
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -480,30 +249,6 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     warm = min(1.0, (step + 1) / (config.warmup_steps + 1)) if config.warmup_steps else 1.0
     decays = sum(step >= math.floor(f * config.steps) for f in config.lr_decay_at)
     return warm * config.lr_decay_factor**decays
-
-
-# --------------------------------------------------------------------------- checkpoints
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    return {
-        "generator": generator.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-
-
-def _gather_rng(generator: torch.Generator, info: _Dist) -> list[dict[str, Any]]:
-    state = _rng_state(generator)
-    if info.world_size == 1:
-        return [state]
-    gathered: list[Any] = [None] * info.world_size
-    dist.all_gather_object(gathered, state)
-    return gathered
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -535,22 +280,14 @@ def fit(config: TrainConfig) -> TrainResult:
             dist.destroy_process_group()
 
 
-def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
-    net_cfg = config.network_config()
-    store = open_store(config, net_cfg)
-    device, main = info.device, info.is_main
-    out_dir = config.out_dir
-    ckpt_path = out_dir / CHECKPOINT_NAME
-    if ckpt_path.exists() and not config.resume:
-        raise ValueError(f"{out_dir} already holds a checkpoint; resume it or choose another out_dir")
-
-    net = build_network(config, store).to(device).train()
+def _new_state(config: TrainConfig, data: RunData, info: _Dist) -> TrainingState:
+    device = info.device
+    net = build_network(config, data).to(device).train()
     params = [p for p in net.parameters() if p.requires_grad]
     if info.world_size > 1:
         with torch.no_grad():
             for p in net.parameters():
                 dist.broadcast(p.data, src=0)
-    ema = ExponentialMovingAverage(net, config.ema_decay, config.ema_warmup)
     optimizer = torch.optim.AdamW(
         params,
         lr=config.lr,
@@ -559,12 +296,30 @@ def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
         eps=config.eps,
         fused=device.type == "cuda",
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
-    generator = torch.Generator(device).manual_seed(config.seed + info.rank)
+    return TrainingState(
+        config=config,
+        network=net,
+        ema=ExponentialMovingAverage(net, config.ema_decay, config.ema_warmup),
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config)),
+        generator=torch.Generator(device).manual_seed(config.seed + info.rank),
+    )
 
+
+def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
+    data = open_stores(config)
+    device, main = info.device, info.is_main
+    out_dir = config.out_dir
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    if ckpt_path.exists() and not config.resume:
+        raise ValueError(f"{out_dir} already holds a checkpoint; resume it or choose another out_dir")
+
+    state = _new_state(config, data, info)
+    net = state.network
+    params = [p for p in net.parameters() if p.requires_grad]
     start = 0
     if ckpt_path.exists():
-        start = _resume(ckpt_path, config, info, net, ema, optimizer, scheduler, generator)
+        start = state.load(ckpt_path, info.rank, info.world_size, device)
     stop = min(config.steps, config.stop_after or config.steps)
 
     log_file = None
@@ -572,16 +327,20 @@ def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         log_file = _open_log(out_dir / LOG_NAME, start)
+    shares = ", ".join(f"{s.path} {w:.0%}" for s, w in zip(data.mix.stores, data.mix.shares, strict=True))
     (logger.info if main else logger.debug)(
-        "training %s (%s, %.2fM parameters) on %d items, steps %d..%d of %d, world size %d, device %s",
-        config.variant, config.objective, sum(p.numel() for p in params) / 1e6, len(store), start, stop,
-        config.steps, info.world_size, device,
+        "training %s (%s, %.2fM parameters) on %d items (%s; %d held out), steps %d..%d of %d, "
+        "world size %d, device %s",
+        config.variant, config.objective, sum(p.numel() for p in params) / 1e6, len(data.mix), shares,
+        len(data.val_indices), start, stop, config.steps, info.world_size, device,
     )  # fmt: skip
 
-    stream = _IndexStream(store, config.batch_size, info.rank, info.world_size, config.seed)
+    stream = MixedIndexStream(
+        data.mix, config.batch_size, info.rank, info.world_size, config.seed, held_out=data.held_out
+    )
     loader = DataLoader(
-        store,
-        batch_sampler=_BatchSampler(stream, start, stop),
+        data.mix,
+        batch_sampler=BatchSampler(stream, start, stop),
         collate_fn=_collate,
         num_workers=config.num_workers,
         pin_memory=device.type == "cuda",
@@ -592,18 +351,36 @@ def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
     t_start = t_last = time.perf_counter()
     try:
         for batch in loader:  # "seconds" of a step: data loading + update, checkpointing excluded
-            lr = optimizer.param_groups[0]["lr"]
-            stats = _train_step(net, params, batch, config, generator, autocast, info)
-            optimizer.step()
-            scheduler.step()
-            ema.update(net)
-            step += 1
-            if step % config.log_every == 0 or step == stop:
+            lr = state.optimizer.param_groups[0]["lr"]
+            stats = _train_step(net, params, batch, config, state.generator, autocast, info)
+            state.optimizer.step()
+            state.scheduler.step()
+            state.ema.update(net)
+            step = state.step = step + 1
+            validating = len(data.val_indices) > 0 and (
+                step == config.steps or (config.val_every and step % config.val_every == 0)
+            )
+            if step % config.log_every == 0 or step == stop or validating:
                 record = _reduce_stats(stats, info)
                 if not math.isfinite(record["loss"]):
                     raise FloatingPointError(f"loss became {record['loss']} at step {step}")
                 now = time.perf_counter()
                 record = {"step": step, **record, "lr": lr, "seconds": now - t_last, "elapsed": now - t_start}
+                if validating and main:
+                    metrics = validate(
+                        state.ema.model,
+                        data.mix,
+                        data.val_indices,
+                        batch_size=config.batch_size,
+                        device=device,
+                    )
+                    record.update(metrics)
+                    logger.info(
+                        "step %d validation (EMA, %d held-out items): one-step latent MSE %.4f, cosine %.4f, "
+                        "flow-matching loss %.4f",
+                        step, len(data.val_indices), metrics["val_one_step_mse"], metrics["val_one_step_cos"],
+                        metrics["val_fm_loss"],
+                    )  # fmt: skip
                 if log_file is not None:
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
@@ -615,9 +392,7 @@ def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
                 )
             bar.update(1)
             if step == stop or (config.checkpoint_every and step % config.checkpoint_every == 0):
-                checkpoint = _save_checkpoint(
-                    ckpt_path, step, config, info, net, ema, optimizer, scheduler, generator
-                )
+                checkpoint = state.save(ckpt_path, info.rank, info.world_size)
             t_last = time.perf_counter()
     finally:
         bar.close()
@@ -630,11 +405,11 @@ def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
     if step >= config.steps:
         export_dir = out_dir / EXPORT_NAME
         if main:
-            _export(ema.model, config, store, step, export_dir)
+            _export(state.ema.model, config, data.first, step, export_dir)
         if info.world_size > 1:
             dist.barrier()
     return TrainResult(
-        network=net, ema_network=ema.model, step=step, checkpoint=checkpoint, export_dir=export_dir
+        network=net, ema_network=state.ema.model, step=step, checkpoint=checkpoint, export_dir=export_dir
     )
 
 
@@ -642,7 +417,7 @@ def _lineage(config: TrainConfig, step: int) -> list[str]:
     """The stages that made a model: its parent's lineage (an ``init_from`` model directory may carry
     one) and this run, in a line."""
     parent: list[str] = []
-    if config.init_from is not None and (config.init_from / "config.json").is_file():
+    if config.init_from is not None and (Path(config.init_from) / "config.json").is_file():
         parent = list(read_metadata(config.init_from).get("lineage", []))
     mf = config.meanflow
     recipe = (
@@ -664,7 +439,7 @@ def _lineage(config: TrainConfig, step: int) -> list[str]:
 def _export(
     network: MFMJTNetwork,
     config: TrainConfig,
-    store: FeatureStore,
+    store: TrainingStore,
     step: int,
     out: Path,
     weights_dtype: torch.dtype | None = None,
@@ -685,7 +460,7 @@ def _export(
     # A store may carry the feature stack it was made with (e.g. the offline codec): the exported
     # model directory then holds everything the pipeline needs.
     for name in (features or {}).get("files", []):
-        shutil.copy2(Path(config.store) / name, out / name)
+        shutil.copy2(Path(store.path) / name, out / name)
     logger.info("exported the EMA network (step %d) to %s", step, out)
     return out
 
@@ -696,16 +471,13 @@ def export_checkpoint(
     """Export the EMA network of a training checkpoint (e.g. one left by ``--stop-after``) as a model
     directory like the one a finished run writes; its feature store must still be where it was.
     ``weights_dtype`` (e.g. ``torch.float16``) stores the weights rounded to that type."""
-    state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
-    found = state.get("format") if isinstance(state, dict) else type(state).__name__
-    if found != CHECKPOINT_FORMAT:
-        raise ValueError(f"{checkpoint} is not a training checkpoint (format {found!r})")
+    state = read_checkpoint(checkpoint)
     config = TrainConfig.from_dict(state["train_config"])
     net_cfg = NetworkConfig.from_dict(state["network_config"])
-    store = open_store(config, net_cfg)
+    data = open_stores(config, net_cfg)
     network = MFMJTNetwork(net_cfg)
     network.load_state_dict(state["ema"]["model"])
-    return _export(network.eval(), config, store, int(state["step"]), Path(out), weights_dtype)
+    return _export(network.eval(), config, data.first, int(state["step"]), Path(out), weights_dtype)
 
 
 def _train_step(
@@ -787,84 +559,6 @@ def _open_log(path: Path, start: int) -> Any:
     return path.open("a")
 
 
-def _save_checkpoint(
-    path: Path,
-    step: int,
-    config: TrainConfig,
-    info: _Dist,
-    net: MFMJTNetwork,
-    ema: ExponentialMovingAverage,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    generator: torch.Generator,
-) -> Path:
-    rng = _gather_rng(generator, info)  # collective: every rank takes part
-    if info.is_main:
-        _save_atomic(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "step": step,
-                "world_size": info.world_size,
-                "train_config": config.to_dict(),
-                "network_config": net.config.to_dict(),
-                "model": net.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": rng,
-            },
-            path,
-        )
-        logger.info("saved checkpoint at step %d to %s", step, path)
-    if info.world_size > 1:
-        dist.barrier()
-    return path
-
-
-def _resume(
-    path: Path,
-    config: TrainConfig,
-    info: _Dist,
-    net: MFMJTNetwork,
-    ema: ExponentialMovingAverage,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    generator: torch.Generator,
-) -> int:
-    """Load a full checkpoint into the training state; returns its step."""
-    ckpt = torch.load(path, map_location=info.device, weights_only=True)
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an mfmjt training checkpoint")
-    if ckpt["network_config"] != net.config.to_dict():
-        raise ValueError(
-            f"{path} was trained with network {ckpt['network_config']}, not {net.config.to_dict()}"
-        )
-    old, new = ckpt["train_config"], config.to_dict()
-    changed = sorted(k for k in new if k not in _RESUME_FREE_FIELDS and old.get(k) != new[k])
-    if changed:
-        logger.warning(
-            "resuming with changed settings %s: the run is no longer an exact continuation", changed
-        )
-    net.load_state_dict(ckpt["model"])
-    ema.load_state_dict(ckpt["ema"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    rng = ckpt["rng"]
-    if ckpt["world_size"] != info.world_size or info.rank >= len(rng):
-        logger.warning(
-            "checkpoint has %d ranks, running %d: random streams restart", len(rng), info.world_size
-        )
-        generator.manual_seed(config.seed + info.rank + 1_000_003 * int(ckpt["step"]))
-    else:
-        state = rng[info.rank]
-        generator.set_state(state["generator"].cpu())
-        torch.set_rng_state(state["torch"].cpu())
-        if state["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    logger.info("resumed from %s at step %d", path, ckpt["step"])
-    return int(ckpt["step"])
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m mfmjt.train`` / ``torchrun -m mfmjt.train`` entry point."""
     parser = add_train_arguments(argparse.ArgumentParser(description="Train an MF-MJT network"))
@@ -878,14 +572,17 @@ if __name__ == "__main__":
 
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "ExponentialMovingAverage",
+    "RunData",
     "TrainConfig",
     "TrainResult",
+    "TrainingState",
     "add_train_arguments",
     "build_network",
     "export_checkpoint",
     "fit",
     "lr_factor",
-    "open_store",
+    "open_stores",
     "train",
 ]

@@ -25,6 +25,7 @@ from mfmjt.data.extract_media import (
     finalize_store,
 )
 from mfmjt.data.feature_stacks import resolve_feature_stack
+from mfmjt.data.mmaudio_store import MMAudioStore
 from mfmjt.data.sources import window_starts
 from mfmjt.data.tsv import TsvError, read_caption_tsv
 from mfmjt.feature_store import FeatureStore
@@ -417,6 +418,50 @@ def test_resume_with_other_settings_is_refused(
     extract_shard(config(out, tsv, videos=videos), random_stack, rank=0, world_size=2)
     with pytest.raises(ValueError, match="duration: 1.0 then, 1.2 now"):
         extract_shard(config(out, tsv, videos=videos, duration=1.2), random_stack, rank=1, world_size=2)
+
+
+def test_mmaudio_layout_holds_the_same_items(
+    tmp_path: Path,
+    video_set: tuple[Path, Path],
+    audio_set: tuple[Path, Path],
+    random_stack: FeatureStack,
+    video_reference: dict[str, np.ndarray],
+) -> None:
+    videos, tsv = video_set
+    out = tmp_path / "vgg-train"
+    extract_media(config(out, tsv, videos=videos, batch_size=1, layout="mmaudio"), random_stack)
+    assert (tmp_path / "vgg-train.tsv").read_text().splitlines() == [
+        "id\tlabel",
+        "dog\tdog barking",
+        "cat\tcat meowing",
+        "car\tengine",
+    ]
+    assert read_failed(out) == read_failed_reference(video_set)
+    assert not (tmp_path / "vgg-train.partial").exists()
+    store = MMAudioStore(out)
+    batch = store.get_batch([0, 1, 2])
+    for key in ("latent_mean", "latent_std", "clip_f", "sync_f", "text_f"):
+        np.testing.assert_array_equal(batch[key].numpy(), video_reference[key], err_msg=key)
+
+    audios, captions = audio_set
+    out = tmp_path / "audiocaps"
+    extract_media(config(out, captions, audios=audios, layout="mmaudio"), random_stack)
+    store = MMAudioStore(out)
+    assert store.ids == ["long_0", "long_1", "long_2", "stereo_0"] and not store.has_video
+    assert not (out / "clip_features.memmap").exists()
+    assert (tmp_path / "audiocaps.tsv").read_text().startswith("id\tcaption\nlong_0\ta hum\n")
+
+
+def test_a_folder_that_is_not_an_extraction_is_not_touched(
+    tmp_path: Path, video_set: tuple[Path, Path], random_stack: FeatureStack
+) -> None:
+    videos, tsv = video_set
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        extract_media(config(out, tsv, videos=videos), random_stack)
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
 
 
 # ------------------------------------------------------------------------------------- CLI

@@ -38,6 +38,7 @@ from mfmjt.data.parts import (
     Failure,
     PartsIndex,
     merge_parts,
+    ordered_items,
     scan_parts,
 )
 from mfmjt.data.sources import (
@@ -108,7 +109,9 @@ class ExtractMediaConfig:
 
     @property
     def work_dir(self) -> Path:
-        return Path(self.out) / PARTIAL_DIR
+        """Work in progress: inside a native store, beside an MMAudio one (whose folder its writer owns)."""
+        out = Path(self.out)
+        return out / PARTIAL_DIR if self.layout == "native" else out.parent / f"{out.name}{PARTIAL_DIR}"
 
 
 @dataclass
@@ -171,7 +174,12 @@ def _settings(config: ExtractMediaConfig, resolved: ResolvedStack) -> dict[str, 
 
 
 def _check_settings(config: ExtractMediaConfig, resolved: ResolvedStack) -> None:
-    work = config.work_dir
+    work, out = config.work_dir, Path(config.out)
+    if not work.exists() and out.exists() and any(out.iterdir()):
+        raise ValueError(
+            f"{out} exists and is not empty; give a new --out (or the folder of an unfinished extraction "
+            "to resume it)"
+        )
     work.mkdir(parents=True, exist_ok=True)
     path = work / SETTINGS_FILE
     wanted = _settings(config, resolved)
@@ -196,17 +204,13 @@ def _as_resolved(stack: FeatureStack | ResolvedStack) -> ResolvedStack:
     return ResolvedStack(type(stack.codec).__name__, stack, {})
 
 
-def _store_is_complete(out: Path) -> bool:
+def _store_is_complete(out: Path, layout: str) -> bool:
+    if layout == "mmaudio":
+        from mfmjt.data.mmaudio_store import WRITTEN_NAME, is_mmaudio_store, tsv_path
+
+        return is_mmaudio_store(out) and tsv_path(out).is_file() and not (out / WRITTEN_NAME).exists()
     meta = out / "meta.json"
     return meta.is_file() and bool(json.loads(meta.read_text()).get("complete"))
-
-
-def _check_layout(layout: str) -> None:
-    if layout == "mmaudio":
-        raise NotImplementedError(
-            "--layout mmaudio (MMAudio's tensordict memmap) is not available in this build yet; "
-            "use the native layout (the default)"
-        )
 
 
 # --------------------------------------------------------------------------------- encoding
@@ -330,7 +334,6 @@ def extract_shard(
     world_size: int = 1,
 ) -> ExtractSummary:
     """Extract this rank's rows that no committed chunk holds yet into ``<out>/.partial/parts/r<rank>``."""
-    _check_layout(config.layout)
     resolved = _as_resolved(stack)
     _check_settings(config, resolved)
     rows, files = _load_inputs(config)
@@ -456,12 +459,45 @@ def _native_finalize(
     return out
 
 
+class _MMAudioWriter:
+    """:class:`~mfmjt.data.parts.StoreWriter` over :class:`~mfmjt.data.mmaudio_store.MMAudioStoreWriter`
+    (which resumes a merge that stopped half-way: the items it holds are skipped)."""
+
+    def __init__(self, out: Path, ids: list[str], captions: list[str], shapes: dict, video: bool) -> None:
+        from mfmjt.data.mmaudio_store import MMAudioStoreWriter
+
+        names = ("latent_mean", "latent_std", "text_f", *(("clip_f", "sync_f") if video else ()))
+        self.names = names
+        self.writer = MMAudioStoreWriter.create(out, ids, captions, {n: shapes[n] for n in names})
+        self.todo = set(self.writer.pending)
+
+    def write_batch(self, start: int, **arrays: Any) -> None:
+        rows = [i for i in range(len(arrays["latent_mean"])) if start + i in self.todo]
+        if rows:
+            self.writer.write_batch([start + i for i in rows], **{n: arrays[n][rows] for n in self.names})
+
+    def set_empty_text(self, text_f: np.ndarray) -> None:
+        pass  # MMAudio's layout has no place for it (MMAudio reads ext_weights/empty_string.pth)
+
+    def close(self) -> Path:
+        return self.writer.close()
+
+
+def _mmaudio_finalize(config: ExtractMediaConfig, index: PartsIndex, order: Sequence[str]) -> Path:
+    records = ordered_items(index, order)
+    ids, captions = [r.id for r in records], [r.caption for r in records]
+
+    def make_writer(n: int, shapes: dict[str, tuple[int, ...]]) -> _MMAudioWriter:
+        return _MMAudioWriter(Path(config.out), ids, captions, shapes, config.has_video)
+
+    return merge_parts(index, order, make_writer)
+
+
 def finalize_store(config: ExtractMediaConfig, stack: FeatureStack | ResolvedStack) -> ExtractSummary:
     """Merge every rank's chunks into the store at ``config.out`` and write ``failed.tsv``.
 
     Refuses while rows of the table are neither extracted nor recorded as failed.
     """
-    _check_layout(config.layout)
     resolved = _as_resolved(stack)
     rows = read_caption_tsv(config.tsv)
     order = [r.id for r in rows]
@@ -472,8 +508,9 @@ def finalize_store(config: ExtractMediaConfig, stack: FeatureStack | ResolvedSta
             f"{len(left)} rows are not extracted yet (first: {left[:3]}); run the extraction again"
         )
     out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
     features = dict(resolved.spec)
-    if resolved.files:
+    if resolved.files and config.layout == "native":
         features["files"] = sorted(resolved.files)
         for name, source in resolved.files.items():
             shutil.copy2(source, out / name)
@@ -488,9 +525,13 @@ def finalize_store(config: ExtractMediaConfig, stack: FeatureStack | ResolvedSta
         "failed_rows": len(failed),
         **({"features": features} if features else {}),
     }
-    empty = BatchEncoder(resolved.stack, torch.device("cpu"), "fp32", _lengths(config, resolved)).empty_text()
+    if config.layout == "native":
+        lengths = _lengths(config, resolved)
+        empty = BatchEncoder(resolved.stack, torch.device("cpu"), "fp32", lengths).empty_text()
+        _native_finalize(config, index, order, extra, empty)
+    else:
+        _mmaudio_finalize(config, index, order)
     _write_failed(out / FAILED_FILE, failed, order)
-    _native_finalize(config, index, order, extra, empty)
     if not config.keep_parts:
         shutil.rmtree(config.work_dir, ignore_errors=True)
     summary = ExtractSummary(
@@ -522,9 +563,8 @@ def _distributed() -> tuple[int, int]:
 
 def extract_media(config: ExtractMediaConfig, stack: FeatureStack | ResolvedStack) -> ExtractSummary:
     """Extract (or resume) the whole table into ``config.out``; under torchrun, one shard per rank."""
-    _check_layout(config.layout)
     out = Path(config.out)
-    if _store_is_complete(out) and not config.work_dir.exists():
+    if _store_is_complete(out, config.layout) and not config.work_dir.exists():
         logger.info("%s is already a complete store; nothing to do", out)
         return ExtractSummary(store=out)
     rank, world = _distributed()

@@ -98,6 +98,15 @@ def video_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return d, write_tsv(root / "vgg.tsv", "id\tlabel", rows)
 
 
+VIDEO_FAILURES = {
+    "quiet": "silent",
+    "lost": "missing file",
+    "short": "too short",
+    "broken": "unreadable",
+    "mute": "no audio track",
+}
+
+
 @pytest.fixture(scope="module")
 def audio_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("audios")
@@ -247,13 +256,7 @@ def test_video_set_end_to_end(
     assert store.shapes["clip_f"] == (8, 32) and store.shapes["sync_f"] == (16, 48)
     assert store.shapes["latent_mean"] == (32, 20)
     assert bool(np.all(store.array("has_video")))
-    assert read_failed(out) == {
-        "quiet": "silent",
-        "lost": "missing file",
-        "short": "too short",
-        "broken": "unreadable",
-        "mute": "no audio track",
-    }
+    assert read_failed(out) == VIDEO_FAILURES
     assert not (out / ".partial").exists()
 
     for i, (name, caption) in enumerate([("dog.mp4", "dog barking"), ("car.mov", "engine")]):
@@ -387,17 +390,7 @@ def test_sharded_ranks_then_merge_equal_one_process(
     assert sorted(p.name for p in (out / ".partial" / "parts").iterdir()) == ["r0", "r1"]
     finalize_store(cfg, random_stack)
     assert_same_store(out, video_reference)
-    assert read_failed(out) == read_failed_reference(video_set)
-
-
-def read_failed_reference(video_set: tuple[Path, Path]) -> dict[str, str]:
-    return {
-        "quiet": "silent",
-        "lost": "missing file",
-        "short": "too short",
-        "broken": "unreadable",
-        "mute": "no audio track",
-    }
+    assert read_failed(out) == VIDEO_FAILURES
 
 
 def test_merge_refuses_while_a_shard_is_missing(
@@ -436,7 +429,7 @@ def test_mmaudio_layout_holds_the_same_items(
         "cat\tcat meowing",
         "car\tengine",
     ]
-    assert read_failed(out) == read_failed_reference(video_set)
+    assert read_failed(out) == VIDEO_FAILURES
     assert not (tmp_path / "vgg-train.partial").exists()
     store = MMAudioStore(out)
     batch = store.get_batch([0, 1, 2])
@@ -450,6 +443,23 @@ def test_mmaudio_layout_holds_the_same_items(
     assert store.ids == ["long_0", "long_1", "long_2", "stereo_0"] and not store.has_video
     assert not (out / "clip_features.memmap").exists()
     assert (tmp_path / "audiocaps.tsv").read_text().startswith("id\tcaption\nlong_0\ta hum\n")
+
+
+def test_bf16_autocast_changes_the_encoders_but_not_the_vae(
+    tmp_path: Path,
+    video_set: tuple[Path, Path],
+    random_stack: FeatureStack,
+    video_reference: dict[str, np.ndarray],
+) -> None:
+    videos, tsv = video_set
+    out = tmp_path / "store"
+    extract_media(config(out, tsv, videos=videos, batch_size=1, precision="bf16"), random_stack)
+    got = arrays(out)
+    for key in ("latent_mean", "latent_std"):  # MMAudio keeps the VAE in float32
+        np.testing.assert_array_equal(got[key], video_reference[key], err_msg=key)
+    for key in ("clip_f", "sync_f", "text_f"):  # bfloat16 arithmetic: close, not equal
+        assert not np.array_equal(got[key], video_reference[key]), key
+        np.testing.assert_allclose(got[key], video_reference[key], atol=0.1, err_msg=key)
 
 
 def test_a_folder_that_is_not_an_extraction_is_not_touched(
@@ -498,3 +508,28 @@ def test_unavailable_choices_say_so(tmp_path: Path, video_set: tuple[Path, Path]
         resolve_feature_stack("nope")
     with pytest.raises(ValueError, match="exactly one of videos"):
         ExtractMediaConfig(out=tmp_path, tsv=tsv)
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_equal_one_process(tmp_path: Path, video_set: tuple[Path, Path]) -> None:
+    """Two real ranks (gloo barrier, CPU) write the same store as one process (about 40 s)."""
+    import os
+    import subprocess
+    import sys
+
+    videos, tsv = video_set
+    common = ["--videos", str(videos), "--tsv", str(tsv), "--features", "default", "--duration", "1"]
+    common += ["--workers", "0", "--device", "cpu", "--batch-size", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run(
+        [*run, "-m", "mfmjt", "extract", *common, "--out", str(tmp_path / "two")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main(["extract", *common, "--out", str(tmp_path / "one")]) == 0
+    assert_same_store(tmp_path / "two", arrays(tmp_path / "one"))
+    assert read_failed(tmp_path / "two") == VIDEO_FAILURES

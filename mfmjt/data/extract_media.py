@@ -175,7 +175,8 @@ def _settings(config: ExtractMediaConfig, resolved: ResolvedStack) -> dict[str, 
 
 def _check_settings(config: ExtractMediaConfig, resolved: ResolvedStack) -> None:
     work, out = config.work_dir, Path(config.out)
-    if not work.exists() and out.exists() and any(out.iterdir()):
+    # (another rank may just have created the work folder inside ``out``)
+    if not work.exists() and out.exists() and any(p != work for p in out.iterdir()):
         raise ValueError(
             f"{out} exists and is not empty; give a new --out (or the folder of an unfinished extraction "
             "to resume it)"
@@ -301,12 +302,14 @@ def shard_rows(rows: Sequence[CaptionRow], rank: int, world_size: int) -> list[C
     return list(rows[rank::world_size])
 
 
-def _load_inputs(config: ExtractMediaConfig) -> tuple[list[CaptionRow], dict[str, Path]]:
+def _load_inputs(
+    config: ExtractMediaConfig, announce: bool = True
+) -> tuple[list[CaptionRow], dict[str, Path]]:
     rows = read_caption_tsv(config.tsv)
     suffixes = VIDEO_SUFFIXES if config.has_video else AUDIO_FILE_SUFFIXES
     files = find_media(config.media_dir, tuple(suffixes))
     missing = sum(r.id not in files for r in rows)
-    logger.info(
+    (logger.info if announce else logger.debug)(
         "%s: %d rows; %s: %d files, %d rows without a file",
         config.tsv,
         len(rows),
@@ -319,7 +322,7 @@ def _load_inputs(config: ExtractMediaConfig) -> tuple[list[CaptionRow], dict[str
 
 def check_inputs(config: ExtractMediaConfig) -> None:
     """Raise ``TsvError``/``ValueError`` for a bad caption table or media folder (cheap, no encoders)."""
-    _load_inputs(config)
+    _load_inputs(config, announce=False)
 
 
 def _done_units(index: PartsIndex, retry_failed: bool) -> set[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def run_media_extract(args: argparse.Namespace) -> int:
     """``mfmjt extract --videos/--audios``; returns the exit code."""
     import torch
 
-    from mfmjt.data.extract_media import ExtractMediaConfig, check_inputs, extract_media
+    from mfmjt.data.extract_media import ExtractMediaConfig, check_inputs, extract_media, pick_device
     from mfmjt.data.feature_stacks import resolve_feature_stack
     from mfmjt.data.tsv import TsvError
 
@@ -98,7 +99,7 @@ def run_media_extract(args: argparse.Namespace) -> int:
             keep_parts=args.keep_parts,
         )
         check_inputs(config)  # a bad table or folder is reported before the encoders load
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = pick_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
         stack = resolve_feature_stack(args.features, device)
         extract_media(config, stack)
     except (TsvError, ValueError, NotImplementedError) as err:

@@ -258,7 +258,8 @@ class BatchEncoder:
             return self.stack.text([""])[0].float().cpu().numpy()
 
 
-def _pick_device(device: str | None, rank: int) -> torch.device:
+def pick_device(device: str | None, rank: int = 0) -> torch.device:
+    """``device`` (default cuda if present); a bare ``cuda`` under torchrun means this rank's GPU."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
@@ -353,13 +354,14 @@ def extract_shard(
         return summary
 
     writer = ChunkWriter(parts, rank)
-    encoder = BatchEncoder(resolved.stack, _pick_device(config.device, rank), config.precision, lengths)
+    encoder = BatchEncoder(resolved.stack, pick_device(config.device, rank), config.precision, lengths)
     loader = DataLoader(
         UnitDataset(todo, files, spec, video=config.has_video),
         batch_size=None,
         num_workers=config.workers,
         worker_init_fn=_worker_init if config.workers else None,
-        prefetch_factor=4 if config.workers else None,
+        # about two encoder batches decoded ahead, so decoding overlaps the encoders
+        prefetch_factor=max(2, -(-2 * config.batch_size // config.workers)) if config.workers else None,
         persistent_workers=False,
     )
     pending_arrays: list[dict[str, np.ndarray]] = []
@@ -530,7 +532,8 @@ def finalize_store(config: ExtractMediaConfig, stack: FeatureStack | ResolvedSta
     }
     if config.layout == "native":
         lengths = _lengths(config, resolved)
-        empty = BatchEncoder(resolved.stack, torch.device("cpu"), "fp32", lengths).empty_text()
+        encoder = BatchEncoder(resolved.stack, pick_device(config.device), config.precision, lengths)
+        empty = encoder.empty_text()  # computed like the items' text features
         _native_finalize(config, index, order, extra, empty)
     else:
         _mmaudio_finalize(config, index, order)

@@ -140,7 +140,7 @@ def open_stores(config: TrainConfig, network_config: Any = None) -> RunData:
     fill_audio_only(stores, cfg)
     overrides = f" with overrides {config.network_overrides}" if config.network_overrides else ""
     check_stores(stores, cfg, f"{config.variant}{overrides}")
-    mix = StoreMix(stores, [spec.weight for spec in specs])
+    mix = StoreMix(stores, [spec.weight for spec in specs], [spec.repeat for spec in specs])
     held = held_out_items(len(stores[0]), config.val_items) if config.val_items else np.zeros(0, np.int64)
     return RunData(mix=mix, val_indices=held + mix.offsets[0], held_out={0: held})
 
@@ -161,13 +161,17 @@ def _as_stores(stores: RunData | StoreMix | TrainingStore | Sequence[TrainingSto
 
 
 def build_network(
-    config: TrainConfig, stores: RunData | StoreMix | TrainingStore | Sequence[TrainingStore]
+    config: TrainConfig,
+    stores: RunData | StoreMix | TrainingStore | Sequence[TrainingStore],
+    *,
+    compute_stats: bool = True,
 ) -> MFMJTNetwork:
     """The network as training starts: seeded init (or ``init_from``), latent statistics and
     empty-string features from the stores (an ``init_from`` checkpoint keeps its own statistics).
 
     The statistics come from the first store with video (MMAudio: its first video dataset), else
-    the first store; the empty-string features from the first store that has them."""
+    the first store (skipped with ``compute_stats=False``, when a checkpoint will replace them);
+    the empty-string features from ``config.empty_text``, else the first store that has them."""
     store_list = _as_stores(stores)
     net_cfg = config.network_config()
     with torch.random.fork_rng(devices=[]):
@@ -176,7 +180,7 @@ def build_network(
     if config.init_from is not None:
         _load_initial_weights(net, config.init_from, config.variant)
         logger.info("initialised from %s (keeping its latent statistics)", config.init_from)
-    else:
+    elif compute_stats:
         source = next((s for s in store_list if store_has_video(s).any()), store_list[0])
         mean, std = store_latent_stats(source)
         if not torch.all(std > 0):
@@ -185,13 +189,38 @@ def build_network(
                 "have zero variance; the store's latents cannot be normalised"
             )
         net.set_latent_stats(mean, std)
-    empty_text = next((e for e in (s.empty_text_features() for s in store_list) if e is not None), None)
+    if config.empty_text is not None:
+        empty_text = read_empty_text(config.empty_text, net_cfg.text_seq_len, net_cfg.text_dim)
+    else:
+        empty_text = next((e for e in (s.empty_text_features() for s in store_list) if e is not None), None)
     if empty_text is not None:
         with torch.no_grad():
             net.empty_string_feat.copy_(empty_text)
     elif config.init_from is None:
-        logger.warning("feature store has no empty_text_f: the 'no text' condition is the network's default")
+        logger.warning(
+            "no empty-string features (none in the store, no --empty-text): the 'no text' condition is "
+            "the network's default (zeros)"
+        )
     return net
+
+
+def read_empty_text(path: str | Path, length: int, dim: int) -> torch.Tensor:
+    """Features of the empty string ``[length, dim]`` from MMAudio's ``empty_string.pth`` (a tensor
+    ``[1, length, dim]``), a ``.pt`` tensor or a ``.npy`` array."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"empty_text {path} does not exist")
+    if path.suffix == ".npy":
+        value = torch.from_numpy(np.load(path))
+    else:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"empty_text {path} holds a {type(value).__name__}, not a tensor")
+    if value.dim() == 3 and value.shape[0] == 1:
+        value = value[0]  # MMAudio's empty_string.pth; its runner takes [0]
+    if tuple(value.shape) != (length, dim):
+        raise ValueError(f"empty_text {path} has shape {list(value.shape)}, expected [{length}, {dim}]")
+    return value.float()
 
 
 def _registry_network(name: str) -> Any:
@@ -280,9 +309,9 @@ def fit(config: TrainConfig) -> TrainResult:
             dist.destroy_process_group()
 
 
-def _new_state(config: TrainConfig, data: RunData, info: _Dist) -> TrainingState:
+def _new_state(config: TrainConfig, data: RunData, info: _Dist, resuming: bool = False) -> TrainingState:
     device = info.device
-    net = build_network(config, data).to(device).train()
+    net = build_network(config, data, compute_stats=not resuming).to(device).train()
     params = [p for p in net.parameters() if p.requires_grad]
     if info.world_size > 1:
         with torch.no_grad():
@@ -314,7 +343,7 @@ def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
     if ckpt_path.exists() and not config.resume:
         raise ValueError(f"{out_dir} already holds a checkpoint; resume it or choose another out_dir")
 
-    state = _new_state(config, data, info)
+    state = _new_state(config, data, info, resuming=ckpt_path.exists())
     net = state.network
     params = [p for p in net.parameters() if p.requires_grad]
     start = 0

@@ -90,7 +90,7 @@ class TrainConfig:
         metadata=_opt(
             "feature store: mfmjt's (mfmjt extract) or MMAudio's extracted features (a memmap directory "
             "with its .tsv beside it); repeat for a mix, WEIGHT = the store's relative share of every "
-            "batch (default: shares proportional to store sizes)",
+            "batch (default: shares proportional to store sizes; DIR:xK counts a store K times)",
             append=True,
             required=True,
             metavar="DIR[:WEIGHT]",
@@ -118,6 +118,13 @@ class TrainConfig:
         metadata=_opt(
             "initial weights: a registry name (mmaudio-small-16k, mmaudio-small-44k, ...: downloaded and "
             "md5-checked), an MMAudio .pth, a .safetensors state dict or a saved model directory"
+        ),
+    )
+    empty_text: str | None = field(
+        default=None,
+        metadata=_opt(
+            "features of the empty string, the 'no text' condition: MMAudio's ext_weights/empty_string.pth, "
+            "or a .pt/.npy array [text_seq_len, text_dim] (default: the store's own, else the init model's)"
         ),
     )
     steps: int | None = field(
@@ -178,8 +185,9 @@ class TrainConfig:
         object.__setattr__(self, "store", tuple(str(s) for s in specs))
         self.store_specs  # noqa: B018 (parses and checks the weights)
         object.__setattr__(self, "out_dir", Path(self.out_dir))
-        if self.init_from is not None:
-            object.__setattr__(self, "init_from", str(self.init_from))
+        for name in ("init_from", "empty_text"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, str(getattr(self, name)))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         object.__setattr__(self, "lr_decay_at", tuple(float(f) for f in self.lr_decay_at))
         object.__setattr__(self, "network_overrides", dict(self.network_overrides))

@@ -12,7 +12,13 @@ import torch
 from tensordict import TensorDict
 
 from mfmjt.data.mmaudio_store import MMAudioStore, MMAudioStoreWriter, tsv_path
-from mfmjt.data.stores import open_feature_store, store_has_video, store_latent_stats, store_layout
+from mfmjt.data.stores import (
+    TrainingStore,
+    open_feature_store,
+    store_has_video,
+    store_latent_stats,
+    store_layout,
+)
 from mfmjt.feature_store import FeatureStoreWriter
 
 # MMAudio's 8 s, 16 kHz per-item shapes, with the channel sizes shrunk to keep the files small.
@@ -49,6 +55,7 @@ def test_reads_a_tensordict_written_video_store_with_our_names(tmp_path):
     assert store_layout(tmp_path / "vgg-train") == "mmaudio"
     store = open_feature_store(tmp_path / "vgg-train")
     assert isinstance(store, MMAudioStore) and store.has_video and len(store) == 5
+    assert isinstance(store, TrainingStore)
     assert store.ids == ids and store.captions == labels
     assert store.duration == 8.0 and store.latent_dim == 20
     assert store.shapes == {
@@ -114,6 +121,7 @@ def test_native_stores_are_detected_as_such(tmp_path):
                            has_video=[True, False])  # fmt: skip
     assert store_layout(tmp_path / "n") == "mfmjt"
     store = open_feature_store(tmp_path / "n")
+    assert isinstance(store, TrainingStore)
     assert store_has_video(store).tolist() == [True, False]
 
 

@@ -2,7 +2,8 @@
 
 ``mfmjt train --store vgg:3 --store audiocaps:1`` trains on batches of which 3/4 come from
 ``vgg`` and 1/4 from ``audiocaps``. Without weights each store's share is its size (the stores
-are simply concatenated, as MMAudio's ``MultiModalDataset`` does).
+are simply concatenated, as MMAudio's ``MultiModalDataset`` does); ``DIR:xK`` counts a store K
+times in that concatenation (MMAudio's ``vgg_oversample_rate`` 5 is ``--store vgg-train:x5``).
 
 The batch index stream is a pure function of (seed, rank, step), so a resumed run continues it
 exactly without saved loader state:
@@ -35,26 +36,31 @@ VALIDATION_SEED = 20_240_917  # fixed: the held-out items do not change with --s
 
 @dataclass(frozen=True)
 class StoreSpec:
-    """A store directory and its optional sampling weight (``DIR`` or ``DIR:WEIGHT``)."""
+    """A store directory with an optional sampling weight (``DIR:WEIGHT``, the store's relative
+    share of a batch) or repeat count (``DIR:xK``, its size counted K times)."""
 
     path: Path
     weight: float | None = None
+    repeat: float | None = None
 
     @classmethod
     def parse(cls, text: str | Path) -> StoreSpec:
         text = str(text)
         head, sep, tail = text.rpartition(":")
-        if sep and head:
-            try:
-                weight = float(tail)
-            except ValueError:
-                return cls(Path(text))  # a ':' inside the path
-            if not (math.isfinite(weight) and weight > 0):
-                raise ValueError(f"store weight must be a positive number, got {tail!r} in {text!r}")
-            return cls(Path(head), weight)
-        return cls(Path(text))
+        if not (sep and head):
+            return cls(Path(text))
+        repeat = tail[:1] in ("x", "X")
+        try:
+            value = float(tail[1:] if repeat else tail)
+        except ValueError:
+            return cls(Path(text))  # a ':' inside the path
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"store weight must be a positive number, got {tail!r} in {text!r}")
+        return cls(Path(head), repeat=value) if repeat else cls(Path(head), weight=value)
 
     def __str__(self) -> str:
+        if self.repeat is not None:
+            return f"{self.path}:x{self.repeat:g}"
         return str(self.path) if self.weight is None else f"{self.path}:{self.weight:g}"
 
 
@@ -105,18 +111,28 @@ class StoreMix:
     """
 
     def __init__(
-        self, stores: Sequence[TrainingStore], weights: Sequence[float | None] | None = None
+        self,
+        stores: Sequence[TrainingStore],
+        weights: Sequence[float | None] | None = None,
+        repeats: Sequence[float | None] | None = None,
     ) -> None:
         if not stores:
             raise ValueError("give at least one feature store")
         self.stores = list(stores)
         weights = list(weights) if weights is not None else [None] * len(stores)
-        if len(weights) != len(stores):
-            raise ValueError(f"{len(weights)} weights for {len(stores)} stores")
+        repeats = list(repeats) if repeats is not None else [None] * len(stores)
+        if len(weights) != len(stores) or len(repeats) != len(stores):
+            raise ValueError(f"{len(weights)} weights and {len(repeats)} repeats for {len(stores)} stores")
         given = [w is not None for w in weights]
-        if any(given) and not all(given):
-            raise ValueError("give a sampling weight to every store (DIR:WEIGHT) or to none")
-        raw = [float(w) for w in weights] if all(given) else [float(len(s)) for s in stores]
+        if any(given) and (not all(given) or any(r is not None for r in repeats)):
+            raise ValueError(
+                "give a sampling weight to every store (DIR:WEIGHT) or to none (shares by size, DIR:xK "
+                "counting a store K times)"
+            )
+        if all(given):
+            raw = [float(w) for w in weights]  # type: ignore[arg-type]
+        else:
+            raw = [len(s) * (1.0 if r is None else float(r)) for s, r in zip(stores, repeats, strict=True)]
         self.weights = raw
         total = sum(Fraction(w) for w in raw)
         cumulative, acc = [], Fraction(0)

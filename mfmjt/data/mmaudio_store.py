@@ -88,14 +88,8 @@ def tsv_path(directory: str | Path) -> Path:
 
 def is_mmaudio_store(directory: str | Path) -> bool:
     """Whether ``directory`` looks like a tensordict memmap with MMAudio's ``mean`` array."""
-    meta = Path(directory) / META_NAME
-    if not meta.is_file():
-        return False
-    try:
-        data = json.loads(meta.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return isinstance(data, dict) and "mean" in data and ("_type" in data or "_class" in data)
+    directory = Path(directory)
+    return (directory / META_NAME).is_file() and (directory / "mean.memmap").is_file()
 
 
 def _our_name(name: str) -> str:
@@ -167,7 +161,14 @@ class MMAudioStore:
         if (self.path / WRITTEN_NAME).exists():
             raise ValueError(f"MMAudio-layout store {self.path} is incomplete (its writer was not closed)")
         meta = json.loads(meta_path.read_text())
-        arrays = {k: v for k, v in meta.items() if isinstance(v, dict) and "shape" in v}
+        # tensordict itself reads the shapes (its metadata format differs between its versions)
+        from tensordict import TensorDict
+
+        try:
+            td = TensorDict.load_memmap(self.path)
+        except Exception as err:  # noqa: BLE001 (any failure means: not a readable tensordict memmap)
+            raise ValueError(f"{self.path} is not a readable tensordict memmap directory: {err}") from err
+        arrays = {k: {"shape": list(td[k].shape)} for k in td.keys()}  # noqa: SIM118
         missing = [MMAUDIO_NAMES[n] for n in AUDIO_ARRAYS if MMAUDIO_NAMES[n] not in arrays]
         if missing:
             raise ValueError(f"{meta_path} lacks {missing}; an MMAudio store has mean, std and text_features")
@@ -221,9 +222,10 @@ class MMAudioStore:
         self._arrays: dict[str, torch.Tensor] | None = None
 
     def _default_lengths(self) -> tuple[int, int]:
-        if self._duration is None:
-            return (64, 192)
-        lengths = SequenceLengths.for_duration(self._duration)
+        try:
+            lengths = SequenceLengths.for_duration(self._duration or 8.0)
+        except ValueError:  # shorter than one Synchformer segment: training fills from its video stores
+            return (max(1, int(self._duration * CLIP_FPS)), 8)
         return (lengths.clip, lengths.sync)
 
     def set_video_fill(self, clip: Sequence[int], sync: Sequence[int]) -> None:

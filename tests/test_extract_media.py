@@ -274,7 +274,9 @@ def test_audio_set_end_to_end(
 ) -> None:
     audios, tsv = audio_set
     out = tmp_path / "store"
-    extract_media(config(out, tsv, audios=audios, batch_size=3), random_stack)
+    extract_media(config(out, tsv, audios=audios, batch_size=3, keep_parts=True), random_stack)
+    kept = sorted(p.name for p in (out / ".partial" / "parts" / "r0").glob("chunk-*/*.npy"))
+    assert kept == ["latent_mean.npy", "latent_std.npy", "text_f.npy"]  # no zero video features on disk
     store = FeatureStore(out)
     assert store.ids == ["long_0", "long_1", "long_2", "stereo_0"]
     assert store.captions == ["a hum"] * 3 + ["two tones"]

@@ -28,6 +28,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 ARRAY_NAMES = ("latent_mean", "latent_std", "clip_f", "sync_f", "text_f")
+VIDEO_ARRAYS = ("clip_f", "sync_f")  # all zero, and not saved, in a chunk without video items
 ITEMS_FILE = "items.json"
 _CHUNK_PREFIX = "chunk-"
 
@@ -108,10 +109,14 @@ class ChunkWriter:
         name = f"{_CHUNK_PREFIX}{self._next:06d}"
         tmp = self.dir / f"{name}.tmp"
         tmp.mkdir()
+        any_video = any(it["has_video"] for it in items)
+        shapes = {k: list(v.shape[1:]) for k, v in arrays.items()} if arrays is not None and items else {}
         try:
             for key, value in (arrays or {}).items() if items else ():
-                save_array(tmp / f"{key}.npy", np.ascontiguousarray(value))
+                if any_video or key not in VIDEO_ARRAYS:
+                    save_array(tmp / f"{key}.npy", np.ascontiguousarray(value))
             meta = {
+                "shapes": shapes,
                 "items": [
                     {
                         "id": str(it["id"]),
@@ -211,12 +216,26 @@ class StoreWriter(Protocol):
 WriterFactory = Callable[[int, dict[str, tuple[int, ...]]], StoreWriter]
 
 
+def _chunk_shapes(chunk: Path) -> dict[str, tuple[int, ...]]:
+    meta = json.loads((chunk / ITEMS_FILE).read_text(encoding="utf-8"))
+    return {n: tuple(meta["shapes"][n]) for n in ARRAY_NAMES}
+
+
 def item_shapes(index: PartsIndex) -> dict[str, tuple[int, ...]]:
     """Per-item array shapes, read from the first chunk holding items."""
     for records in index.items.values():
-        chunk = records[0].chunk
-        return {n: tuple(np.load(chunk / f"{n}.npy", mmap_mode="r").shape[1:]) for n in ARRAY_NAMES}
+        return _chunk_shapes(records[0].chunk)
     raise ValueError("no item was extracted: nothing to merge")
+
+
+def _open_chunk(chunk: Path) -> dict[str, np.ndarray]:
+    """A chunk's arrays as memory maps; clip/sync arrays a video-less chunk did not save are zeros."""
+    n = len(json.loads((chunk / ITEMS_FILE).read_text(encoding="utf-8"))["items"])
+    out = {}
+    for name, shape in _chunk_shapes(chunk).items():
+        file = chunk / f"{name}.npy"
+        out[name] = np.load(file, mmap_mode="r") if file.exists() else np.zeros((n, *shape), np.float32)
+    return out
 
 
 def ordered_items(index: PartsIndex, unit_order: Iterable[str]) -> list[ItemRecord]:
@@ -245,7 +264,7 @@ def merge_parts(
         arrays: dict[str, list[np.ndarray]] = {n: [] for n in ARRAY_NAMES}
         for r in batch:
             if r.chunk not in opened:
-                opened[r.chunk] = {n: np.load(r.chunk / f"{n}.npy", mmap_mode="r") for n in ARRAY_NAMES}
+                opened[r.chunk] = _open_chunk(r.chunk)
             for n in ARRAY_NAMES:
                 arrays[n].append(opened[r.chunk][n][r.row])
         writer.write_batch(

@@ -464,6 +464,27 @@ def test_bf16_autocast_changes_the_encoders_but_not_the_vae(
         np.testing.assert_allclose(got[key], video_reference[key], atol=0.1, err_msg=key)
 
 
+def test_retry_failed_reads_only_the_failed_rows_again(
+    tmp_path: Path, video_set: tuple[Path, Path], random_stack: FeatureStack
+) -> None:
+    videos, tsv = video_set
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for f in videos.iterdir():
+        (folder / f.name).symlink_to(f)
+    out = tmp_path / "store"
+    extract_media(config(out, tsv, videos=folder, keep_parts=True), random_stack)
+    assert FeatureStore(out).ids == ["dog", "cat", "car"]
+    write_mp4(folder / "lost.mp4", 1.5, tone(1.5, 22050, 660), seed=7)  # the missing file turns up
+
+    again = CountingStack(random_stack)
+    extract_media(config(out, tsv, videos=folder, retry_failed=True), again.stack)
+    assert again.encoded_clips == 1  # "lost"; the five failed rows were read again, the rest not
+    assert FeatureStore(out).ids == ["dog", "cat", "lost", "car"]
+    assert read_failed(out) == {k: v for k, v in VIDEO_FAILURES.items() if k != "lost"}
+    assert not (out / ".partial").exists()
+
+
 def test_a_folder_that_is_not_an_extraction_is_not_touched(
     tmp_path: Path, video_set: tuple[Path, Path], random_stack: FeatureStack
 ) -> None:

@@ -168,6 +168,8 @@ def _settings(config: ExtractMediaConfig, resolved: ResolvedStack) -> dict[str, 
         "duration": config.duration,
         "features": resolved.name,
         "sample_rate": resolved.stack.codec.sample_rate,
+        "dims": [int(m.dim) for m in (resolved.stack.clip, resolved.stack.sync, resolved.stack.text)]
+        + [int(resolved.stack.codec.latent_dim)],
         "peak_normalize": config.peak_normalize,
         "max_clips_per_file": config.max_clips_per_file,
     }
@@ -202,7 +204,7 @@ def _check_settings(config: ExtractMediaConfig, resolved: ResolvedStack) -> None
 def _as_resolved(stack: FeatureStack | ResolvedStack) -> ResolvedStack:
     if isinstance(stack, ResolvedStack):
         return stack
-    return ResolvedStack(type(stack.codec).__name__, stack, {})
+    return ResolvedStack("custom stack", stack, {})
 
 
 def _store_is_complete(out: Path, layout: str) -> bool:

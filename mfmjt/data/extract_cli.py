@@ -60,7 +60,11 @@ def add_media_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--max-clips-per-file", type=int, default=5, help="audio files: clips per file")
     group.add_argument("--chunk-items", type=int, default=256, help="items per committed chunk (resume unit)")
-    group.add_argument("--retry-failed", action="store_true", help="read rows recorded as failed again")
+    group.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="read rows recorded as failed again (needs the chunks: an interrupted run or --keep-parts)",
+    )
     group.add_argument("--keep-parts", action="store_true", help="keep <out>/.partial after the merge")
 
 

@@ -276,25 +276,24 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def _unit_batches(results: Iterator[UnitResult], batch_size: int) -> Iterator[tuple[list[UnitResult], int]]:
-    """Whole rows grouped until they hold ``batch_size`` clips; yields (rows, rows read so far).
+def _unit_batches(results: Iterator[UnitResult], batch_size: int) -> Iterator[list[UnitResult]]:
+    """Whole rows grouped until they hold ``batch_size`` clips.
 
     A row without clips (a failure) is passed on at once, so that it is committed with the next chunk.
     """
     group: list[UnitResult] = []
-    clips, seen = 0, 0
+    clips = 0
     for result in results:
-        seen += 1
         if not result.clips:
-            yield [result], seen
+            yield [result]
             continue
         group.append(result)
         clips += len(result.clips)
         if clips >= batch_size:
-            yield group, seen
+            yield group
             group, clips = [], 0
     if group:
-        yield group, seen
+        yield group
 
 
 # ------------------------------------------------------------------------------- the shards
@@ -399,7 +398,7 @@ def extract_shard(
         dynamic_ncols=True,
     )
     try:
-        for group, _ in _unit_batches(iter(loader), config.batch_size):
+        for group in _unit_batches(iter(loader), config.batch_size):
             clips = [c for result in group for c in result.clips]
             if clips:
                 pending_arrays.append(encoder(clips))

@@ -86,6 +86,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from mfmjt.data.extract_cli import run_media_extract, wants_media
+
+    if wants_media(args):
+        return run_media_extract(args)
+
     import torch
 
     from mfmjt.extract import ExtractConfig, extract_synthetic, fit_offline_stack, offline_stack_with_codec
@@ -94,7 +99,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     config = ExtractConfig(
         out=Path(args.out),
         n_items=args.n_items,
-        duration=args.duration,
+        duration=4.0 if args.duration is None else args.duration,
         first_seed=args.first_seed,
         text_only_fraction=args.text_only_fraction,
     )
@@ -102,7 +107,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         stack = offline_stack_with_codec(args.codec)
     else:
         stack = fit_offline_stack(config, n_fit=args.fit_items)
-    extract_synthetic(config, stack, workers=args.workers)
+    extract_synthetic(config, stack, workers=1 if args.workers is None else args.workers)
     return 0
 
 
@@ -199,10 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--variant", default=None, help="network variant (default: inferred from shapes)")
     conv.set_defaults(func=cmd_convert)
 
-    ext = sub.add_parser("extract", help="synthetic scenes -> feature store (with the fitted offline codec)")
+    ext = sub.add_parser("extract", help="media + captions (or synthetic scenes) -> feature store")
     ext.add_argument("--out", required=True, help="feature store directory (must not exist or be empty)")
     ext.add_argument("--n-items", type=int, default=1500)
-    ext.add_argument("--duration", type=float, default=4.0, help="seconds per item")
+    ext.add_argument("--duration", type=float, default=None, help="seconds per item (4 synthetic, 8 media)")
     ext.add_argument("--first-seed", type=int, default=0, help="scene seeds first_seed .. first_seed+n-1")
     ext.add_argument("--text-only-fraction", type=float, default=0.1)
     ext.add_argument("--fit-items", type=int, default=300, help="scenes whose audio fits the codec")
@@ -214,7 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
         "latents share its space (to add scenes for a model trained on that store)",
     )
     ext.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on small CPUs)")
-    ext.add_argument("--workers", type=int, default=1, help="processes encoding scenes (one per core)")
+    ext.add_argument(
+        "--workers", type=int, default=None, help="processes encoding scenes (1) or decoding media (4)"
+    )
+    from mfmjt.data.extract_cli import add_media_arguments
+
+    add_media_arguments(ext)
     ext.set_defaults(func=cmd_extract)
 
     from mfmjt.train import add_train_arguments

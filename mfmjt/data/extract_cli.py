@@ -1,0 +1,115 @@
+"""Command-line options of ``mfmjt extract`` for real media (``--videos`` / ``--audios``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MEDIA_DURATION = 8.0
+DEFAULT_MEDIA_WORKERS = 4
+
+MEDIA_HELP = """\
+real media (instead of synthetic scenes): --videos DIR or --audios DIR, with --tsv FILE.
+The table is tab-separated with a header: 'id' (file name without extension) and 'label' (or
+'caption'). Videos: the first --duration seconds, frames at 8 fps 384 px (CLIP) and 25 fps 224 px
+(Synchformer), audio from the video's own track. Audio files: files of at least duration + 0.1 s are
+cut into min(--max-clips-per-file, length // window) windows of duration + 0.1 s spread evenly from
+the start to the end of the file (MMAudio's partition); each clip keeps the first --duration seconds
+of its window and gets the id <id>_<k>; shorter files are listed as 'too short'. Audio is mono,
+peak-normalised to 0.95 (not with --no-peak-normalize). Unusable rows go to <out>/failed.tsv.
+Running the same command again resumes an interrupted run. Several GPUs: torchrun --nproc_per_node=N
+-m mfmjt extract ... (each rank a share of the rows; rank 0 writes the store)."""
+
+
+def add_media_arguments(parser: argparse.ArgumentParser) -> None:
+    """The real-media options of the ``extract`` subparser."""
+    group = parser.add_argument_group("real media", MEDIA_HELP)
+    src = group.add_mutually_exclusive_group()
+    src.add_argument("--videos", type=Path, default=None, help="folder of videos (audio-video-text set)")
+    src.add_argument("--audios", type=Path, default=None, help="folder of audio files (audio-text set)")
+    group.add_argument("--tsv", type=Path, default=None, help="caption table (id, label|caption)")
+    group.add_argument(
+        "--features",
+        default="mmaudio-16k",
+        help="feature stack: mmaudio-16k (default), mmaudio-44k, 'default' (the embedded model's offline "
+        "stack) or a model directory whose stack is used",
+    )
+    group.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: cuda if present)")
+    group.add_argument("--batch-size", type=int, default=16, help="clips per encoder batch")
+    group.add_argument(
+        "--layout",
+        choices=["native", "mmaudio"],
+        default="native",
+        help="store format: native (mfmjt feature store) or mmaudio (MMAudio's training memmap)",
+    )
+    group.add_argument(
+        "--precision",
+        choices=["fp32", "tf32", "bf16"],
+        default="tf32",
+        help="encoder arithmetic on CUDA: tf32 (default, as MMAudio: float32 weights, TF32 matmuls), "
+        "fp32, or bf16 autocast for CLIP/Synchformer/text (the VAE stays float32)",
+    )
+    group.add_argument(
+        "--no-peak-normalize",
+        action="store_true",
+        help="keep the audio level (MMAudio normalises training sets only, not val/test)",
+    )
+    group.add_argument("--max-clips-per-file", type=int, default=5, help="audio files: clips per file")
+    group.add_argument("--chunk-items", type=int, default=256, help="items per committed chunk (resume unit)")
+    group.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="read rows recorded as failed again (needs the chunks: an interrupted run or --keep-parts)",
+    )
+    group.add_argument("--keep-parts", action="store_true", help="keep <out>/.partial after the merge")
+
+
+def wants_media(args: argparse.Namespace) -> bool:
+    return getattr(args, "videos", None) is not None or getattr(args, "audios", None) is not None
+
+
+def run_media_extract(args: argparse.Namespace) -> int:
+    """``mfmjt extract --videos/--audios``; returns the exit code."""
+    import torch
+
+    from mfmjt.data.extract_media import ExtractMediaConfig, check_inputs, extract_media, pick_device
+    from mfmjt.data.feature_stacks import resolve_feature_stack
+    from mfmjt.data.tsv import TsvError
+
+    if args.tsv is None:
+        logger.error("--videos/--audios need --tsv FILE (columns id and label/caption)")
+        return 2
+    torch.set_num_threads(args.threads)
+    try:
+        config = ExtractMediaConfig(
+            out=Path(args.out),
+            tsv=args.tsv,
+            videos=args.videos,
+            audios=args.audios,
+            duration=DEFAULT_MEDIA_DURATION if args.duration is None else args.duration,
+            batch_size=args.batch_size,
+            workers=DEFAULT_MEDIA_WORKERS if args.workers is None else args.workers,
+            device=args.device,
+            layout=args.layout,
+            precision=args.precision,
+            peak_normalize=not args.no_peak_normalize,
+            max_clips_per_file=args.max_clips_per_file,
+            chunk_items=args.chunk_items,
+            retry_failed=args.retry_failed,
+            keep_parts=args.keep_parts,
+        )
+        check_inputs(config)  # a bad table or folder is reported before the encoders load
+        device = pick_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
+        stack = resolve_feature_stack(args.features, device)
+        extract_media(config, stack)
+    except (TsvError, ValueError, NotImplementedError) as err:
+        logger.error("%s", err)
+        return 2
+    except OSError as err:
+        logger.error("extraction stopped: %s (run the same command again to resume)", err)
+        return 1
+    return 0

@@ -9,14 +9,17 @@ its slice of one noise sequence drawn from the request's seed for the whole leng
 start from the same noise where they overlap. Joins are cross-faded over ``overlap`` latent frames,
 centred in the overlap.
 
-Cross-fade: ``adaptive`` by default. Whether the two windows' waveforms agree in their overlap
-depends on the codec: the embedded default's Griffin-Lim vocoder starts every window from the same
-seeded phase, so its windows are uncorrelated there (|ρ| < 0.12 measured) and a linear fade would
-dip 3 dB mid-join, while a vocoder whose phase follows the latents (BigVGAN) can give correlated
-windows, for which an equal-power fade would bulge up to 3 dB. The adaptive fade measures the
-correlation ρ of the two windows over the fade and divides linear ramps by the power they give at
-that ρ: linear for identical signals, constant-power for uncorrelated ones. ``linear`` and
-``equal_power`` are available as fixed fades.
+Cross-fade: ``adaptive`` by default. Whether two windows' waveforms agree in their overlap depends
+on the codec and the sound: the embedded default's Griffin-Lim vocoder starts every window from the
+same seeded phase, so its windows are mostly uncorrelated there (|ρ| 0.09 on average over a 2-minute
+clip), and a linear fade dips by 3 dB; tones, though, can meet in or out of phase, and a vocoder whose
+phase follows the latents (BigVGAN) can give correlated windows, for which an equal-power fade bulges
+by up to 3 dB. The adaptive fade measures the windows' correlation ρ around each sample (over 160 ms)
+and divides linear ramps by the power they give at that ρ: linear where the windows agree,
+constant-power where they are uncorrelated, and a bounded boost down to ρ = -0.5. Over the 39 joins of
+a 2-minute clip the power of every quarter of a fade stays within -1.5/+0.2 dB of the range spanned
+by the two windows (equal-power: -3.6/+1.4 dB, linear: -5.6 dB). ``linear`` and ``equal_power`` are
+available as fixed fades.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ logger = logging.getLogger(__name__)
 
 FADES = ("adaptive", "linear", "equal_power")
 DEFAULT_OVERLAP = 1.0  # seconds cross-faded at each join
+# the adaptive fade follows the windows' correlation over CORRELATION_SPAN latent frames (160 ms at 16 kHz);
+# below MIN_CORRELATION it gives up (phase-opposed tones cannot be cross-faded without a dip or a jump)
+CORRELATION_SPAN = 5
+MIN_CORRELATION = -0.5
 PAD_TOLERANCE = 0.2  # seconds of missing frames at a window's end that are filled by holding the last one
 
 
@@ -98,14 +105,14 @@ def plan_windows(total: int, window: int, overlap: int) -> WindowPlan:
 
 
 def crossfade_gains(
-    n: int, kind: str = "adaptive", correlation: float = 0.0
+    n: int, kind: str = "adaptive", correlation: float | np.ndarray = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """(fade-out, fade-in) gains for ``n`` samples, taken at sample centres (mirror images).
 
     ``linear``: they sum to one (constant level for identical signals); ``equal_power``: sin/cos, their
     squares sum to one (constant power for uncorrelated signals); ``adaptive``: the linear ramps
-    divided by the power they give two signals of equal level with this ``correlation`` (clamped to
-    [0, 1]): linear at 1, constant-power at 0.
+    divided by the power they give two signals of equal level with this ``correlation`` (a number or
+    one per sample, clamped to [``MIN_CORRELATION``, 1]): linear at 1, constant-power at 0.
     """
     if kind not in FADES:
         raise ValueError(f"fade must be one of {FADES}, got {kind!r}")
@@ -115,7 +122,7 @@ def crossfade_gains(
     else:
         fade_out, fade_in = 1.0 - x, x
         if kind == "adaptive":
-            rho = min(max(float(correlation), 0.0), 1.0)
+            rho = np.clip(np.asarray(correlation, dtype=np.float64), MIN_CORRELATION, 1.0)
             norm = np.sqrt(fade_out**2 + fade_in**2 + 2.0 * rho * fade_out * fade_in)
             fade_out, fade_in = fade_out / norm, fade_in / norm
     return fade_out.astype(np.float32), fade_in.astype(np.float32)
@@ -126,6 +133,20 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     energy = math.sqrt(float(a64 @ a64) * float(b64 @ b64))
     return float(a64 @ b64) / energy if energy > 0 else 0.0
+
+
+def local_correlation(a: np.ndarray, b: np.ndarray, block: int, span: int = CORRELATION_SPAN) -> np.ndarray:
+    """Correlation of ``a`` and ``b`` around each sample: over ``span`` blocks of ``block`` samples
+    centred on each block, linearly interpolated between block centres."""
+    starts = np.arange(0, len(a), block)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    sums = [np.add.reduceat(x, starts) for x in (a64 * b64, a64 * a64, b64 * b64)]
+    kernel = np.ones(span)
+    ab, aa, bb = (np.convolve(x, kernel, mode="same") for x in sums)
+    energy = np.sqrt(aa * bb)
+    rho = np.divide(ab, energy, out=np.zeros_like(ab), where=energy > 0)
+    centres = np.minimum(starts + 0.5 * block, len(a))
+    return np.interp(np.arange(len(a)), centres, rho)
 
 
 class Stitcher:
@@ -155,7 +176,8 @@ class Stitcher:
             for c in range(self.audio.shape[0]):
                 before, after = self.audio[c, f0:f1], audio[c, f0 - offset : f1 - offset]
                 rhos.append(correlation(before, after))
-                fade_out, fade_in = crossfade_gains(f1 - f0, self.fade, rhos[-1])
+                rho = local_correlation(before, after, self.spl) if self.fade == "adaptive" else 0.0
+                fade_out, fade_in = crossfade_gains(f1 - f0, self.fade, rho)
                 self.audio[c, f0:f1] = before * fade_out + after * fade_in
             self.correlations.append(rhos)
             start = f1

@@ -29,7 +29,7 @@ def default_pipe():
 
 @pytest.fixture(scope="module")
 def small_pipe():
-    return small_random_pipeline(max_duration=30.0)
+    return small_random_pipeline(max_duration=30.0, one_window=False)
 
 
 def _looped_scene_mp4(path, seconds: float, fps: int = 24) -> None:

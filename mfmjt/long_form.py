@@ -263,42 +263,58 @@ def _hold_last(frames: torch.Tensor, count: int) -> torch.Tensor:
 
 def _video_windows(
     pipe: Pipeline, video: str | Path, plan: WindowPlan, timings: dict[str, float]
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
-    """(clip features, sync features, latent frames) per window, decoded in one pass."""
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, float]]:
+    """(clip features, sync features, latent frames, seconds of video) per window, decoded in one pass.
+
+    A window whose frames end less than ``PAD_TOLERANCE`` early (the last window may reach up to a
+    latent frame past the video) holds the last frame; one that ends earlier is generated at the
+    length it has, and is the last; one with too few frames to use ends the clip before it.
+    """
     rate = pipe.audio_mode.latent_rate
     spans = [(w.start / rate, w.length / rate) for w in plan.windows]
     decoded_windows = media.decode_video_windows(video, spans)
-    for w, (_, length) in zip(plan.windows, spans, strict=True):
-        t0 = time.perf_counter()
-        decoded = next(decoded_windows)
-        timings["decode_video"] = timings.get("decode_video", 0.0) + time.perf_counter() - t0
-        latents = w.length
-        if decoded.duration < length - PAD_TOLERANCE:  # the frames end earlier than the timestamps said
-            latents = max(1, min(w.length, math.ceil(decoded.duration * rate)))
-            logger.warning("%s", decoded.message)
-            clip, sync = decoded.clip_frames, decoded.sync_frames
-        else:
-            clip = _hold_last(decoded.clip_frames, int(length * CLIP_FPS + 1e-9))
-            sync = _hold_last(decoded.sync_frames, int(length * SYNC_FPS + 1e-9))
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            clip_f = pipe.features.clip(clip[None].to(pipe.device)).float()
-            t1 = time.perf_counter()
-            sync_f = pipe.features.sync(sync[None].to(pipe.device)).float()
-        timings["clip_features"] = timings.get("clip_features", 0.0) + t1 - t0
-        timings["sync_features"] = timings.get("sync_features", 0.0) + time.perf_counter() - t1
-        yield clip_f, sync_f, latents
-        if latents < w.length:
-            return
-    decoded_windows.close()
+    try:
+        for w, (_, length) in zip(plan.windows, spans, strict=True):
+            t0 = time.perf_counter()
+            try:
+                decoded = next(decoded_windows)
+            except media.MediaError as exc:  # frames end before this window has enough of them
+                if w.index == 0:
+                    raise
+                logger.warning("%s", exc)
+                return
+            _add(timings, "decode_video", t0)
+            latents, seconds = w.length, length
+            if decoded.duration < length - PAD_TOLERANCE:  # the frames end before the timestamps said
+                latents = max(1, min(w.length, math.ceil(decoded.duration * rate)))
+                seconds = decoded.duration
+                logger.warning("%s", decoded.message)
+                clip, sync = decoded.clip_frames, decoded.sync_frames
+            else:
+                clip = _hold_last(decoded.clip_frames, int(length * CLIP_FPS + 1e-9))
+                sync = _hold_last(decoded.sync_frames, int(length * SYNC_FPS + 1e-9))
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                clip_f = pipe.features.clip(clip[None].to(pipe.device)).float()
+                _add(timings, "clip_features", t0)
+                t0 = time.perf_counter()
+                sync_f = pipe.features.sync(sync[None].to(pipe.device)).float()
+                _add(timings, "sync_features", t0)
+            yield clip_f, sync_f, latents, seconds
+            if latents < w.length:
+                return
+    finally:
+        decoded_windows.close()
 
 
-def _text_windows(pipe: Pipeline, plan: WindowPlan) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+def _text_windows(
+    pipe: Pipeline, plan: WindowPlan
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, float]]:
     rate = pipe.audio_mode.latent_rate
     for w in plan.windows:
         lengths = SequenceLengths.for_duration(max(w.length / rate, MIN_DURATION), pipe.audio_mode)
         clip_f, sync_f, _ = pipe.network.empty_features(1, lengths.clip, lengths.sync, text=False)
-        yield clip_f, sync_f, w.length
+        yield clip_f, sync_f, w.length, w.length / rate
 
 
 def _sample_window(
@@ -364,8 +380,8 @@ def generate_long_form(
     stitcher = Stitcher(plan, pipe.audio_mode.samples_per_latent, len(modes), fade)
     windows = _text_windows(pipe, plan) if video is None else _video_windows(pipe, video, plan, timings)
     total_steps = len(plan.windows) * steps
-    duration, message = request.duration, request.message
-    for k, (clip_f, sync_f, latents) in enumerate(windows):
+    duration, message, end = request.duration, request.message, 0.0
+    for k, (clip_f, sync_f, latents, seconds) in enumerate(windows):
         window = plan.windows[k]
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -387,15 +403,19 @@ def generate_long_form(
             _add(timings, "audio_decode", t0)
         if steps == 1 and progress is not None:
             progress(k + 1, total_steps)
+        if k > 0 and window.start + latents < plan.fade(k)[1]:
+            break  # the video's frames ended before this window reaches its cross-fade
         stitcher.add(k, waves)
-        if latents < window.length:  # the video's frames ended early: stop here
-            duration = min(duration, (window.start + latents) / rate)
-            note = f"the video's frames end at {duration:.2f} s; the audio stops there"
-            message = f"{message}; {note}" if message else note
+        end = window.start / rate + seconds
+        if latents < window.length:
             break
+    if end < duration - 1e-9:  # the video's frames ended before its timestamps said
+        duration = end
+        note = f"the video's frames end at {duration:.2f} s; the audio stops there"
+        message = f"{message}; {note}" if message else note
     n = round(duration * pipe.sample_rate)
     timings["total"] = time.perf_counter() - t_start
-    logger.info("%.2f s of audio from %d windows of %.2f s", duration, k + 1, plan.window / rate)
+    logger.info("%.2f s of audio from windows of %.2f s", duration, plan.window / rate)
     return GenerationResult(
         audio={m: stitcher.audio[i, :n].copy() for i, m in enumerate(modes)},
         sample_rate=pipe.sample_rate,

@@ -182,6 +182,20 @@ def test_a_window_past_the_end_comes_back_short_and_one_beyond_it_is_an_error(sc
         list(media.decode_video_windows(scene_12s, [(0.0, 4.0), (13.0, 4.0)]))
 
 
+def test_a_window_a_frame_short_of_the_end_holds_the_last_frame_and_one_far_short_stops(
+    default_pipe, scene_12s
+):
+    ends_at_video_end = WindowPlan(375, 125, 31, (long_form.Window(0, 250, 375),))  # 8 s + 4 s
+    clip_f, sync_f, latents, _ = next(
+        long_form._video_windows(default_pipe, scene_12s, ends_at_video_end, {})
+    )
+    # the frames end at 11.96 s: 99 sync targets, the 100th holds the last frame
+    assert latents == 125 and clip_f.shape[1] == 32 and sync_f.shape[1] == 88  # as for any 4 s window
+    past_the_end = WindowPlan(385, 125, 31, (long_form.Window(0, 260, 385),))  # 8.32 s + 4 s
+    windows = list(long_form._video_windows(default_pipe, scene_12s, past_the_end, {}))
+    assert [w[2] for w in windows] == [114]  # ceil(3.64 s x 31.25): generated short, then stop
+
+
 # -------------------------------------------------------------------------------- generation: short
 def test_clips_within_the_training_length_take_the_unchanged_path(small_pipe, monkeypatch):
     called = []
@@ -282,6 +296,17 @@ def test_a_long_video_gives_audio_for_its_whole_length_without_seams(default_pip
     assert res.duration == 11.96 and res.audio["scaled"].shape == (191_360,)  # 11.96 s exactly
     assert res.timings["decode_video"] > 0 and res.settings["window_seconds"] == 4.0
     _check_seams(res, windows, plan, tolerance_db=2.0)
+
+
+def test_a_video_whose_frames_end_before_its_timestamps_say_gives_what_it_has(
+    default_pipe, scene_12s, monkeypatch
+):
+    monkeypatch.setattr(media, "probe_video_duration", lambda path: 14.0)  # timestamps claim 14 s
+    res = default_pipe.generate(video=scene_12s, seed=1)
+    # windows at 0, 94, 188, 282 latent frames; the frames end 2.96 s into the fourth (at 9.024 s)
+    assert res.duration == pytest.approx(11.984) and len(res.audio["scaled"]) == 191_744
+    assert "frames end at 11.98 s" in res.message
+    assert np.abs(res.audio["scaled"][-SR:]).max() > 0  # audio up to the end
 
 
 @pytest.mark.slow

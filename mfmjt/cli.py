@@ -33,6 +33,24 @@ def _safe_stem(text: str) -> str:
     return stem or "audio"
 
 
+class _StepBar:
+    """A progress callback ``(done, total)`` drawn as a tqdm bar (shown when there are two steps or more:
+    several sampling steps, or the windows of a long clip)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.name, unit="step", leave=False, disable=total < 2)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.bar.close()
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -59,7 +77,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for video in tqdm(jobs, desc="generating", unit="clip", disable=len(jobs) < 2):
         name = video.name if video else repr(args.prompt)
         try:
-            result = pipe.generate(video=video, **settings)
+            result = pipe.generate(video=video, progress=_StepBar(name), **settings)
         except ValueError as err:  # unusable input: report, skip, go on
             failures += 1
             logger.error("skipped %s: %s", name, err)
@@ -193,7 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default="default", help="'default', a registry name, a directory or a HF repo id"
     )
     gen.add_argument("--device", default=None)
-    gen.add_argument("--max-duration", type=float, default=30.0)
+    gen.add_argument(
+        "--max-duration",
+        type=float,
+        default=300.0,
+        help="seconds generated at most per input; clips longer than the model's training length are "
+        "generated in overlapping windows (default 300)",
+    )
     gen.add_argument("--audio-only", action="store_true", help="write audio files only, no mp4")
     gen.add_argument("--out", default="outputs")
     gen.set_defaults(func=cmd_generate)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -554,3 +555,162 @@ def mux_audio_into_video(
             mux(copy_video=False)
         os.replace(tmp_out, out_path)
     return out_path
+
+
+# ---------------------------------------------------------------------------------------------
+# long videos: the usable length without decoding, and overlapping windows in one decoding pass
+
+
+def probe_video_duration(path: str | os.PathLike[str]) -> float:
+    """Seconds of video :func:`decode_video` would use for the whole file, from packet timestamps.
+
+    Demuxes without decoding (fast); the result is the length of the 8 fps and 25 fps frame grids
+    whose targets the last frame serves. Raises ``MediaError`` for files without a usable video stream.
+    """
+    path = _check_file(path)
+    with _open(path) as container:
+        stream = _video_stream(container)
+        if stream is None:
+            raise MediaError(f"{path.name} has no video stream; please provide a video")
+        time_base = stream.time_base or Fraction(1, 90_000)
+        start = stream.start_time if stream.start_time is not None and stream.start_time > 0 else 0
+        last_pts, packets = None, 0
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                packets += 1
+                if packet.pts is not None and (last_pts is None or packet.pts > last_pts):
+                    last_pts = packet.pts
+        except av.error.FFmpegError as exc:
+            if not packets:
+                raise MediaError(f"cannot read the video stream of {path.name} ({exc})") from exc
+        rate = stream.guessed_rate or stream.average_rate or Fraction(25)
+    if last_pts is not None:
+        last = (last_pts - start) * time_base
+    elif packets:
+        last = (packets - 1) / Fraction(rate)
+    else:
+        raise MediaError(f"{path.name}: the video stream holds no frames")
+    if last < 0:
+        raise MediaError(f"{path.name}: no video frames at or after the stream start")
+    return min((math.floor(last * CLIP_FPS) + 1) / CLIP_FPS, (math.floor(last * SYNC_FPS) + 1) / SYNC_FPS)
+
+
+@dataclass
+class _Span:
+    index: int
+    start: Fraction
+    length: Fraction
+    clip: _FrameSampler
+    sync: _FrameSampler
+    complete: bool = False
+
+
+def decode_video_windows(
+    path: str | os.PathLike[str], spans: list[tuple[float, float]]
+) -> Iterator[DecodedVideo]:
+    """Decode overlapping windows ``(start, length)`` (seconds, sorted by start) in one pass.
+
+    Each window is sampled exactly as :func:`decode_video` samples a clip that begins at ``start``
+    (target ``start + k/fps`` takes the first frame at or after it) and is yielded as soon as it is
+    complete, so memory holds only the windows that overlap the current frame. A window the video
+    ends inside comes back shorter (``truncated``, with a message).
+    """
+    if not spans:
+        return
+    starts = [s for s, _ in spans]
+    if any(b < a for a, b in zip(starts, starts[1:], strict=False)) or starts[0] < 0:
+        raise ValueError("window starts must be non-negative and sorted")
+    for start, length in spans:
+        if not (math.isfinite(length) and length >= MIN_DURATION and math.isfinite(start)):
+            raise ValueError(f"window ({start}, {length}) must last at least {MIN_DURATION:.2f} s")
+    path = _check_file(path)
+    pending = [
+        _Span(
+            i,
+            Fraction(s),
+            Fraction(n),
+            _FrameSampler(CLIP_FPS, _clip_transform),
+            _FrameSampler(SYNC_FPS, _sync_transform),
+        )
+        for i, (s, n) in enumerate(spans)
+    ]
+    pending.reverse()  # pop() takes the earliest
+    active: list[_Span] = []
+    with _open(path) as container:
+        stream = _video_stream(container)
+        if stream is None:
+            raise MediaError(f"{path.name} has no video stream; please provide a video")
+        width, height = stream.codec_context.width, stream.codec_context.height
+        _check_size(path.name, width, height)
+        info = dict(
+            source_duration=_source_duration(container, stream),
+            source_fps=float(stream.guessed_rate or stream.average_rate or 0) or None,
+            has_audio=bool(container.streams.audio),
+        )
+        stream.thread_type = "AUTO"
+        decoded, turns = 0, 0
+        for frame, time in _frame_times(container, stream):
+            decoded += 1
+            while pending and pending[-1].start <= time:
+                active.append(pending.pop())
+            image = None
+            for span in active:
+                rel = time - span.start
+                span.complete = rel > span.length
+                n_clip = span.clip.wanted(min(rel, span.length))
+                n_sync = span.sync.wanted(min(rel, span.length))
+                if not (n_clip or n_sync):
+                    continue
+                if image is None:
+                    if not (width and height):
+                        width, height = frame.width, frame.height
+                        _check_size(path.name, width, height)
+                    image = frame.to_ndarray(format="rgb24")
+                    turns = _rotation_turns(frame)
+                    if turns:
+                        image = np.rot90(image, turns)
+                if n_clip:
+                    span.clip.add(image, n_clip)
+                if n_sync:
+                    span.sync.add(image, n_sync)
+            while active and active[0].complete:
+                size = (height, width) if turns % 2 else (width, height)
+                yield _window_result(path.name, active.pop(0), decoded, *size, **info)
+            if not (active or pending):
+                return
+    size = (height, width) if turns % 2 else (width, height)
+    for span in active:  # the video ended inside these windows
+        yield _window_result(path.name, span, decoded, *size, **info)
+    if pending:
+        raise MediaError(
+            f"{path.name} ends before {float(pending[-1].start):.2f} s, where window "
+            f"{pending[-1].index + 1} of {len(spans)} starts"
+        )
+
+
+def _window_result(
+    name: str, span: _Span, decoded: int, width: int, height: int, **info: Any
+) -> DecodedVideo:
+    length = float(span.length)
+    used = min(length, span.clip.count / CLIP_FPS, span.sync.count / SYNC_FPS)
+    if used < MIN_DURATION:
+        raise MediaError(
+            f"{name}: the window at {float(span.start):.2f} s gives {used:.2f} s of video, "
+            f"at least {MIN_DURATION:.2f} s is needed"
+        )
+    message = ""
+    if used < length:
+        message = f"the video ends {used:.2f} s into the window at {float(span.start):.2f} s"
+    return DecodedVideo(
+        clip_frames=span.clip.frames(int(used * CLIP_FPS), CLIP_SIZE),
+        sync_frames=span.sync.frames(int(used * SYNC_FPS), SYNC_SIZE),
+        duration=used,
+        width=width,
+        height=height,
+        decoded_frames=decoded,
+        truncated=used < length,
+        message=message,
+        **info,
+    )

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mfmjt import media
+from mfmjt import long_form, media
 from mfmjt.config import AUDIO_MODES, NetworkConfig, SequenceLengths
 from mfmjt.features.base import FeatureStack
 from mfmjt.guidance import check_cfg_strength, check_guidance, guide, needs_unconditional
@@ -128,6 +128,7 @@ class Pipeline:
         dtype: torch.dtype | None = None,
         max_duration: float = 30.0,
         description: str = "",
+        training_duration: float | None = None,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
@@ -145,6 +146,8 @@ class Pipeline:
                 f"codec sample rate {features.codec.sample_rate} != {self.audio_mode.sample_rate}"
             )
         self.max_duration = float(max_duration)
+        # seconds per window for clips longer than this (None: the network's latent_seq_len)
+        self.training_duration = training_duration
         self._video_cache: _LRU = _LRU(4)
         self._text_cache: _LRU = _LRU(64)
         self._one_step: _OneStepState | None = None
@@ -322,6 +325,11 @@ class Pipeline:
         progress: ProgressCallback | None,
         in_network: bool,
     ) -> GenerationResult:
+        long = long_form.plan_request(self, video, duration, DEFAULT_T2A_DURATION)
+        if long is not None:  # longer than one training-length window
+            return long_form.generate_long_form(
+                self, long, video, prompt, negative_prompt, steps, w, modes, seed, progress, in_network
+            )
         timings: dict[str, float] = {}
         t_start = time.perf_counter()
         net = self.network
@@ -513,6 +521,7 @@ def _load_directory(directory: Path, **kwargs: Any) -> Pipeline:
         name=str(meta.get("name", directory.name)),
         objective=str(meta.get("objective", "meanflow")),
         description=str(meta.get("description", "")),
+        training_duration=meta.get("duration"),
         **kwargs,
     )
 

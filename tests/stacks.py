@@ -27,9 +27,13 @@ def randomize(module: torch.nn.Module, seed: int) -> None:
             p.copy_((p[0].numel() ** -0.5 if p.dim() >= 2 else 0.05) * torch.randn(p.shape, generator=g))
 
 
-def small_random_pipeline(max_duration: float = 3.0) -> Pipeline:
+def small_random_pipeline(max_duration: float = 3.0, *, one_window: bool = True) -> Pipeline:
     """CLIP (open_clip, 2 layers), Synchformer (the golden's shrunk config), VAE + BigVGAN (reduced
-    widths from the goldens) and a tiny network sized to their feature dims."""
+    widths from the goldens) and a tiny network sized to their feature dims.
+
+    With ``one_window`` the stack counts as trained at ``max_duration``, so every clip is generated in
+    one pass; without it the tiny network's 1.6 s applies and longer clips are generated in windows.
+    """
     torch.manual_seed(0)
     clip_model = CLIP(
         embed_dim=32,
@@ -49,4 +53,11 @@ def small_random_pipeline(max_duration: float = 3.0) -> Pipeline:
     features = FeatureStack(ClipVisualEncoder(clip_model), sync, ClipTextEncoder(clip_model), codec)
     net = MFMJTNetwork(NetworkConfig.variant("tiny", clip_dim=32, sync_dim=48, text_dim=32))
     randomize(net, 2)
-    return Pipeline(net, features, name="small random stack", device="cpu", max_duration=max_duration)
+    return Pipeline(
+        net,
+        features,
+        name="small random stack",
+        device="cpu",
+        max_duration=max_duration,
+        training_duration=max_duration if one_window else None,
+    )

@@ -1,0 +1,442 @@
+"""Audio for clips longer than the model's training length: overlapping windows, cross-faded.
+
+A request longer than one training-length window is cut into windows of exactly that length on the
+latent-frame grid: a fixed hop of ``window - overlap`` latent frames, with the last window aligned to
+the end of the clip (its overlap with the previous one can be larger). Every window is generated as
+an ordinary clip of the training length: its own video features (the frames of its time span,
+decoded in one pass over the file, see :func:`mfmjt.media.decode_video_windows`), the prompt, and
+its slice of one noise sequence drawn from the request's seed for the whole length, so the windows
+start from the same noise where they overlap. Joins are cross-faded over ``overlap`` latent frames,
+centred in the overlap.
+
+Cross-fade: ``adaptive`` by default. Whether two windows' waveforms agree in their overlap depends
+on the codec and the sound: the embedded default's Griffin-Lim vocoder starts every window from the
+same seeded phase, so its windows are mostly uncorrelated there (|ρ| 0.09 on average over a 2-minute
+clip), and a linear fade dips by 3 dB; tones, though, can meet in or out of phase, and a vocoder whose
+phase follows the latents (BigVGAN) can give correlated windows, for which an equal-power fade bulges
+by up to 3 dB. The adaptive fade measures the windows' correlation ρ around each sample (over 160 ms)
+and divides linear ramps by the power they give at that ρ: linear where the windows agree,
+constant-power where they are uncorrelated, and a bounded boost down to ρ = -0.5. Over the 39 joins of
+a 2-minute clip the power of every quarter of a fade stays within -1.5/+0.2 dB of the range spanned
+by the two windows (equal-power: -3.6/+1.4 dB, linear: -5.6 dB). ``linear`` and ``equal_power`` are
+available as fixed fades.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from mfmjt import media
+from mfmjt.config import CLIP_FPS, MIN_DURATION, SYNC_FPS, SequenceLengths
+from mfmjt.guidance import guide
+from mfmjt.model.network import Conditions
+from mfmjt.sampler import predict_pair, sample
+
+if TYPE_CHECKING:
+    from mfmjt.pipeline import GenerationResult, Pipeline, ProgressCallback
+
+logger = logging.getLogger(__name__)
+
+FADES = ("adaptive", "linear", "equal_power")
+DEFAULT_OVERLAP = 1.0  # seconds cross-faded at each join
+# the adaptive fade follows the windows' correlation over CORRELATION_SPAN latent frames (160 ms at 16 kHz);
+# below MIN_CORRELATION it gives up (phase-opposed tones cannot be cross-faded without a dip or a jump)
+CORRELATION_SPAN = 5
+MIN_CORRELATION = -0.5
+PAD_TOLERANCE = 0.2  # seconds of missing frames at a window's end that are filled by holding the last one
+
+
+@dataclass(frozen=True)
+class Window:
+    """Latent frames ``[start, stop)`` of the whole clip."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def length(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Where each window lies and where each join is faded, in latent frames."""
+
+    total: int  # latent frames of the whole clip
+    window: int  # latent frames per window (the training length)
+    overlap: int  # latent frames cross-faded at each join
+    windows: tuple[Window, ...]
+
+    def fade(self, k: int) -> tuple[int, int]:
+        """Latent frames ``[start, stop)`` of the cross-fade from window ``k - 1`` into window ``k``:
+        ``overlap`` frames centred in the two windows' overlap."""
+        if not 1 <= k < len(self.windows):
+            raise IndexError(f"window {k} has no join with a previous window")
+        shared_start, shared_stop = self.windows[k].start, self.windows[k - 1].stop
+        start = shared_start + (shared_stop - shared_start - self.overlap) // 2
+        return start, start + self.overlap
+
+
+def plan_windows(total: int, window: int, overlap: int) -> WindowPlan:
+    """Windows of ``window`` latent frames covering ``[0, total)``: hop ``window - overlap``, the last
+    one ending at ``total``. One window (of ``total`` frames) when the clip fits in one."""
+    if total < 1 or window < 1:
+        raise ValueError(f"need total >= 1 and window >= 1 latent frames, got {total} and {window}")
+    if not 1 <= overlap <= window // 3:
+        raise ValueError(
+            f"overlap must be from 1 to a third of the window ({window // 3}) frames, got {overlap}"
+        )
+    if total <= window:
+        return WindowPlan(total, window, overlap, (Window(0, 0, total),))
+    hop = window - overlap
+    count = 1 + math.ceil((total - window) / hop)
+    starts = [k * hop for k in range(count - 1)] + [total - window]
+    return WindowPlan(total, window, overlap, tuple(Window(k, s, s + window) for k, s in enumerate(starts)))
+
+
+def crossfade_gains(
+    n: int, kind: str = "adaptive", correlation: float | np.ndarray = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(fade-out, fade-in) gains for ``n`` samples, taken at sample centres (mirror images).
+
+    ``linear``: they sum to one (constant level for identical signals); ``equal_power``: sin/cos, their
+    squares sum to one (constant power for uncorrelated signals); ``adaptive``: the linear ramps
+    divided by the power they give two signals of equal level with this ``correlation`` (a number or
+    one per sample, clamped to [``MIN_CORRELATION``, 1]): linear at 1, constant-power at 0.
+    """
+    if kind not in FADES:
+        raise ValueError(f"fade must be one of {FADES}, got {kind!r}")
+    x = (np.arange(n, dtype=np.float64) + 0.5) / n
+    if kind == "equal_power":
+        fade_out, fade_in = np.cos(0.5 * np.pi * x), np.sin(0.5 * np.pi * x)
+    else:
+        fade_out, fade_in = 1.0 - x, x
+        if kind == "adaptive":
+            rho = np.clip(np.asarray(correlation, dtype=np.float64), MIN_CORRELATION, 1.0)
+            norm = np.sqrt(fade_out**2 + fade_in**2 + 2.0 * rho * fade_out * fade_in)
+            fade_out, fade_in = fade_out / norm, fade_in / norm
+    return fade_out.astype(np.float32), fade_in.astype(np.float32)
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised correlation of two equally long signals (0 when either is silent)."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    energy = math.sqrt(float(a64 @ a64) * float(b64 @ b64))
+    return float(a64 @ b64) / energy if energy > 0 else 0.0
+
+
+def local_correlation(a: np.ndarray, b: np.ndarray, block: int, span: int = CORRELATION_SPAN) -> np.ndarray:
+    """Correlation of ``a`` and ``b`` around each sample: over ``span`` blocks of ``block`` samples
+    centred on each block, linearly interpolated between block centres."""
+    starts = np.arange(0, len(a), block)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    sums = [np.add.reduceat(x, starts) for x in (a64 * b64, a64 * a64, b64 * b64)]
+    kernel = np.ones(span)
+    ab, aa, bb = (np.convolve(x, kernel, mode="same") for x in sums)
+    energy = np.sqrt(aa * bb)
+    rho = np.divide(ab, energy, out=np.zeros_like(ab), where=energy > 0)
+    centres = np.minimum(starts + 0.5 * block, len(a))
+    return np.interp(np.arange(len(a)), centres, rho)
+
+
+class Stitcher:
+    """Writes windows' audio into one buffer, cross-fading each into the previous one."""
+
+    def __init__(
+        self, plan: WindowPlan, samples_per_latent: int, channels: int, fade: str = "adaptive"
+    ) -> None:
+        if fade not in FADES:
+            raise ValueError(f"fade must be one of {FADES}, got {fade!r}")
+        self.plan = plan
+        self.spl = samples_per_latent
+        self.fade = fade
+        self.audio = np.zeros((channels, plan.total * samples_per_latent), dtype=np.float32)
+        self.end = 0  # samples written so far
+        self.correlations: list[list[float]] = []  # per join, per channel: the windows' agreement
+
+    def add(self, k: int, audio: np.ndarray) -> None:
+        """Window ``k``'s audio ``[channels, samples]``, starting at its first latent frame."""
+        offset = self.plan.windows[k].start * self.spl
+        start = 0
+        if k > 0:
+            f0, f1 = (f * self.spl for f in self.plan.fade(k))
+            if self.end < f1 or offset + audio.shape[1] < f1:
+                raise ValueError(f"windows {k - 1} and {k} do not both cover their cross-fade")
+            rhos = []
+            for c in range(self.audio.shape[0]):
+                before, after = self.audio[c, f0:f1], audio[c, f0 - offset : f1 - offset]
+                rhos.append(correlation(before, after))
+                rho = local_correlation(before, after, self.spl) if self.fade == "adaptive" else 0.0
+                fade_out, fade_in = crossfade_gains(f1 - f0, self.fade, rho)
+                self.audio[c, f0:f1] = before * fade_out + after * fade_in
+            self.correlations.append(rhos)
+            start = f1
+        stop = offset + audio.shape[1]
+        self.audio[:, start:stop] = audio[:, start - offset :]
+        self.end = stop
+
+
+def window_latents(pipe: Pipeline) -> int:
+    """The training length in latent frames: the model's ``training_duration`` when it states one (a
+    saved model's config.json ``duration``), else the network's ``latent_seq_len`` (8 s for MMAudio)."""
+    seconds = getattr(pipe, "training_duration", None)
+    if seconds:
+        return round(float(seconds) * pipe.audio_mode.latent_rate)
+    return int(pipe.network.config.latent_seq_len)
+
+
+@dataclass(frozen=True)
+class LongFormRequest:
+    """A request that needs more than one window."""
+
+    plan: WindowPlan
+    duration: float  # seconds of audio that will be returned
+    message: str
+
+
+def plan_request(
+    pipe: Pipeline,
+    video: str | Path | None,
+    duration: float | None,
+    default_duration: float,
+    overlap: float = DEFAULT_OVERLAP,
+) -> LongFormRequest | None:
+    """The window plan for a request, or None when it fits in one window (the ordinary path).
+
+    The video's length comes from packet timestamps (no decoding); files that cannot be probed are
+    left to the ordinary path, which reports what is wrong with them.
+    """
+    rate = pipe.audio_mode.latent_rate
+    window = window_latents(pipe)
+    if duration is not None and math.ceil(duration * rate) <= window:
+        return None
+    limit = pipe.max_duration
+    message = ""
+    if video is None:
+        requested = default_duration if duration is None else duration
+        used = min(requested, limit)
+        if requested > limit:
+            message = f"Generated the first {limit:g} s: the limit of this demo."
+    else:
+        try:
+            available = media.probe_video_duration(video)
+        except media.MediaError:
+            return None
+        used = min(available, limit, math.inf if duration is None else duration)
+        if duration is not None and used < duration:
+            if limit < duration and available > limit:
+                message = f"requested {duration:.2f} s exceeds the {limit:.2f} s limit; "
+                message += f"using the first {used:.2f} s"
+            else:
+                message = f"the video is shorter than the requested {duration:.2f} s; using {used:.2f} s"
+        elif duration is None and available > limit:
+            message = f"the video is longer than the {limit:.2f} s limit; using the first {used:.2f} s"
+    total = math.ceil(used * rate - 1e-9)
+    if total <= window:
+        return None
+    plan = plan_windows(total, window, max(1, min(round(overlap * rate), window // 3)))
+    return LongFormRequest(plan, used, message)
+
+
+def window_seed_noise(seed: int, total: int, latent_dim: int) -> torch.Tensor:
+    """The request's noise for the whole clip ``[1, total, latent_dim]``; window k takes its slice."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(1, total, latent_dim, generator=generator)
+
+
+def _hold_last(frames: torch.Tensor, count: int) -> torch.Tensor:
+    """``frames`` extended to ``count`` by repeating the last one."""
+    if len(frames) >= count:
+        return frames[:count]
+    return torch.cat([frames, frames[-1:].expand(count - len(frames), *frames.shape[1:])])
+
+
+def _video_windows(
+    pipe: Pipeline, video: str | Path, plan: WindowPlan, timings: dict[str, float]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, float]]:
+    """(clip features, sync features, latent frames, seconds of video) per window, decoded in one pass.
+
+    A window whose frames end less than ``PAD_TOLERANCE`` early (the last window may reach up to a
+    latent frame past the video) holds the last frame; one that ends earlier is generated at the
+    length it has, and is the last; one with too few frames to use ends the clip before it.
+    """
+    rate = pipe.audio_mode.latent_rate
+    spans = [(w.start / rate, w.length / rate) for w in plan.windows]
+    decoded_windows = media.decode_video_windows(video, spans)
+    try:
+        for w, (_, length) in zip(plan.windows, spans, strict=True):
+            t0 = time.perf_counter()
+            try:
+                decoded = next(decoded_windows)
+            except media.MediaError as exc:  # frames end before this window has enough of them
+                if w.index == 0:
+                    raise
+                logger.warning("%s", exc)
+                return
+            _add(timings, "decode_video", t0)
+            latents, seconds = w.length, length
+            if decoded.duration < length - PAD_TOLERANCE:  # the frames end before the timestamps said
+                latents = max(1, min(w.length, math.ceil(decoded.duration * rate)))
+                seconds = decoded.duration
+                logger.warning("%s", decoded.message)
+                clip, sync = decoded.clip_frames, decoded.sync_frames
+            else:
+                clip = _hold_last(decoded.clip_frames, int(length * CLIP_FPS + 1e-9))
+                sync = _hold_last(decoded.sync_frames, int(length * SYNC_FPS + 1e-9))
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                clip_f = pipe.features.clip(clip[None].to(pipe.device)).float()
+                _add(timings, "clip_features", t0)
+                t0 = time.perf_counter()
+                sync_f = pipe.features.sync(sync[None].to(pipe.device)).float()
+                _add(timings, "sync_features", t0)
+            yield clip_f, sync_f, latents, seconds
+            if latents < w.length:
+                return
+    finally:
+        decoded_windows.close()
+
+
+def _text_windows(
+    pipe: Pipeline, plan: WindowPlan
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, float]]:
+    rate = pipe.audio_mode.latent_rate
+    for w in plan.windows:
+        lengths = SequenceLengths.for_duration(max(w.length / rate, MIN_DURATION), pipe.audio_mode)
+        clip_f, sync_f, _ = pipe.network.empty_features(1, lengths.clip, lengths.sync, text=False)
+        yield clip_f, sync_f, w.length, w.length / rate
+
+
+def _sample_window(
+    pipe: Pipeline,
+    noise: torch.Tensor,
+    cond: Conditions,
+    uncond: Conditions | None,
+    steps: int,
+    w: float,
+    modes: tuple[str, ...],
+    in_network: bool,
+    progress: ProgressCallback | None,
+) -> dict[str, torch.Tensor]:
+    """z_0 per mode for one window, as :meth:`Pipeline._generate` samples a clip (without its caches)."""
+    if steps == 1 and not in_network:
+        t = torch.tensor(1.0, dtype=torch.float64)
+        u_c, u_u = predict_pair(pipe.network, noise, t, t, cond if uncond is None else cond.cat(uncond))
+        return {m: noise - guide(u_c, u_u, w, m) for m in modes}
+    return sample(
+        pipe.network,
+        noise,
+        cond,
+        uncond,
+        steps=steps,
+        cfg_strength=w,
+        guidance="both" if len(modes) == 2 else modes[0],
+        progress=progress if steps > 1 else None,
+        guidance_in_network=in_network,
+    )
+
+
+def generate_long_form(
+    pipe: Pipeline,
+    request: LongFormRequest,
+    video: str | Path | None,
+    prompt: str,
+    negative_prompt: str,
+    steps: int,
+    w: float,
+    modes: tuple[str, ...],
+    seed: int,
+    progress: ProgressCallback | None,
+    in_network: bool,
+    fade: str = "adaptive",
+) -> GenerationResult:
+    """Generate every window of ``request.plan`` and cross-fade them into audio of exactly
+    ``duration * sample_rate`` samples per mode.
+
+    ``progress(done, total)`` counts sampling steps over all windows (one per window at one step).
+    """
+    from mfmjt.guidance import needs_unconditional
+    from mfmjt.pipeline import GenerationResult
+
+    t_start = time.perf_counter()
+    plan, net, rate = request.plan, pipe.network, pipe.audio_mode.latent_rate
+    unconditional = needs_unconditional(w) and not in_network
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    text_f = pipe._text_features(prompt)
+    negative_f = pipe._text_features(negative_prompt) if negative_prompt else None
+    timings["text_features"] = time.perf_counter() - t0
+    noise = window_seed_noise(seed, plan.total, net.config.latent_dim).to(pipe.device)
+    stitcher = Stitcher(plan, pipe.audio_mode.samples_per_latent, len(modes), fade)
+    windows = _text_windows(pipe, plan) if video is None else _video_windows(pipe, video, plan, timings)
+    total_steps = len(plan.windows) * steps
+    duration, message, end = request.duration, request.message, 0.0
+    for k, (clip_f, sync_f, latents, seconds) in enumerate(windows):
+        window = plan.windows[k]
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            cond = net.preprocess_conditions(clip_f, sync_f, text_f, latents)
+            uncond = None
+            if unconditional:
+                uncond = net.empty_conditions(1, latents, clip_f.shape[1], sync_f.shape[1], negative_f)
+            _add(timings, "conditions", t0)
+            t0 = time.perf_counter()
+            step_progress = None
+            if progress is not None:
+                step_progress = lambda i, n, k=k: progress(k * steps + i, total_steps)  # noqa: E731
+            window_noise = noise[:, window.start : window.start + latents]
+            z0 = _sample_window(pipe, window_noise, cond, uncond, steps, w, modes, in_network, step_progress)
+            _add(timings, "network", t0)
+            t0 = time.perf_counter()
+            latent = torch.cat([net.unnormalize(z0[m].to(pipe.dtype)).float() for m in modes])
+            waves = pipe.features.codec.decode(latent).float().cpu().numpy()
+            _add(timings, "audio_decode", t0)
+        if steps == 1 and progress is not None:
+            progress(k + 1, total_steps)
+        if k > 0 and window.start + latents < plan.fade(k)[1]:
+            break  # the video's frames ended before this window reaches its cross-fade
+        stitcher.add(k, waves)
+        end = window.start / rate + seconds
+        if latents < window.length:
+            break
+    if end < duration - 1e-9:  # the video's frames ended before its timestamps said
+        duration = end
+        note = f"the video's frames end at {duration:.2f} s; the audio stops there"
+        message = f"{message}; {note}" if message else note
+    n = round(duration * pipe.sample_rate)
+    timings["total"] = time.perf_counter() - t_start
+    logger.info("%.2f s of audio from windows of %.2f s", duration, plan.window / rate)
+    return GenerationResult(
+        audio={m: stitcher.audio[i, :n].copy() for i, m in enumerate(modes)},
+        sample_rate=pipe.sample_rate,
+        duration=duration,
+        timings=timings,
+        settings=dict(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            steps=steps,
+            cfg_strength=w,
+            guidance="both" if len(modes) == 2 else modes[0],
+            guidance_in_network=in_network,
+            seed=seed,
+            windows=len(plan.windows),
+            window_seconds=plan.window / rate,
+            overlap_seconds=plan.overlap / rate,
+        ),
+        video=Path(video) if video is not None else None,
+        message=message,
+    )
+
+
+def _add(timings: dict[str, float], stage: str, since: float) -> None:
+    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - since

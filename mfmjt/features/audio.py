@@ -37,10 +37,13 @@ log = logging.getLogger(__name__)
 CODEC_MODES = ("16k", "44k")
 
 
-def read_state_dict(path: str | PathLike[str], key: str | None = None) -> dict[str, Any]:
+def read_state_dict(
+    path: str | PathLike[str], key: str | None = None, *, mmap: bool = False
+) -> dict[str, Any]:
     """Read a checkpoint on CPU: ``.safetensors``, or a torch pickle with ``weights_only=True``.
 
     ``key`` selects a nested dict (e.g. ``'generator'`` in BigVGAN's ``best_netG.pt``) when present.
+    ``mmap``: map a torch (zip) checkpoint instead of reading it into memory (for loading large networks).
     """
     path = Path(path)
     if not path.is_file():
@@ -50,7 +53,7 @@ def read_state_dict(path: str | PathLike[str], key: str | None = None) -> dict[s
 
         state = load_file(str(path), device="cpu")
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     if not isinstance(state, Mapping):
         raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
     if key is not None and key in state:

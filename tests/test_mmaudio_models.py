@@ -435,3 +435,39 @@ def test_large_44k_v2_runs_one_8_s_step_in_bfloat16_on_the_gpu():
     assert torch.isfinite(u_c).all() and torch.isfinite(u_u).all()
     # 1.03B bfloat16 weights are 1.9 GiB; one step of 8 s adds little
     assert torch.cuda.max_memory_allocated() < 3 * 2**30
+
+
+@pytest.mark.slow  # builds the small random encoder stack: about 6 s alone, more on a busy machine
+def test_a_saved_model_on_the_44k_features_loads_and_generates_at_44_1_khz(tmp_path, monkeypatch):
+    """``config.json`` naming ``mmaudio_44k`` features gets the 44k stack (here the goldens' reduced
+    codec and the small random encoders in place of the downloaded ones) and the 44k audio mode."""
+    from safetensors.torch import load_file
+    from stacks import small_random_pipeline
+
+    from mfmjt.features.audio import MMAudioCodec
+    from mfmjt.features.base import FeatureStack
+    from mfmjt.features.vae import VAEConfig
+    from mfmjt.features.vocoder import BigVGANConfig
+
+    small = small_random_pipeline().features
+    meta = json.loads((GOLDENS / "mmaudio44k" / "goldens44k_setA.json").read_text())
+    codec = MMAudioCodec.from_state_dicts(
+        load_file(str(GOLDENS / "mmaudio44k" / "vae44k_weights_checkpoint.safetensors")),
+        load_file(str(GOLDENS / "mmaudio44k" / "bigvgan44k_weights_checkpoint_legacy.safetensors")),
+        mode="44k",
+        vae_config=VAEConfig(**meta["vae"]["config"]),
+        vocoder_config=BigVGANConfig.from_dict(meta["bigvgan"]["config"]),
+    )
+    asked: list[str] = []
+
+    def fake_stack(name: str, device: object = "cpu") -> FeatureStack:
+        asked.append(name)
+        return FeatureStack(small.clip, small.sync, small.text, codec)
+
+    monkeypatch.setattr(pipeline, "load_mmaudio_features", fake_stack)
+    config = NetworkConfig.variant("tiny", latent_dim=40, clip_dim=32, sync_dim=48, text_dim=32)
+    MFMJTNetwork(config).save_pretrained(tmp_path / "model", features={"kind": "mmaudio_44k"})
+    pipe = pipeline.load_pipeline(str(tmp_path / "model"), device="cpu")
+    assert asked == ["mmaudio-44k"] and pipe.sample_rate == 44_100
+    result = pipe.generate(prompt="rain", duration=1.0, guidance="standard")
+    assert result.sample_rate == 44_100 and result.audio["standard"].shape == (44 * 1024,)

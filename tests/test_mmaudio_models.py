@@ -471,3 +471,14 @@ def test_a_saved_model_on_the_44k_features_loads_and_generates_at_44_1_khz(tmp_p
     assert asked == ["mmaudio-44k"] and pipe.sample_rate == 44_100
     result = pipe.generate(prompt="rain", duration=1.0, guidance="standard")
     assert result.sample_rate == 44_100 and result.audio["standard"].shape == (44 * 1024,)
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_network_checkpoints_are_read_memory_mapped_with_a_legacy_format_fallback(tmp_path, zip_format):
+    from mfmjt.features.audio import read_state_dict
+
+    state = {"latent_mean": torch.arange(6.0).view(1, 1, 6), "w": torch.ones(2, 3)}
+    path = tmp_path / "net.pth"
+    torch.save(state, path, _use_new_zipfile_serialization=zip_format)
+    loaded = read_state_dict(path, mmap=True)
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], v) for k, v in state.items())

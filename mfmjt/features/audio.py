@@ -53,7 +53,13 @@ def read_state_dict(
 
         state = load_file(str(path), device="cpu")
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as err:
+            if not (mmap and "mmap" in str(err)):
+                raise
+            log.debug("%s is in the legacy torch format (no mmap); reading it whole", path)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, Mapping):
         raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
     if key is not None and key in state:

@@ -536,13 +536,13 @@ def _load_directory(directory: Path, **kwargs: Any) -> Pipeline:
         features = load_mmaudio_features(feature_kind.replace("_", "-"), kwargs.get("device") or "cpu")
     else:
         raise ValueError(f"{directory}/config.json names unknown features {feature_kind!r}")
+    kwargs["audio_mode"] = "44k" if features.codec.sample_rate == AUDIO_MODES["44k"].sample_rate else "16k"
     return Pipeline(
         net,
         features,
         name=str(meta.get("name", directory.name)),
         objective=str(meta.get("objective", "meanflow")),
         description=str(meta.get("description", "")),
-        audio_mode="44k" if features.codec.sample_rate == 44_100 else "16k",
         **kwargs,
     )
 

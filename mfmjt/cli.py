@@ -208,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--guidance", choices=["standard", "scaled", "both"], default="scaled")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument(
-        "--model", default="default", help="'default', a registry name, a directory or a HF repo id"
+        "--model",
+        default="default",
+        help="'default', an MMAudio network (mmaudio-small-16k, mmaudio-small-44k, mmaudio-medium-44k, "
+        "mmaudio-large-44k, mmaudio-large-44k-v2), a model directory or a HF repo id",
     )
     gen.add_argument("--device", default=None)
     gen.add_argument(
@@ -223,7 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
 
     conv = sub.add_parser("convert", help="MMAudio .pth network -> model.safetensors + config.json")
-    conv.add_argument("checkpoint", help="MMAudio network .pth, or a registry name (mmaudio_small_16k)")
+    conv.add_argument(
+        "checkpoint",
+        help="MMAudio network .pth, or a network name (mmaudio-small-16k, ..., mmaudio-large-44k-v2)",
+    )
     conv.add_argument("out")
     conv.add_argument("--variant", default=None, help="network variant (default: inferred from shapes)")
     conv.set_defaults(func=cmd_convert)

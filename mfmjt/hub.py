@@ -141,6 +141,11 @@ class PipelineWeights:
     def files(self) -> tuple[WeightFile, ...]:
         return tuple(f for f in (self.network, self.vae, self.vocoder, self.synchformer) if f is not None)
 
+    @property
+    def audio_mode(self) -> str:
+        """'16k' or '44k' (a key of :data:`mfmjt.config.AUDIO_MODES`)."""
+        return "44k" if self.variant.endswith(("44k", "44k_v2")) else "16k"
+
 
 def _network_file(variant: str, md5: str, approx_bytes: int) -> WeightFile:
     path = f"weights/mmaudio_{variant}.pth"
@@ -205,6 +210,64 @@ WEIGHT_FILES: dict[str, WeightFile] = {
 CLIP_WEIGHTS = OpenClipWeights(DEFAULT_CLIP_MODEL)
 BIGVGAN_44K_REPO = "nvidia/bigvgan_v2_44khz_128band_512x"
 
+
+@dataclass(frozen=True)
+class HubRepoFile:
+    """One file of a pinned Hugging Face repository, with its sha256 (the Hub's LFS id)."""
+
+    filename: str
+    sha256: str
+    approx_bytes: int
+
+    def __post_init__(self) -> None:
+        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
+            raise ValueError(f"{self.filename}: sha256 must be 64 lower-case hex digits, got {self.sha256!r}")
+
+
+@dataclass(frozen=True)
+class HubRepoWeights:
+    """Weights that MMAudio loads from a Hub repository by id (BigVGAN v2's ``from_pretrained``), here
+    pinned to one revision so that the files cannot change under a released model."""
+
+    repo_id: str
+    revision: str  # a commit of the Hub repository
+    files: tuple[HubRepoFile, ...]
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.repo_id.rsplit("/", 1)[-1]
+
+    def file(self, filename: str) -> HubRepoFile:
+        for f in self.files:
+            if f.filename == filename:
+                return f
+        raise ValueError(f"{self.repo_id} has no registered file {filename!r}")
+
+    def url(self, filename: str) -> str:
+        return HubSource(self.repo_id, filename, self.revision).url
+
+
+# Revision, sizes and sha256s of the repository's files at that revision, as recorded by projects that
+# pin it (the checkpoint's sha256 is its LFS object id on the Hub).
+HUB_REPOS: dict[str, HubRepoWeights] = {
+    BIGVGAN_44K_REPO: HubRepoWeights(
+        BIGVGAN_44K_REPO,
+        revision="95a9d1dcb12906c03edd938d77b9333d6ded7dfb",
+        files=(
+            HubRepoFile(
+                "config.json", "65b7f487bfaf15256056a75f6667ef5f640214c981922a111927873705ea4ddb", 1403
+            ),
+            HubRepoFile(
+                "bigvgan_generator.pt",
+                "d9fe7ec6bd0b44ed9d66973d5012d8181c1570b01e5c72df51973e241dccd357",
+                489_041_291,
+            ),
+        ),
+        description="44.1 kHz BigVGAN v2 vocoder (NVIDIA), generator and its config.json",
+    )
+}
+
 PIPELINES: dict[str, PipelineWeights] = {
     "small_16k": PipelineWeights(
         "small_16k",
@@ -239,8 +302,8 @@ def weight_file(name: str) -> WeightFile:
 
 
 def pipeline_weights(name: str) -> PipelineWeights:
-    """The files of a pipeline: ``small_16k`` or the registry spelling ``mmaudio-small-16k``."""
-    key = name.removeprefix("mmaudio-").replace("-", "_")
+    """The files of a pipeline: ``small_16k``, ``mmaudio-small-16k``, ``mmaudio_small_16k(.pth)``."""
+    key = name.removesuffix(".pth").removeprefix("mmaudio-").removeprefix("mmaudio_").replace("-", "_")
     if key not in PIPELINES:
         raise ValueError(f"unknown MMAudio pipeline {name!r}; choose one of {sorted(PIPELINES)}")
     return PIPELINES[key]
@@ -545,16 +608,128 @@ def _remove_hub_file(path: Path) -> None:
         path.unlink()
 
 
+# ======================================================================= pinned Hub repos
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _actual_sha256_if_wrong(path: Path, sha256: str, cache_root: Path) -> str | None:
+    """None when ``path`` has this sha256 (hashed once per size+mtime), else its actual sha256."""
+    if _is_remembered(path, sha256, cache_root):
+        return None
+    logger.info("checking the sha256 of %s", path)
+    actual = _sha256_file(path)
+    if actual != sha256:
+        return actual
+    _remember_verified(path, sha256, cache_root)
+    return None
+
+
+def _how_to_supply_repo(repo: HubRepoWeights) -> str:
+    listing = ", ".join(f"{f.filename} ({f.approx_bytes / _MIB:.0f} MiB)" for f in repo.files)
+    return (
+        f"To supply them by hand: download {listing} from https://huggingface.co/{repo.repo_id} at "
+        f"revision {repo.revision} on a machine with internet access, put them in <folder>/{repo.name}/, "
+        f"then set {WEIGHTS_DIR_ENV}=<folder> or pass local_dir=<folder>."
+    )
+
+
+def _download_repo_file(
+    repo: HubRepoWeights, filename: str, cache_dir: str | PathLike[str] | None, offline: bool
+) -> Path:
+    url = repo.url(filename)
+    try:
+        return Path(
+            hf_hub_download(
+                repo.repo_id,
+                filename,
+                revision=repo.revision,
+                cache_dir=cache_dir,
+                local_files_only=offline,
+            )
+        )
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError) as err:
+        why = "offline, and not in the Hugging Face cache" if offline else f"no connection ({err})"
+        raise WeightsOfflineError(
+            f"{filename} of {repo.repo_id} ({repo.description}) is not available.\n  {url}: {why}\n"
+            + _how_to_supply_repo(repo)
+        ) from err
+    except HfHubHTTPError as err:
+        reason = f"Hub error: {err}".splitlines()[0]
+        raise WeightsDownloadError(
+            f"{filename} of {repo.repo_id} could not be downloaded.\n  {url}: {reason}\n"
+            + _how_to_supply_repo(repo)
+        ) from err
+
+
+def resolve_hub_repo(
+    repo: HubRepoWeights | str,
+    *,
+    local_dir: str | PathLike[str] | None = None,
+    cache_dir: str | PathLike[str] | None = None,
+    offline: bool | None = None,
+    verify: bool = True,
+) -> dict[str, Path]:
+    """Paths of verified copies of a pinned Hub repository's files (filename -> path).
+
+    Looked for in ``local_dir`` (or ``$MFMJT_WEIGHTS_DIR``) under ``<repo name>/`` or
+    ``<owner>/<repo name>/``, else fetched with ``hf_hub_download`` at the pinned revision into the
+    Hugging Face cache. Each file's sha256 is checked once per file version; a wrong one raises
+    :class:`ChecksumMismatchError` (a downloaded copy is removed from the cache first).
+    """
+    repo = HUB_REPOS[repo] if isinstance(repo, str) and repo in HUB_REPOS else repo
+    if isinstance(repo, str):
+        raise ValueError(f"unknown Hub repository {repo!r}; registered: {sorted(HUB_REPOS)}")
+    offline = _env_offline() if offline is None else offline
+    cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    local = local_dir if local_dir is not None else os.environ.get(WEIGHTS_DIR_ENV) or None
+    folders = []
+    if local is not None:
+        base = Path(local).expanduser()
+        folders = [base / repo.name, base.joinpath(*repo.repo_id.split("/"))]
+    paths: dict[str, Path] = {}
+    for entry in repo.files:
+        found = next((f / entry.filename for f in folders if (f / entry.filename).is_file()), None)
+        path = found if found is not None else _download_repo_file(repo, entry.filename, cache_dir, offline)
+        if verify and (actual := _actual_sha256_if_wrong(path, entry.sha256, cache_root)) is not None:
+            fate = "was left in place; replace it"
+            if found is None:
+                _remove_hub_file(path)
+                fate = "was removed from the Hugging Face cache"
+            raise ChecksumMismatchError(
+                f"Checksum mismatch for {entry.filename} of {repo.repo_id} ({path}): expected sha256 "
+                f"{entry.sha256}, got {actual}. The corrupt file {fate}.\n{_how_to_supply_repo(repo)}",
+                path=path,
+                expected=entry.sha256,
+                actual=actual,
+            )
+        logger.info("using %s of %s from %s", entry.filename, repo.repo_id, path)
+        paths[entry.filename] = path
+    return paths
+
+
+# =================================================================== a pipeline's files
 @dataclass(frozen=True)
 class PipelineFiles:
-    """Local paths of a pipeline's files, and the CLIP model name for open_clip."""
+    """Local paths of a pipeline's files, and the CLIP model name for open_clip.
 
-    network: Path
+    ``network`` is None for a feature stack resolved without its network (:func:`resolve_mmaudio_files`).
+    44k: ``vocoder`` is BigVGAN v2's ``bigvgan_generator.pt`` and ``vocoder_config`` its ``config.json``.
+    """
+
+    network: Path | None
     vae: Path
     synchformer: Path
     clip_model: str
     vocoder: Path | None = None
     vocoder_repo: str | None = None
+    vocoder_config: Path | None = None
+    audio_mode: str = "16k"
+    variant: str = "small_16k"
 
 
 def resolve_pipeline_files(
@@ -564,20 +739,77 @@ def resolve_pipeline_files(
     cache_dir: str | PathLike[str] | None = None,
     offline: bool | None = None,
     verify: bool = True,
+    network: bool = True,
 ) -> PipelineFiles:
-    """Resolve every file of a pipeline (arguments as :func:`resolve_file`); CLIP is left to open_clip."""
+    """Resolve every file of a pipeline (arguments as :func:`resolve_file`); CLIP is left to open_clip.
+
+    ``network=False`` skips the network checkpoint (the feature stack only).
+    """
     weights = pipeline_weights(name)
-    paths = {
-        f.name: resolve_file(f, local_dir=local_dir, cache_dir=cache_dir, offline=offline, verify=verify)
-        for f in weights.files
-    }
+    where = dict(local_dir=local_dir, cache_dir=cache_dir, offline=offline, verify=verify)
+    wanted = [f for f in weights.files if network or f is not weights.network]
+    paths = {f.name: resolve_file(f, **where) for f in wanted}
+    vocoder = paths[weights.vocoder.name] if weights.vocoder else None
+    vocoder_config = None
+    if weights.vocoder_repo is not None:
+        repo_paths = resolve_hub_repo(weights.vocoder_repo, **where)
+        vocoder, vocoder_config = repo_paths["bigvgan_generator.pt"], repo_paths["config.json"]
     return PipelineFiles(
-        network=paths[weights.network.name],
+        network=paths[weights.network.name] if network else None,
         vae=paths[weights.vae.name],
         synchformer=paths[weights.synchformer.name],
         clip_model=weights.clip.model_name,
-        vocoder=paths[weights.vocoder.name] if weights.vocoder else None,
+        vocoder=vocoder,
         vocoder_repo=weights.vocoder_repo,
+        vocoder_config=vocoder_config,
+        audio_mode=weights.audio_mode,
+        variant=weights.variant,
+    )
+
+
+# Feature stacks by name: the files of the named pipeline without its network (every 44k network
+# shares one VAE, vocoder, Synchformer and CLIP).
+FEATURE_STACKS: dict[str, str] = {"mmaudio-16k": "small_16k", "mmaudio-44k": "small_44k"}
+
+
+def mmaudio_name(name: str) -> tuple[str, bool]:
+    """(pipeline variant, whether the name includes its network) for any MMAudio name.
+
+    Feature stacks: ``mmaudio-16k``, ``mmaudio-44k`` (also ``mmaudio_44k``, ``16k``, ``44k``).
+    Networks: ``mmaudio-large-44k-v2``, ``mmaudio_large_44k_v2(.pth)``, ``large_44k_v2``, ...
+    """
+    stack = "mmaudio-" + name.removeprefix("mmaudio-").removeprefix("mmaudio_")
+    if stack in FEATURE_STACKS:
+        return FEATURE_STACKS[stack], False
+    try:
+        return pipeline_weights(name).variant, True
+    except ValueError:
+        raise ValueError(
+            f"unknown MMAudio name {name!r}: use a feature stack ({', '.join(FEATURE_STACKS)}) or a "
+            f"network ({', '.join('mmaudio-' + v.replace('_', '-') for v in PIPELINES)})"
+        ) from None
+
+
+def resolve_mmaudio_files(
+    name: str,
+    *,
+    local_dir: str | PathLike[str] | None = None,
+    cache_dir: str | PathLike[str] | None = None,
+    offline: bool | None = None,
+    verify: bool = True,
+) -> PipelineFiles:
+    """The files behind any MMAudio name (see :func:`mmaudio_name`): a feature stack ('mmaudio-16k',
+    'mmaudio-44k') resolves VAE, vocoder (+ config), Synchformer and the CLIP name with ``network=None``;
+    a network name ('mmaudio-large-44k-v2', ...) resolves the same plus its network checkpoint.
+    ``files.audio_mode`` says '16k' or '44k'. Arguments as :func:`resolve_file`."""
+    variant, with_network = mmaudio_name(name)
+    return resolve_pipeline_files(
+        variant,
+        local_dir=local_dir,
+        cache_dir=cache_dir,
+        offline=offline,
+        verify=verify,
+        network=with_network,
     )
 
 
@@ -652,15 +884,16 @@ def convert_command(
     cache_dir: str | None = None,
     offline: bool | None = None,
 ) -> Path:
-    """``mfmjt convert``: ``checkpoint`` is a ``.pth`` file or a network registry name (mmaudio_small_16k)."""
+    """``mfmjt convert``: ``checkpoint`` is a ``.pth`` file or a network registry name
+    (``mmaudio_small_16k``, ``mmaudio-large-44k-v2``, ``large_44k_v2``, ...)."""
     if Path(checkpoint).is_file():
         return convert_mmaudio_checkpoint(checkpoint, out_dir, variant=variant)
-    networks = {p.network.name: p for p in PIPELINES.values()}
-    networks.update({p.network.filename: p for p in PIPELINES.values()})
-    if checkpoint not in networks:
+    try:
+        pipeline = pipeline_weights(checkpoint)  # mmaudio_large_44k_v2, mmaudio-large-44k-v2, large_44k_v2
+    except ValueError:
+        names = sorted(p.network.name for p in PIPELINES.values())
         raise FileNotFoundError(
-            f"{checkpoint} is neither a file nor a network in the registry ({sorted(n for n in networks)})"
-        )
-    pipeline = networks[checkpoint]
+            f"{checkpoint} is neither a file nor a network in the registry ({names})"
+        ) from None
     path = resolve_file(pipeline.network, local_dir=local_dir, cache_dir=cache_dir, offline=offline)
     return convert_mmaudio_checkpoint(path, out_dir, variant=variant or pipeline.variant)

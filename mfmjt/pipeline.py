@@ -432,7 +432,13 @@ class Pipeline:
 
 # ------------------------------------------------------------------------------------ loading
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MMAUDIO_NAMES = {"mmaudio-small-16k": "small_16k", "mmaudio_small_16k": "small_16k", "small_16k": "small_16k"}
+MMAUDIO_VARIANTS = ("small_16k", "small_44k", "medium_44k", "large_44k", "large_44k_v2")
+# every spelling of an MMAudio network: mmaudio-large-44k-v2, mmaudio_large_44k_v2, large_44k_v2
+MMAUDIO_NAMES = {
+    spelling: v
+    for v in MMAUDIO_VARIANTS
+    for spelling in (f"mmaudio-{v.replace('_', '-')}", f"mmaudio_{v}", v)
+}
 
 
 def _check_request(
@@ -460,36 +466,61 @@ def default_model_dir() -> Path:
 
 
 def mmaudio_feature_stack(files: Any, device: torch.device | str = "cpu") -> FeatureStack:
-    """CLIP, Synchformer, VAE and BigVGAN from files resolved by :func:`mfmjt.hub.resolve_pipeline_files`."""
+    """CLIP, Synchformer and the audio codec from files resolved by :func:`mfmjt.hub.resolve_pipeline_files`
+    (or :func:`mfmjt.hub.resolve_mmaudio_files`): for ``files.audio_mode`` '16k' the 16 kHz VAE and BigVGAN,
+    for '44k' the 44.1 kHz VAE and BigVGAN v2 (its ``config.json`` in ``files.vocoder_config``)."""
     from mfmjt.features.audio import MMAudioCodec
     from mfmjt.features.clip import clip_encoders_from_pretrained
     from mfmjt.features.synchformer import SynchformerEncoder
 
+    mode = getattr(files, "audio_mode", "16k")
     if files.vocoder is None:
-        raise ValueError("only the 16 kHz MMAudio stack (with the BigVGAN 16k vocoder) is supported")
+        raise ValueError(f"the resolved MMAudio files have no vocoder checkpoint (audio mode {mode})")
     clip, text = clip_encoders_from_pretrained(files.clip_model, device=device)
+    codec = MMAudioCodec.from_files(
+        files.vae, files.vocoder, getattr(files, "vocoder_config", None), mode=mode
+    )
     return FeatureStack(
         clip=clip,
         sync=SynchformerEncoder.from_checkpoint(files.synchformer, device=device),
         text=text,
-        codec=MMAudioCodec.from_files(files.vae, files.vocoder),
+        codec=codec,
     )
+
+
+def load_mmaudio_features(
+    name: str = "mmaudio-16k", device: torch.device | str = "cpu", **resolve: Any
+) -> FeatureStack:
+    """The feature stack behind any MMAudio name: 'mmaudio-16k', 'mmaudio-44k', or a network name
+    ('mmaudio-large-44k-v2', ...: its stack, without loading the network). ``resolve``: local_dir,
+    cache_dir, offline, verify, as :func:`mfmjt.hub.resolve_file`. ``stack.codec.sample_rate`` tells
+    the mode."""
+    from mfmjt.hub import mmaudio_name, resolve_pipeline_files
+
+    variant, _ = mmaudio_name(name)
+    return mmaudio_feature_stack(resolve_pipeline_files(variant, network=False, **resolve), device)
 
 
 def _load_mmaudio(variant: str, **kwargs: Any) -> Pipeline:
     from mfmjt.features.audio import read_state_dict
     from mfmjt.hub import resolve_pipeline_files
+    from mfmjt.memory import check_memory_before_loading, estimate_pipeline_memory
 
+    device = torch.device(kwargs.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = kwargs.get("dtype") or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    check_memory_before_loading(estimate_pipeline_memory(variant, dtype), device)
     files = resolve_pipeline_files(variant)
-    net = MFMJTNetwork(NetworkConfig.variant(variant))
-    net.load_mmaudio_state_dict(read_state_dict(files.network))
+    with torch.device(device):  # a GPU run never holds the float32 network in CPU memory
+        net = MFMJTNetwork(NetworkConfig.variant(variant)).to(dtype)
+    net.load_mmaudio_state_dict(read_state_dict(files.network, mmap=True))
     return Pipeline(
         net,
-        mmaudio_feature_stack(files, kwargs.get("device") or "cpu"),
+        mmaudio_feature_stack(files, device),
         name=f"MMAudio {variant}",
         objective="flow_matching",
+        audio_mode=files.audio_mode,
         description=(
-            "MMAudio's public small_16k weights in the MF-MJT network (Δt ignored): a flow-matching "
+            f"MMAudio's public {variant} weights in the MF-MJT network (Δt ignored): a flow-matching "
             "model, good at 25 steps and poor at one step. No public MF-MJT weights exist yet."
         ),
         **kwargs,
@@ -509,12 +540,11 @@ def _load_directory(directory: Path, **kwargs: Any) -> Pipeline:
         spec = meta["features"]
         codec = OfflineAudioCodec.load(directory / spec["codec"])
         features = make_offline_stack(codec, OfflineEncoderConfig.from_dict(spec["encoders"]))
-    elif feature_kind == "mmaudio_16k":
-        from mfmjt.hub import resolve_pipeline_files
-
-        features = mmaudio_feature_stack(resolve_pipeline_files("small_16k"), kwargs.get("device") or "cpu")
+    elif feature_kind in ("mmaudio_16k", "mmaudio_44k"):
+        features = load_mmaudio_features(feature_kind.replace("_", "-"), kwargs.get("device") or "cpu")
     else:
         raise ValueError(f"{directory}/config.json names unknown features {feature_kind!r}")
+    kwargs["audio_mode"] = "44k" if features.codec.sample_rate == AUDIO_MODES["44k"].sample_rate else "16k"
     return Pipeline(
         net,
         features,
@@ -533,8 +563,9 @@ def load_pipeline(
     dtype: torch.dtype | None = None,
     max_duration: float = 30.0,
 ) -> Pipeline:
-    """``"default"`` (embedded offline model), ``"mmaudio-small-16k"`` (public MMAudio weights from
-    the Hub), a local model directory, or a Hugging Face repo id holding one."""
+    """``"default"`` (embedded offline model), an MMAudio network (public weights from the Hub:
+    ``mmaudio-small-16k``, ``mmaudio-small-44k``, ``mmaudio-medium-44k``, ``mmaudio-large-44k``,
+    ``mmaudio-large-44k-v2``), a local model directory, or a Hugging Face repo id holding one."""
     kwargs: dict[str, Any] = dict(device=device, dtype=dtype, max_duration=max_duration)
     if name == "default":
         directory = default_model_dir()
@@ -551,5 +582,7 @@ def load_pipeline(
 
         return _load_directory(Path(snapshot_download(name)), **kwargs)
     raise ValueError(
-        f"unknown model {name!r}: use 'default', 'mmaudio-small-16k', a model directory or a HF repo id"
+        f"unknown model {name!r}: use 'default', an MMAudio network "
+        f"({', '.join('mmaudio-' + v.replace('_', '-') for v in MMAUDIO_VARIANTS)}), a model directory "
+        "or a HF repo id"
     )

@@ -388,6 +388,8 @@ def test_codec_from_files_reads_the_checkpoint_layouts(
     assert max_rel_err(mean, vae_golden["io"]["encode.mean"].transpose(1, 2)) <= VAE_RTOL
 
 
-def test_codec_only_supports_16k(vae_golden, vocoder_golden):
-    with pytest.raises(ValueError, match="16k"):
+def test_codec_rejects_an_unknown_mode_and_16k_weights_in_44k_mode(vae_golden, vocoder_golden):
+    with pytest.raises(ValueError, match="unknown codec mode '22k'"):
+        MMAudioCodec.from_state_dicts(vae_golden["state_raw"], vocoder_golden["state_weightnorm"], mode="22k")
+    with pytest.raises(ValueError, match="does not fit the VAE"):
         MMAudioCodec.from_state_dicts(vae_golden["state_raw"], vocoder_golden["state_weightnorm"], mode="44k")

@@ -1,19 +1,26 @@
-"""BigVGAN (v1) vocoder of MMAudio's 16 kHz mode: log-mel ``[B, 80, T]`` -> waveform ``[B, 1, 256 T]``.
+"""BigVGAN vocoders of MMAudio: log-mel ``[B, n_mels, T]`` -> waveform ``[B, 1, hop · T]``.
+
+One generator covers both of MMAudio's vocoders; they differ only in sizes and the output stage:
+- 16 kHz: BigVGAN v1 of Make-An-Audio 2 (``best_netG.pt``), 80 mels, hop 256, ``conv_post`` with bias,
+  tanh output (``BigVGANConfig.preset('16k')``);
+- 44.1 kHz: NVIDIA BigVGAN v2 ``nvidia/bigvgan_v2_44khz_128band_512x`` (``bigvgan_generator.pt`` +
+  ``config.json``), 128 mels, hop 512, ``conv_post`` without bias, output clamped to [-1, 1]
+  (``use_bias_at_final`` / ``use_tanh_at_final`` false in its config; ``preset('44k')``).
 
 Why our own generator rather than the PyPI ``bigvgan`` package: ``bigvgan`` 2.4.1 reproduces the
 reference too, but ``pip install bigvgan`` pulls about 40 extra packages that only its training code
 uses (tensorboard with grpcio and protobuf, librosa with numba/llvmlite, matplotlib, which it imports at
 import time, auraloss, nnaudio, ninja) plus ``pesq``, which ships only as source and needs a C compiler,
 the classic install failure on Windows and macOS. Inference needs none of it: this inference-only
-generator is about 250 lines of plain torch, loads MMAudio's ``best_netG.pt`` with its keys unchanged
-(weight-norm layout, new or legacy names, no renaming step) and matches the original implementation's
-golden waveform to 2.3e-6 (float32 rounding; ``tests/test_audio_features.py``). Keeping it in-tree
-also gives it the project's input checks and init-free (meta-device) loading.
+generator is plain torch, loads the checkpoints with their keys unchanged (weight-norm layout, new or
+legacy names, or plain weights; no renaming step) and matches the original implementations' golden
+waveforms to float32 rounding (``tests/test_audio_features.py``, ``tests/test_audio44k.py``). Keeping it
+in-tree also gives it the project's input checks and init-free (meta-device) loading.
 
-Architecture (Make-An-Audio 2 / MMAudio ``BigVGANVocoder``; keys and shapes equal):
+Architecture (keys and shapes equal the reference ``BigVGAN`` classes):
 - ``conv_pre`` (k7) -> per stage ``i``: ``ups.i.0`` transposed conv (rate ``u``, kernel ``k``,
   padding ``(k - u) // 2``), then the mean of ``len(resblock_kernel_sizes)`` AMP blocks ->
-  anti-aliased SnakeBeta -> ``conv_post`` (k7, -> 1 channel) -> tanh;
+  anti-aliased SnakeBeta -> ``conv_post`` (k7, -> 1 channel) -> tanh or clamp;
 - AMP block (type "1"): for each dilation ``d``: act -> conv(k, d) -> act -> conv(k, 1), residual add;
 - each act is anti-aliased: 2x upsample (12-tap Kaiser-windowed sinc, replicate padding),
   SnakeBeta ``x + sin²(αx) / (β + 1e-9)`` with log-scale per-channel α, β, 2x low-pass downsample.
@@ -22,10 +29,13 @@ Architecture (Make-An-Audio 2 / MMAudio ``BigVGANVocoder``; keys and shapes equa
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,7 +51,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BigVGANConfig:
-    """Generator sizes; ``preset('16k')`` is MMAudio's ``bigvgan_vocoder.yml`` (112M parameters)."""
+    """Generator sizes. ``preset('16k')``: MMAudio's ``bigvgan_vocoder.yml`` (112M parameters);
+    ``preset('44k')``: the ``config.json`` of ``nvidia/bigvgan_v2_44khz_128band_512x`` (122M)."""
 
     num_mels: int = 80
     upsample_rates: tuple[int, ...] = (4, 4, 2, 2, 2, 2)
@@ -50,6 +61,8 @@ class BigVGANConfig:
     resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
     resblock_dilation_sizes: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
     snake_logscale: bool = True
+    use_tanh_at_final: bool = True  # False: clamp to [-1, 1] instead (BigVGAN v2)
+    use_bias_at_final: bool = True  # False: conv_post has no bias (BigVGAN v2)
 
     def __post_init__(self) -> None:
         if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
@@ -70,7 +83,7 @@ class BigVGANConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BigVGANConfig:
-        """From a BigVGAN v1 config (yml/json dict); training-only entries are ignored."""
+        """From a BigVGAN config (v1 yml or v2 ``config.json`` dict); training-only entries are ignored."""
         if str(d.get("resblock", "1")) != "1" or d.get("activation", "snakebeta") != "snakebeta":
             raise ValueError(
                 "only resblock '1' with the 'snakebeta' activation is implemented, got "
@@ -87,8 +100,30 @@ class BigVGANConfig:
                 )
         return cls(**kwargs)
 
+    @classmethod
+    def from_json(cls, path: str | PathLike[str]) -> BigVGANConfig:
+        """From a ``config.json`` file such as the one of a BigVGAN v2 Hub repository."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot read the BigVGAN config {path}: {err}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object with the BigVGAN generator settings")
+        return cls.from_dict(data)
 
-BIGVGAN_PRESETS: dict[str, BigVGANConfig] = {"16k": BigVGANConfig()}
+
+BIGVGAN_PRESETS: dict[str, BigVGANConfig] = {
+    "16k": BigVGANConfig(),
+    "44k": BigVGANConfig(
+        num_mels=128,
+        upsample_rates=(8, 4, 2, 2, 2, 2),
+        upsample_kernel_sizes=(16, 8, 4, 4, 4, 4),
+        upsample_initial_channel=1536,
+        use_tanh_at_final=False,
+        use_bias_at_final=False,
+    ),
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,8 +245,9 @@ class AMPBlock1(nn.Module):
 
 
 class BigVGANVocoder(nn.Module):
-    """BigVGAN v1 generator. ``weight_norm=True`` builds the checkpoint layout (weight-norm parametrised
-    convs, keys ``...parametrizations.weight.original0/1``); :meth:`remove_weight_norm` folds it."""
+    """BigVGAN generator (v1 or v2, by config). ``weight_norm=True`` builds the checkpoint layout
+    (weight-norm parametrised convs, keys ``...parametrizations.weight.original0/1``);
+    :meth:`remove_weight_norm` folds it."""
 
     def __init__(self, config: BigVGANConfig | str = "16k", weight_norm: bool = False) -> None:
         super().__init__()
@@ -229,7 +265,7 @@ class BigVGANVocoder(nn.Module):
         )
         out_width = width >> len(c.upsample_rates)
         self.activation_post = Activation1d(out_width, c.snake_logscale)
-        self.conv_post = nn.Conv1d(out_width, 1, 7, padding=3)
+        self.conv_post = nn.Conv1d(out_width, 1, 7, padding=3, bias=c.use_bias_at_final)
         if weight_norm:
             self.apply_weight_norm()
 
@@ -254,7 +290,7 @@ class BigVGANVocoder(nn.Module):
         return self
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """Log-mel ``[B, num_mels, T]`` -> waveform ``[B, 1, T * hop_size]`` in (-1, 1)."""
+        """Log-mel ``[B, num_mels, T]`` -> waveform ``[B, 1, T * hop_size]`` in [-1, 1]."""
         c = self.config
         check_float_tensor("mel", mel, f"[B, {c.num_mels}, T]", ndim=3, sizes={1: c.num_mels})
         num_kernels = len(c.resblock_kernel_sizes)
@@ -264,7 +300,7 @@ class BigVGANVocoder(nn.Module):
             blocks = self.resblocks[i * num_kernels : (i + 1) * num_kernels]
             x = sum(block(x) for block in blocks) / num_kernels
         x = self.conv_post(self.activation_post(x))
-        return torch.tanh(x)
+        return torch.tanh(x) if c.use_tanh_at_final else x.clamp(-1.0, 1.0)
 
 
 _WEIGHT_NORM_SUFFIXES = (
@@ -279,8 +315,8 @@ def load_vocoder(state_dict: Mapping[str, Any], config: BigVGANConfig | str = "1
     """Strictly load a generator state dict and return it with weight norm removed, in eval mode.
 
     Accepts the checkpoint layout (``parametrizations.weight.original0/1``, or the legacy
-    ``weight_g`` / ``weight_v`` names), the layout after removal (plain ``weight``), or MMAudio's
-    ``best_netG.pt`` dict that holds the generator under ``'generator'``.
+    ``weight_g`` / ``weight_v`` names), the layout after removal (plain ``weight``), or a checkpoint
+    dict that holds the generator under ``'generator'`` (``best_netG.pt``, ``bigvgan_generator.pt``).
     """
     if "generator" in state_dict and isinstance(state_dict["generator"], Mapping):
         state_dict = state_dict["generator"]

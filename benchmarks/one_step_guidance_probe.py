@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mfmjt.evaluate import held_out_scenes, log_mel_frames, score_clips
 from mfmjt.guidance import projection_scale
 from mfmjt.pipeline import load_pipeline
+from mfmjt.toy.evaluate import held_out_scenes, score_clips
+from mfmjt.toy.metrics import log_mel_frames
 
 logger = logging.getLogger("benchmarks.one_step_guidance_probe")
 

@@ -1,4 +1,4 @@
-"""Command line: ``mfmjt generate | convert | extract | train | export | evaluate``."""
+"""Command line: ``mfmjt generate | convert | extract | train | export | deepen | evaluate | toy``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mfmjt.media import VIDEO_SUFFIXES
+from mfmjt.toy.cli import add_evaluate_arguments, add_extract_arguments, add_toy_commands
 
 logger = logging.getLogger("mfmjt")
 
@@ -86,24 +87,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    import torch
+    """``mfmjt extract``: the synthetic (toy) store builder, same as ``mfmjt toy extract``."""
+    from mfmjt.toy.cli import run_extract
 
-    from mfmjt.extract import ExtractConfig, extract_synthetic, fit_offline_stack, offline_stack_with_codec
-
-    torch.set_num_threads(args.threads)
-    config = ExtractConfig(
-        out=Path(args.out),
-        n_items=args.n_items,
-        duration=args.duration,
-        first_seed=args.first_seed,
-        text_only_fraction=args.text_only_fraction,
-    )
-    if args.codec is not None:
-        stack = offline_stack_with_codec(args.codec)
-    else:
-        stack = fit_offline_stack(config, n_fit=args.fit_items)
-    extract_synthetic(config, stack, workers=args.workers)
-    return 0
+    return run_extract(args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -132,38 +119,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import json
+    """``mfmjt evaluate``: the toy domain's held-out evaluation, same as ``mfmjt toy evaluate``."""
+    from mfmjt.toy.cli import run_evaluate
 
-    import torch
-
-    from mfmjt.evaluate import EvalSettings, run_evaluation, summary_lines
-
-    torch.set_num_threads(args.threads)
-    settings = EvalSettings(
-        args.steps,
-        args.cfg,
-        args.guidance,
-        use_caption=not args.no_caption,
-        seed=args.seed,
-        guidance_in_network=False if args.two_pass_guidance else None,
-    )
-    result = run_evaluation(
-        args.model,
-        args.n,
-        settings,
-        duration=args.duration,
-        cache_dir=args.cache,
-        references=args.references,
-        device=args.device,
-        first_seed=args.first_scene,
-    )
-    for line in summary_lines(result):
-        logger.info("%s", line)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
-        logger.info("wrote %s", args.out)
-    return 0
+    return run_evaluate(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,21 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.set_defaults(func=cmd_convert)
 
     ext = sub.add_parser("extract", help="synthetic scenes -> feature store (with the fitted offline codec)")
-    ext.add_argument("--out", required=True, help="feature store directory (must not exist or be empty)")
-    ext.add_argument("--n-items", type=int, default=1500)
-    ext.add_argument("--duration", type=float, default=4.0, help="seconds per item")
-    ext.add_argument("--first-seed", type=int, default=0, help="scene seeds first_seed .. first_seed+n-1")
-    ext.add_argument("--text-only-fraction", type=float, default=0.1)
-    ext.add_argument("--fit-items", type=int, default=300, help="scenes whose audio fits the codec")
-    ext.add_argument(
-        "--codec",
-        type=Path,
-        default=None,
-        help="reuse this fitted codec (e.g. runs/store/codec.safetensors) instead of fitting one, so the "
-        "latents share its space (to add scenes for a model trained on that store)",
-    )
-    ext.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on small CPUs)")
-    ext.add_argument("--workers", type=int, default=1, help="processes encoding scenes (one per core)")
+    add_extract_arguments(ext)
     ext.set_defaults(func=cmd_extract)
 
     from mfmjt.train import add_train_arguments
@@ -244,37 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     deep.set_defaults(func=cmd_deepen)
 
     ev = sub.add_parser("evaluate", help="onset F1, pitch, Fréchet distance, RTF on held-out scenes")
-    ev.add_argument("--model", default="default", help="'default', a model directory or a HF repo id")
-    ev.add_argument("--n", type=int, default=32, help="held-out scenes (seeds from --first-scene)")
-    ev.add_argument(
-        "--first-scene",
-        type=int,
-        default=1_000_000,
-        help="seed of the first scene (default 1000000, the held-out set; e.g. 2000000 for a disjoint "
-        "validation set). Training scenes use seeds below 1000000",
-    )
-    ev.add_argument("--duration", type=float, default=4.0, help="seconds per clip")
-    ev.add_argument("--steps", type=int, default=1)
-    ev.add_argument("--cfg", type=float, default=None, help="ω (default 1.5 at one step, else 4.5)")
-    ev.add_argument("--guidance", choices=["standard", "scaled", "both"], default="scaled")
-    ev.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="sampling noise: scene s is generated with seed + s (not the scenes)",
-    )
-    ev.add_argument(
-        "--two-pass-guidance",
-        action="store_true",
-        help="CFG's two forwards even for a model with guidance learnt in training",
-    )
-    ev.add_argument("--no-caption", action="store_true", help="video only (default: caption as prompt)")
-    ev.add_argument("--references", action="store_true", help="also score the real audio and its codec copy")
-    ev.add_argument("--cache", default=None, help="scene cache (default $MFMJT_CACHE/eval_scenes)")
-    ev.add_argument("--device", default=None)
-    ev.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on small CPUs)")
-    ev.add_argument("--out", default=None, help="write all metrics as JSON here")
+    add_evaluate_arguments(ev)
     ev.set_defaults(func=cmd_evaluate)
+
+    add_toy_commands(sub)
     return parser
 
 

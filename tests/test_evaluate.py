@@ -12,23 +12,22 @@ import pytest
 import torch
 
 from mfmjt.cli import build_parser, main
-from mfmjt.evaluate import (
-    HELD_OUT_SEED,
+from mfmjt.feature_store import FeatureStore
+from mfmjt.pipeline import load_pipeline
+from mfmjt.toy.codec import OfflineAudioCodec
+from mfmjt.toy.evaluate import HELD_OUT_SEED, evaluate_references, held_out_scenes, score_clips
+from mfmjt.toy.extract import ExtractConfig, extract_synthetic, fit_offline_stack, offline_stack_with_codec
+from mfmjt.toy.metrics import (
     colour_from_frequency,
     dominant_frequency,
-    evaluate_references,
     frechet_distance,
-    held_out_scenes,
     match_onsets,
     reference_onsets,
-    score_clips,
     score_onsets,
 )
-from mfmjt.extract import ExtractConfig, extract_synthetic, fit_offline_stack, offline_stack_with_codec
-from mfmjt.feature_store import FeatureStore
-from mfmjt.features.offline import OfflineAudioCodec
-from mfmjt.pipeline import load_pipeline
-from mfmjt.synthetic import COLOURS, MATERIALS, SceneConfig, SoundEvent, make_scene
+from mfmjt.toy.scene import make_scene
+from mfmjt.toy.specs import SceneConfig, SoundEvent
+from mfmjt.toy.vocabulary import COLOURS, MATERIALS
 from mfmjt.train import TrainConfig, train
 
 SR = 16_000

@@ -12,16 +12,18 @@ import torch.nn.functional as F
 
 from mfmjt.config import SequenceLengths
 from mfmjt.features.base import AudioCodec, FeatureStack, TextEncoder, VideoEncoder
-from mfmjt.features.offline import (
-    CodecConfig,
-    OfflineAudioCodec,
+from mfmjt.toy.codec import CodecConfig, OfflineAudioCodec
+from mfmjt.toy.encoders import (
     OfflineClipEncoder,
     OfflineEncoderConfig,
     OfflineSyncEncoder,
     OfflineTextEncoder,
-    make_offline_stack,
 )
-from mfmjt.synthetic import COLOURS, SceneConfig, detect_onsets, make_scene, make_text_sample
+from mfmjt.toy.onsets import detect_onsets
+from mfmjt.toy.scene import make_scene, make_text_sample
+from mfmjt.toy.specs import SceneConfig
+from mfmjt.toy.stack import make_offline_stack
+from mfmjt.toy.vocabulary import COLOURS
 
 DURATIONS = [1.0, 2.5, 4.0, 8.0]
 IMPACTS_ONLY = SceneConfig(

@@ -9,16 +9,12 @@ import av
 import numpy as np
 import pytest
 
-from mfmjt.synthetic import (
-    COLOURS,
-    MATERIALS,
-    SceneConfig,
-    caption_vocabulary,
-    detect_onsets,
-    make_scene,
-    make_text_sample,
-    write_scene_mp4,
-)
+from mfmjt.toy.captions import caption_vocabulary
+from mfmjt.toy.onsets import detect_onsets
+from mfmjt.toy.render import write_scene_mp4
+from mfmjt.toy.scene import make_scene, make_text_sample
+from mfmjt.toy.specs import SceneConfig
+from mfmjt.toy.vocabulary import COLOURS, MATERIALS
 
 # Scenes with impacts only (no hum, rolling, background or off-screen sounds): every onset in the
 # audio must come from a listed event.

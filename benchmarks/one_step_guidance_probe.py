@@ -12,7 +12,7 @@ sample whenever s < 1. This script measures, on held-out scenes:
 2. how much latent noise the codec and the onset metric tolerate: the real audio's latents plus
    α·N(0, 1) in the network's standardised space, decoded and scored like a generated clip.
 
-    python benchmarks/one_step_guidance_probe.py --model assets/default --n 16
+    python benchmarks/one_step_guidance_probe.py --model mfmjt/assets/default --n 16
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mfmjt.media import VIDEO_SUFFIXES
+from mfmjt.model_dir import SamplingSettings
 from mfmjt.toy.cli import add_evaluate_arguments, add_extract_arguments, add_toy_commands
 
 logger = logging.getLogger("mfmjt")
@@ -34,6 +35,15 @@ def _safe_stem(text: str) -> str:
     return stem or "audio"
 
 
+def sampling_settings(args: argparse.Namespace, recommended: SamplingSettings) -> tuple[int, float, str]:
+    """(steps, ω, guidance) of ``mfmjt generate``: what the user gave, else the loaded model's
+    recommendation (ω: the recommended one at the recommended steps, else 1.5 at one step, 4.5 above)."""
+    steps = args.steps if args.steps is not None else recommended.steps
+    cfg = args.cfg if args.cfg is not None else recommended.cfg_for(steps)
+    guidance = args.guidance if args.guidance is not None else recommended.guidance
+    return steps, cfg, guidance
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -46,13 +56,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args.model, device=args.device, max_duration=args.max_duration)
     logger.info("model: %s", pipe.info())
     out = Path(args.out)
+    steps, cfg, guidance = sampling_settings(args, pipe.recommended)
+    logger.info("sampling: %d step%s, ω %g, %s guidance", steps, "s" * (steps > 1), cfg, guidance)
     settings = dict(
         prompt=args.prompt or "",
         negative_prompt=args.negative_prompt,
         duration=args.duration,
-        steps=args.steps,
-        cfg_strength=args.cfg,
-        guidance=args.guidance,
+        steps=steps,
+        cfg_strength=cfg,
+        guidance=guidance,
         seed=args.seed,
     )
     failures = 0
@@ -137,11 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--duration", type=float, default=None, help="seconds (default: the video's length, capped)"
     )
-    gen.add_argument("--steps", type=int, default=1)
     gen.add_argument(
-        "--cfg", type=float, default=None, help="guidance strength ω (default 1.5 at one step, else 4.5)"
+        "--steps", type=int, default=None, help="sampling steps (default: the model's, 1 for MeanFlow)"
     )
-    gen.add_argument("--guidance", choices=["standard", "scaled", "both"], default="scaled")
+    gen.add_argument(
+        "--cfg",
+        type=float,
+        default=None,
+        help="guidance strength ω (default: the model's at its steps, else 1.5 at one step, 4.5 above)",
+    )
+    gen.add_argument(
+        "--guidance", choices=["standard", "scaled", "both"], default=None, help="default: the model's"
+    )
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument(
         "--model", default="default", help="'default', a registry name, a directory or a HF repo id"
@@ -182,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     deep = sub.add_parser(
         "deepen", help="a model directory with more audio-only blocks, zero-gated (same outputs)"
     )
-    deep.add_argument("model", type=Path, help="model directory, e.g. assets/default")
+    deep.add_argument("model", type=Path, help="model directory, e.g. mfmjt/assets/default")
     deep.add_argument("--extra-blocks", type=int, required=True, help="audio-only blocks to append")
     deep.add_argument("--out", type=Path, required=True, help="model directory to write")
     deep.add_argument("--seed", type=int, default=0, help="initialisation of the new blocks' other weights")
@@ -201,8 +220,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
-    if getattr(args, "cfg", 0) is None:
-        args.cfg = 1.5 if args.steps == 1 else 4.5
     return args.func(args)
 
 

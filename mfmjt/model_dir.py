@@ -267,12 +267,15 @@ def write_model_dir(
     *,
     weights_dtype: torch.dtype | None = None,
     files: Mapping[str, str | Path] | None = None,
+    check_files: bool = True,
 ) -> Path:
     """Write ``model.safetensors`` and ``config.json`` (and copy ``files``: name in the directory ->
     source path, e.g. a feature stack's codec). ``config.network`` is taken from ``network``.
 
     ``weights_dtype`` (e.g. ``torch.float16``) stores the floating-point tensors rounded to that
-    type, halving the file; loading casts them back into the network's own dtype.
+    type, halving the file; loading casts them back into the network's own dtype. ``check_files``:
+    refuse a config whose feature files are not in the directory (off for callers that copy them
+    in afterwards, e.g. ``mfmjt export`` through :meth:`MFMJTNetwork.save_pretrained`).
     """
     from safetensors.torch import save_file
 
@@ -293,7 +296,7 @@ def write_model_dir(
         if Path(source).resolve() != (directory / name).resolve():
             shutil.copy2(source, directory / name)
     missing = [name for name in config.features.files if not (directory / name).is_file()]
-    if missing:
+    if check_files and missing:
         raise FileNotFoundError(f"{directory}: the {config.features.kind} features need {missing}")
     (directory / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n")
     return directory

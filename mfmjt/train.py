@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -44,7 +45,7 @@ from mfmjt.config import SYNC_TOKENS_PER_SEGMENT, NetworkConfig
 from mfmjt.feature_store import FeatureStore, latent_stats
 from mfmjt.meanflow import MeanFlowConfig, TrainingGuidance, drop_conditions, meanflow_loss, sample_guidance
 from mfmjt.model import MFMJTNetwork
-from mfmjt.model_dir import FeatureSpec, ModelConfig, Provenance, read_model_config, write_model_dir
+from mfmjt.model.network import read_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -642,7 +643,7 @@ def _lineage(config: TrainConfig, step: int) -> list[str]:
     one) and this run, in a line."""
     parent: list[str] = []
     if config.init_from is not None and (config.init_from / "config.json").is_file():
-        parent = list(read_model_config(config.init_from).provenance.lineage)
+        parent = list(read_metadata(config.init_from).get("lineage", []))
     mf = config.meanflow
     recipe = (
         f"r≠t ratio {mf.mean_flow_ratio:g}, "
@@ -668,30 +669,23 @@ def _export(
     out: Path,
     weights_dtype: torch.dtype | None = None,
 ) -> Path:
+    features = store.extra.get("features")
+    network.save_pretrained(
+        out,
+        weights_dtype=weights_dtype,
+        lineage=_lineage(config, step),
+        objective=config.objective,
+        variant=config.variant,
+        step=step,
+        duration=store.duration,
+        training=config.to_dict(),
+        feature_store=store.extra,
+        **({"features": features} if features else {}),
+    )
     # A store may carry the feature stack it was made with (e.g. the offline codec): the exported
     # model directory then holds everything the pipeline needs.
-    spec = dict(store.extra.get("features") or {"kind": "mmaudio_16k"})
-    kind, files = str(spec.pop("kind", "mmaudio_16k")), tuple(spec.pop("files", ()))
-    model_config = ModelConfig(
-        network=network.config,
-        objective=config.objective,
-        features=FeatureSpec(kind, spec, files),
-        provenance=Provenance(
-            variant=config.variant,
-            step=step,
-            duration=store.duration,
-            lineage=tuple(_lineage(config, step)),
-            training=config.to_dict(),
-            feature_store=store.extra,
-        ),
-    )
-    write_model_dir(
-        out,
-        network,
-        model_config,
-        weights_dtype=weights_dtype,
-        files={name: Path(config.store) / name for name in files},
-    )
+    for name in (features or {}).get("files", []):
+        shutil.copy2(Path(config.store) / name, out / name)
     logger.info("exported the EMA network (step %d) to %s", step, out)
     return out
 

@@ -449,7 +449,8 @@ class MFMJTNetwork(nn.Module):
         from mfmjt.model_dir import config_from_metadata, write_model_dir
 
         config = config_from_metadata({"network": self.config.to_dict(), **metadata})
-        return write_model_dir(directory, self, config, weights_dtype=weights_dtype)
+        # the caller may copy the feature stack's files in afterwards (mfmjt export does)
+        return write_model_dir(directory, self, config, weights_dtype=weights_dtype, check_files=False)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> MFMJTNetwork:

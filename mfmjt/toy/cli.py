@@ -34,7 +34,9 @@ def add_extract_arguments(ext: argparse.ArgumentParser) -> None:
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    """Build a feature store of toy scenes from parsed :func:`add_extract_arguments` arguments."""
+    """Build a feature store of toy scenes from parsed :func:`add_extract_arguments` arguments
+    (``duration`` and ``workers`` may be None, as a parser shared with real-media extraction leaves
+    them: 4 s and one process)."""
     import torch
 
     from mfmjt.toy.extract import (
@@ -48,7 +50,7 @@ def run_extract(args: argparse.Namespace) -> int:
     config = ExtractConfig(
         out=Path(args.out),
         n_items=args.n_items,
-        duration=args.duration,
+        duration=4.0 if args.duration is None else args.duration,
         first_seed=args.first_seed,
         text_only_fraction=args.text_only_fraction,
     )
@@ -56,7 +58,7 @@ def run_extract(args: argparse.Namespace) -> int:
         stack = offline_stack_with_codec(args.codec)
     else:
         stack = fit_offline_stack(config, n_fit=args.fit_items)
-    extract_synthetic(config, stack, workers=args.workers)
+    extract_synthetic(config, stack, workers=1 if args.workers is None else args.workers)
     return 0
 
 

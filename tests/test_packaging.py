@@ -9,8 +9,9 @@ import sys
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
-import tomllib
+import pytest
 
+tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11")
 REPO = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 

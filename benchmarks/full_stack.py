@@ -28,7 +28,9 @@ from mfmjt.features.vae import VAE
 from mfmjt.features.vocoder import BigVGANVocoder
 from mfmjt.model import MFMJTNetwork, NetworkConfig
 from mfmjt.pipeline import Pipeline
-from mfmjt.synthetic import SceneConfig, make_scene, write_scene_mp4
+from mfmjt.toy.render import write_scene_mp4
+from mfmjt.toy.scene import make_scene
+from mfmjt.toy.specs import SceneConfig
 
 logger = logging.getLogger("benchmarks.full_stack")
 

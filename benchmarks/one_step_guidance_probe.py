@@ -12,7 +12,7 @@ sample whenever s < 1. This script measures, on held-out scenes:
 2. how much latent noise the codec and the onset metric tolerate: the real audio's latents plus
    α·N(0, 1) in the network's standardised space, decoded and scored like a generated clip.
 
-    python benchmarks/one_step_guidance_probe.py --model assets/default --n 16
+    python benchmarks/one_step_guidance_probe.py --model mfmjt/assets/default --n 16
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mfmjt.evaluate import held_out_scenes, log_mel_frames, score_clips
 from mfmjt.guidance import projection_scale
 from mfmjt.pipeline import load_pipeline
+from mfmjt.toy.evaluate import held_out_scenes, score_clips
+from mfmjt.toy.metrics import log_mel_frames
 
 logger = logging.getLogger("benchmarks.one_step_guidance_probe")
 

@@ -6,7 +6,7 @@
 (b) Fig. 3: standard vs scaled CFG over ω ∈ {1, 1.5, 2.5, 3.5, 4.5}, at 1 and 25 steps (MeanFlow).
 (c) Fig. 4: the share of r ≠ t pairs in training (0.1, 0.25, 0.5), one step, ω = 1.5.
 
-Metrics (``mfmjt.evaluate``): onset F1 / offset stand in for DeSync, pitch-class accuracy for IB,
+Metrics (``mfmjt.toy.metrics``): onset F1 / offset stand in for DeSync, pitch-class accuracy for IB,
 the Fréchet distance of log-mel frames for FD. Writes ``docs/results.md`` and ``docs/*.png`` and
 prints the tables; models that do not exist yet are skipped with a note.
 
@@ -27,9 +27,10 @@ from typing import Any
 
 import torch
 
-from mfmjt import evaluate as ev
-from mfmjt.evaluate import EvalScene, EvalSettings, evaluate_model, evaluate_references, held_out_scenes
-from mfmjt.features.offline import OfflineEncoderConfig
+from mfmjt.toy import evaluate as ev
+from mfmjt.toy import metrics as tm
+from mfmjt.toy.encoders import OfflineEncoderConfig
+from mfmjt.toy.evaluate import EvalScene, EvalSettings, evaluate_model, evaluate_references, held_out_scenes
 
 logger = logging.getLogger("benchmarks.paper_in_miniature")
 
@@ -270,7 +271,7 @@ def reference_codec(runner: Runner, store_codec: Path) -> tuple[Any | None, str]
         if (runner.paths[name] / "config.json").is_file():
             return runner.pipeline(name).features.codec, f"the codec of `{name}`"
     if store_codec.is_file():
-        from mfmjt.features.offline import OfflineAudioCodec
+        from mfmjt.toy.codec import OfflineAudioCodec
 
         return OfflineAudioCodec.load(store_codec), f"`{store_codec}`"
     return None, "none found"
@@ -318,15 +319,15 @@ def write_markdown(
         f"0..1999), drawn like training clips (scene of {args.duration + ev.SCENE_PADDING_S:g} s → mp4 → "
         f"decoded for {args.duration:g} s); prompt = the scene's caption; clip of scene s generated with "
         "seed s.",
-        f"- Temporal sync: `detect_onsets` (rise threshold {ev.ONSET_THRESHOLD_DB} dB) vs audible on-screen "
-        f"impacts (strength ≥ {ev.AUDIBLE_STRENGTH}; impacts within {1000 * ev.MERGE_S:g} ms merged), "
-        f"one-to-one greedy matching within ±{1000 * ev.ONSET_TOLERANCE_S:g} ms; quieter impacts, hum/roll "
+        f"- Temporal sync: `detect_onsets` (rise threshold {tm.ONSET_THRESHOLD_DB} dB) vs audible on-screen "
+        f"impacts (strength ≥ {tm.AUDIBLE_STRENGTH}; impacts within {1000 * tm.MERGE_S:g} ms merged), "
+        f"one-to-one greedy matching within ±{1000 * tm.ONSET_TOLERANCE_S:g} ms; quieter impacts, hum/roll "
         "starts and off-screen sounds are don't-care (off-screen recall is in the JSON). Offset = mean "
         "|detected − true| of matched onsets.",
         "- Pitch acc.: matched single-object onsets whose dominant new frequency (5–45 ms after the onset, "
         "minus the 40 ms before) is nearest to the true colour's pitch × the material's strongest partial, "
         "among the 8 colours (chance 0.125).",
-        f"- FD: Fréchet distance of {ev.MEL_BANDS}-band log-mel frames (32 ms / 10 ms, floor −60 dB) of "
+        f"- FD: Fréchet distance of {tm.MEL_BANDS}-band log-mel frames (32 ms / 10 ms, floor −60 dB) of "
         "generated vs real audio, pooled over the clips.",
         f"- RTF: request seconds / audio seconds, CPU ({platform.processor() or platform.machine()}), "
         f"torch threads = {args.threads}, float32, while other jobs share the machine; RTF gen. counts the "
@@ -337,7 +338,7 @@ def write_markdown(
         "",
         "Produced by `python benchmarks/paper_in_miniature.py` "
         f"(`--n {n} --duration {args.duration:g}`). These are small models trained on "
-        "`mfmjt.synthetic` scenes, not the paper's VGGSound models; the metrics are the miniature "
+        "`mfmjt.toy` scenes, not the paper's VGGSound models; the metrics are the miniature "
         "counterparts described in `mfmjt/evaluate.py`.",
         "",
         "## Models",

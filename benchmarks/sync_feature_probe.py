@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from mfmjt.config import SequenceLengths
-from mfmjt.evaluate import AUDIBLE_STRENGTH
-from mfmjt.features.offline import OfflineEncoderConfig, OfflineSyncEncoder
-from mfmjt.synthetic import SceneConfig, make_scene
+from mfmjt.toy.encoders import OfflineEncoderConfig, OfflineSyncEncoder
+from mfmjt.toy.metrics import AUDIBLE_STRENGTH
+from mfmjt.toy.scene import make_scene
+from mfmjt.toy.specs import SceneConfig
 
 logger = logging.getLogger("benchmarks.sync_feature_probe")
 

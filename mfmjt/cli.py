@@ -1,4 +1,4 @@
-"""Command line: ``mfmjt generate | convert | extract | train | export | evaluate``."""
+"""Command line: ``mfmjt generate | convert | extract | train | export | deepen | evaluate | toy``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mfmjt.media import VIDEO_SUFFIXES
+from mfmjt.model_dir import SamplingSettings
+from mfmjt.toy.cli import add_evaluate_arguments, add_extract_arguments, add_toy_commands
 
 logger = logging.getLogger("mfmjt")
 
@@ -51,6 +53,15 @@ class _StepBar:
             self.bar.close()
 
 
+def sampling_settings(args: argparse.Namespace, recommended: SamplingSettings) -> tuple[int, float, str]:
+    """(steps, ω, guidance) of ``mfmjt generate``: what the user gave, else the loaded model's
+    recommendation (ω: the recommended one at the recommended steps, else 1.5 at one step, 4.5 above)."""
+    steps = args.steps if args.steps is not None else recommended.steps
+    cfg = args.cfg if args.cfg is not None else recommended.cfg_for(steps)
+    guidance = args.guidance if args.guidance is not None else recommended.guidance
+    return steps, cfg, guidance
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -63,13 +74,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args.model, device=args.device, max_duration=args.max_duration)
     logger.info("model: %s", pipe.info())
     out = Path(args.out)
+    steps, cfg, guidance = sampling_settings(args, pipe.recommended)
+    logger.info("sampling: %d step%s, ω %g, %s guidance", steps, "s" * (steps > 1), cfg, guidance)
     settings = dict(
         prompt=args.prompt or "",
         negative_prompt=args.negative_prompt,
         duration=args.duration,
-        steps=args.steps,
-        cfg_strength=args.cfg,
-        guidance=args.guidance,
+        steps=steps,
+        cfg_strength=cfg,
+        guidance=guidance,
         seed=args.seed,
     )
     failures = 0
@@ -104,29 +117,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    """``mfmjt extract``: media + caption tables (``--videos``/``--audios``), else toy scenes."""
     from mfmjt.data.extract_cli import run_media_extract, wants_media
 
     if wants_media(args):
         return run_media_extract(args)
+    from mfmjt.toy.cli import run_extract
 
-    import torch
-
-    from mfmjt.extract import ExtractConfig, extract_synthetic, fit_offline_stack, offline_stack_with_codec
-
-    torch.set_num_threads(args.threads)
-    config = ExtractConfig(
-        out=Path(args.out),
-        n_items=args.n_items,
-        duration=4.0 if args.duration is None else args.duration,
-        first_seed=args.first_seed,
-        text_only_fraction=args.text_only_fraction,
-    )
-    if args.codec is not None:
-        stack = offline_stack_with_codec(args.codec)
-    else:
-        stack = fit_offline_stack(config, n_fit=args.fit_items)
-    extract_synthetic(config, stack, workers=1 if args.workers is None else args.workers)
-    return 0
+    return run_extract(args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -155,38 +153,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import json
+    """``mfmjt evaluate``: the toy domain's held-out evaluation, same as ``mfmjt toy evaluate``."""
+    from mfmjt.toy.cli import run_evaluate
 
-    import torch
-
-    from mfmjt.evaluate import EvalSettings, run_evaluation, summary_lines
-
-    torch.set_num_threads(args.threads)
-    settings = EvalSettings(
-        args.steps,
-        args.cfg,
-        args.guidance,
-        use_caption=not args.no_caption,
-        seed=args.seed,
-        guidance_in_network=False if args.two_pass_guidance else None,
-    )
-    result = run_evaluation(
-        args.model,
-        args.n,
-        settings,
-        duration=args.duration,
-        cache_dir=args.cache,
-        references=args.references,
-        device=args.device,
-        first_seed=args.first_scene,
-    )
-    for line in summary_lines(result):
-        logger.info("%s", line)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
-        logger.info("wrote %s", args.out)
-    return 0
+    return run_evaluate(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,11 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--duration", type=float, default=None, help="seconds (default: the video's length, capped)"
     )
-    gen.add_argument("--steps", type=int, default=1)
     gen.add_argument(
-        "--cfg", type=float, default=None, help="guidance strength ω (default 1.5 at one step, else 4.5)"
+        "--steps", type=int, default=None, help="sampling steps (default: the model's, 1 for MeanFlow)"
     )
-    gen.add_argument("--guidance", choices=["standard", "scaled", "both"], default="scaled")
+    gen.add_argument(
+        "--cfg",
+        type=float,
+        default=None,
+        help="guidance strength ω (default: the model's at its steps, else 1.5 at one step, 4.5 above)",
+    )
+    gen.add_argument(
+        "--guidance", choices=["standard", "scaled", "both"], default=None, help="default: the model's"
+    )
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument(
         "--model",
@@ -235,23 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.set_defaults(func=cmd_convert)
 
     ext = sub.add_parser("extract", help="media + captions (or synthetic scenes) -> feature store")
-    ext.add_argument("--out", required=True, help="feature store directory (must not exist or be empty)")
-    ext.add_argument("--n-items", type=int, default=1500)
-    ext.add_argument("--duration", type=float, default=None, help="seconds per item (4 synthetic, 8 media)")
-    ext.add_argument("--first-seed", type=int, default=0, help="scene seeds first_seed .. first_seed+n-1")
-    ext.add_argument("--text-only-fraction", type=float, default=0.1)
-    ext.add_argument("--fit-items", type=int, default=300, help="scenes whose audio fits the codec")
-    ext.add_argument(
-        "--codec",
-        type=Path,
-        default=None,
-        help="reuse this fitted codec (e.g. runs/store/codec.safetensors) instead of fitting one, so the "
-        "latents share its space (to add scenes for a model trained on that store)",
-    )
-    ext.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on small CPUs)")
-    ext.add_argument(
-        "--workers", type=int, default=None, help="processes encoding scenes (1) or decoding media (4)"
-    )
+    add_extract_arguments(ext)
+    ext.set_defaults(duration=None, workers=None)  # 4 s / 1 process for scenes, 8 s / 4 for media
     from mfmjt.data.extract_cli import add_media_arguments
 
     add_media_arguments(ext)
@@ -277,44 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     deep = sub.add_parser(
         "deepen", help="a model directory with more audio-only blocks, zero-gated (same outputs)"
     )
-    deep.add_argument("model", type=Path, help="model directory, e.g. assets/default")
+    deep.add_argument("model", type=Path, help="model directory, e.g. mfmjt/assets/default")
     deep.add_argument("--extra-blocks", type=int, required=True, help="audio-only blocks to append")
     deep.add_argument("--out", type=Path, required=True, help="model directory to write")
     deep.add_argument("--seed", type=int, default=0, help="initialisation of the new blocks' other weights")
     deep.set_defaults(func=cmd_deepen)
 
     ev = sub.add_parser("evaluate", help="onset F1, pitch, Fréchet distance, RTF on held-out scenes")
-    ev.add_argument("--model", default="default", help="'default', a model directory or a HF repo id")
-    ev.add_argument("--n", type=int, default=32, help="held-out scenes (seeds from --first-scene)")
-    ev.add_argument(
-        "--first-scene",
-        type=int,
-        default=1_000_000,
-        help="seed of the first scene (default 1000000, the held-out set; e.g. 2000000 for a disjoint "
-        "validation set). Training scenes use seeds below 1000000",
-    )
-    ev.add_argument("--duration", type=float, default=4.0, help="seconds per clip")
-    ev.add_argument("--steps", type=int, default=1)
-    ev.add_argument("--cfg", type=float, default=None, help="ω (default 1.5 at one step, else 4.5)")
-    ev.add_argument("--guidance", choices=["standard", "scaled", "both"], default="scaled")
-    ev.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="sampling noise: scene s is generated with seed + s (not the scenes)",
-    )
-    ev.add_argument(
-        "--two-pass-guidance",
-        action="store_true",
-        help="CFG's two forwards even for a model with guidance learnt in training",
-    )
-    ev.add_argument("--no-caption", action="store_true", help="video only (default: caption as prompt)")
-    ev.add_argument("--references", action="store_true", help="also score the real audio and its codec copy")
-    ev.add_argument("--cache", default=None, help="scene cache (default $MFMJT_CACHE/eval_scenes)")
-    ev.add_argument("--device", default=None)
-    ev.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on small CPUs)")
-    ev.add_argument("--out", default=None, help="write all metrics as JSON here")
+    add_evaluate_arguments(ev)
     ev.set_defaults(func=cmd_evaluate)
+
+    add_toy_commands(sub)
     return parser
 
 
@@ -323,8 +258,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
-    if getattr(args, "cfg", 0) is None:
-        args.cfg = 1.5 if args.steps == 1 else 4.5
     return args.func(args)
 
 

@@ -714,3 +714,51 @@ def _window_result(
         message=message,
         **info,
     )
+
+
+def write_video(
+    path: str | os.PathLike[str],
+    frames: np.ndarray,
+    fps: float,
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    crf: int = 18,
+) -> Path:
+    """Encode uint8 RGB ``frames [T, H, W, 3]`` and mono ``audio`` as a browser-playable mp4
+    (H.264 yuv420p, AAC), interleaved frame by frame; odd sizes repeat the last row/column."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    T, H, W, _ = frames.shape
+    pad_h, pad_w = H % 2, W % 2  # yuv420p needs even sizes: repeat the last row/column
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), mode="w", options={"movflags": "+faststart"}) as container:
+        vstream = container.add_stream("libx264", rate=rate)
+        vstream.width, vstream.height = W + pad_w, H + pad_h
+        vstream.pix_fmt = "yuv420p"
+        vstream.options = {"crf": str(crf), "preset": "medium"}
+        astream = container.add_stream("aac", rate=sample_rate, layout="mono")
+        chunk = astream.codec_context.frame_size or 1024
+        audio = _as_mono(audio).astype(np.float32)
+        samples_per_frame = sample_rate / float(rate)
+        a_pos = 0
+        for i in range(T):  # interleave: audio up to the end of each video frame
+            vframe = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
+            vframe.pts = i
+            container.mux(vstream.encode(vframe))
+            a_end = min(audio.size, round((i + 1) * samples_per_frame))
+            while a_pos + chunk <= a_end or (i == T - 1 and a_pos < audio.size):
+                block = audio[a_pos : a_pos + chunk]
+                aframe = av.AudioFrame.from_ndarray(block[None, :], format="fltp", layout="mono")
+                aframe.sample_rate = sample_rate
+                aframe.pts = a_pos
+                container.mux(astream.encode(aframe))
+                a_pos += block.size
+        container.mux(vstream.encode(None))
+        container.mux(astream.encode(None))
+    return path

@@ -29,6 +29,7 @@ from mfmjt.config import AUDIO_MODES, NetworkConfig, SequenceLengths
 from mfmjt.features.base import FeatureStack
 from mfmjt.guidance import check_cfg_strength, check_guidance, guide, needs_unconditional
 from mfmjt.model.network import Conditions, MFMJTNetwork
+from mfmjt.model_dir import ModelConfig, SamplingSettings
 from mfmjt.sampler import predict_pair, sample
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class Pipeline:
         max_duration: float = 30.0,
         description: str = "",
         training_duration: float | None = None,
+        model_config: ModelConfig | None = None,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
@@ -148,6 +150,7 @@ class Pipeline:
         self.max_duration = float(max_duration)
         # seconds per window for clips longer than this (None: the network's latent_seq_len)
         self.training_duration = training_duration
+        self.model_config = model_config  # what config.json said, when loaded from a model directory
         self._video_cache: _LRU = _LRU(4)
         self._text_cache: _LRU = _LRU(64)
         self._one_step: _OneStepState | None = None
@@ -156,6 +159,47 @@ class Pipeline:
     @property
     def sample_rate(self) -> int:
         return self.audio_mode.sample_rate
+
+    @property
+    def recommended(self) -> SamplingSettings:
+        """The model's recommended sampling settings (steps, ω, guidance rule): its config's, or
+        by objective (MeanFlow: 1 step, ω 1.5; flow matching: 25 steps, ω 4.5)."""
+        if self.model_config is not None:
+            return self.model_config.recommended
+        return SamplingSettings.for_objective(self.objective)
+
+    # ------------------------------------------------------------------------- saving / loading
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **kwargs: Any) -> Pipeline:
+        """Load a model directory (any format version); ``kwargs`` as for :func:`load_pipeline`."""
+        return _load_directory(Path(directory), **kwargs)
+
+    def save_pretrained(self, directory: str | Path, *, weights_dtype: torch.dtype | None = None) -> Path:
+        """Write this pipeline as a model directory that :meth:`from_pretrained` loads: the network,
+        ``config.json`` and the feature stack's own files (e.g. the offline codec).
+
+        A stack of pretrained encoders (``mmaudio_16k``) is recorded by kind only: loading fetches
+        its published weights again, not the modules held here.
+        """
+        from dataclasses import replace
+
+        from mfmjt.features.registry import kind_of
+        from mfmjt.model_dir import FeatureSpec, write_model_dir
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        kind = kind_of(self.features)
+        params, files = kind.save(self.features, directory) if kind.save is not None else ({}, [])
+        config = self.model_config or ModelConfig(network=self.network.config, objective=self.objective)
+        config = replace(
+            config,
+            name=self.name,
+            description=self.description,
+            objective=self.objective,
+            sample_rate=self.sample_rate,
+            features=FeatureSpec(kind.name, params, tuple(files)),
+        )
+        return write_model_dir(directory, self.network, config, weights_dtype=weights_dtype)
 
     def info(self) -> dict[str, str]:
         """What is loaded, for display."""
@@ -431,7 +475,7 @@ class Pipeline:
 
 
 # ------------------------------------------------------------------------------------ loading
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ASSETS = Path(__file__).resolve().parent / "assets"
 MMAUDIO_VARIANTS = ("small_16k", "small_44k", "medium_44k", "large_44k", "large_44k_v2")
 # every spelling of an MMAudio network: mmaudio-large-44k-v2, mmaudio_large_44k_v2, large_44k_v2
 MMAUDIO_NAMES = {
@@ -459,10 +503,11 @@ def _check_request(
 
 
 def default_model_dir() -> Path:
-    """The embedded default model shipped in ``assets/default`` (or ``$MFMJT_DEFAULT_MODEL``)."""
+    """The embedded default model shipped inside the package, ``mfmjt/assets/default`` (or the
+    directory ``$MFMJT_DEFAULT_MODEL`` names)."""
     import os
 
-    return Path(os.environ.get("MFMJT_DEFAULT_MODEL", REPO_ROOT / "assets" / "default"))
+    return Path(os.environ.get("MFMJT_DEFAULT_MODEL", PACKAGE_ASSETS / "default"))
 
 
 def mmaudio_feature_stack(files: Any, device: torch.device | str = "cpu") -> FeatureStack:
@@ -528,30 +573,30 @@ def _load_mmaudio(variant: str, **kwargs: Any) -> Pipeline:
 
 
 def _load_directory(directory: Path, **kwargs: Any) -> Pipeline:
-    """A saved model: ``config.json`` + ``model.safetensors`` and, for offline features, their files."""
-    from mfmjt.model.network import read_metadata
+    """A model directory: ``config.json`` + ``model.safetensors`` and its feature stack's files."""
+    from mfmjt.features.registry import feature_kind
+    from mfmjt.model_dir import load_network, read_model_config
 
-    meta = read_metadata(directory)
-    net = MFMJTNetwork.from_pretrained(directory)
-    feature_kind = meta.get("features", {}).get("kind", "mmaudio_16k")
-    if feature_kind == "offline":
-        from mfmjt.features.offline import OfflineAudioCodec, OfflineEncoderConfig, make_offline_stack
-
-        spec = meta["features"]
-        codec = OfflineAudioCodec.load(directory / spec["codec"])
-        features = make_offline_stack(codec, OfflineEncoderConfig.from_dict(spec["encoders"]))
-    elif feature_kind in ("mmaudio_16k", "mmaudio_44k"):
-        features = load_mmaudio_features(feature_kind.replace("_", "-"), kwargs.get("device") or "cpu")
-    else:
-        raise ValueError(f"{directory}/config.json names unknown features {feature_kind!r}")
-    kwargs["audio_mode"] = "44k" if features.codec.sample_rate == AUDIO_MODES["44k"].sample_rate else "16k"
+    config = read_model_config(directory)
+    kind = feature_kind(config.features.kind)
+    if kind.sample_rate != config.sample_rate:
+        raise ValueError(
+            f"{directory}/config.json: sample_rate {config.sample_rate} but the {kind.name} features "
+            f"run at {kind.sample_rate}"
+        )
+    features = kind.load(directory, config.features.params, kwargs.get("device") or "cpu")
+    mode = next((m for m, a in AUDIO_MODES.items() if a.sample_rate == config.sample_rate), None)
+    if mode is None:
+        raise ValueError(f"{directory}/config.json: no audio mode runs at {config.sample_rate} Hz")
     return Pipeline(
-        net,
+        load_network(directory),
         features,
-        name=str(meta.get("name", directory.name)),
-        objective=str(meta.get("objective", "meanflow")),
-        description=str(meta.get("description", "")),
-        training_duration=meta.get("duration"),
+        name=config.name or directory.name,
+        objective=config.objective,
+        description=config.description,
+        audio_mode=mode,
+        model_config=config,
+        training_duration=config.provenance.duration,
         **kwargs,
     )
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the reference goldens copied into tests/goldens."""
+"""Shared fixtures: the reference goldens copied into tests/goldens, seeding, the gpu marker."""
 
 from __future__ import annotations
 
@@ -29,3 +29,13 @@ def load_network_golden(version: str):
 def _deterministic_threads():
     torch.manual_seed(0)
     yield
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.gpu`` tests need CUDA: without it they are skipped with that reason."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -12,6 +12,7 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import write_clip
 from stacks import small_random_pipeline
 
 from mfmjt.pipeline import Pipeline
@@ -31,30 +32,6 @@ pytestmark = [
 ]
 
 MAX_DURATION = 3.0
-
-
-def write_clip(
-    path: Path,
-    seconds: float,
-    width: int = 160,
-    height: int = 120,
-    fps: int = 30,
-    codec: str = "libx264",
-    pix_fmt: str = "yuv420p",
-) -> Path:
-    """A clip of a square moving right (no audio)."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        for i in range(round(seconds * fps)):
-            img = np.zeros((height, width, 3), np.uint8)
-            x = (2 * i) % max(width - 20, 1)
-            img[height // 3 : 2 * height // 3, x : x + 20] = (255, 80, 0)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
 
 
 def probe(path: str | Path) -> dict[str, list[float]]:

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import write_clip
 from stacks import small_random_pipeline
-from test_app import write_clip
 
 # Gradio's queue trips pandas deprecation warnings in its own code
 pytestmark = [
@@ -68,6 +68,7 @@ def url() -> Iterator[str]:
         demo.close()
 
 
+@pytest.mark.browser
 def test_upload_generate_and_play_both_guidances_then_remix_live(url, tmp_path):
     examples = sorted((REPO / "assets" / "examples").glob("*.mp4"))
     clip = examples[0] if MODEL and examples else write_clip(tmp_path / "square.mp4", 2.0)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mfmjt.config import SequenceLengths
 from mfmjt.features.audio import MMAudioCodec, read_state_dict
 from mfmjt.features.base import AudioCodec
 from mfmjt.features.mel import MelConfig, MelConverter, slaney_mel_filterbank
@@ -326,6 +327,12 @@ def test_load_vocoder_rejects_a_state_dict_of_another_size(vocoder_golden):
 def test_codec_implements_audio_codec_protocol(small_codec):
     assert isinstance(small_codec, AudioCodec)
     assert (small_codec.sample_rate, small_codec.latent_dim, small_codec.latent_rate) == (16_000, 20, 31.25)
+    lengths = SequenceLengths.for_duration(1.0)  # 32 latent frames, 16,384 samples
+    wave = 0.1 * torch.randn(2, lengths.audio_samples, generator=torch.Generator().manual_seed(0))
+    mean, std = small_codec.encode(wave)  # [B, samples] -> (mean, std) [B, latent frames, latent_dim]
+    assert mean.shape == std.shape == (2, lengths.latent, 20) and (std > 0).all()
+    audio = small_codec.decode(mean)  # [B, latent frames, latent_dim] -> [B, samples]
+    assert audio.shape == (2, lengths.audio_samples) and torch.isfinite(audio).all()
 
 
 def test_codec_encode_is_mel_then_vae_posterior_channel_last(small_codec, mel_golden, vae_golden):

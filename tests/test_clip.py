@@ -150,8 +150,14 @@ def test_text_bad_prompts_raise_value_error(text, prompts):
 
 
 def test_encoders_implement_the_feature_interfaces(visual, text):
-    assert isinstance(visual, VideoEncoder) and visual.dim == 32
-    assert isinstance(text, TextEncoder) and text.dim == 48
+    assert isinstance(visual, VideoEncoder) and isinstance(text, TextEncoder)
+    frames = _frames(2, 3)
+    feats = visual(frames)  # [B, T, 3, H, W] uint8 -> [B, T, dim]: one feature per frame
+    assert feats.shape == (2, 3, visual.dim) == (2, 3, 32) and feats.dtype == torch.float32
+    torch.testing.assert_close(visual(frames[1:, 2:]), feats[1:, 2:], atol=1e-5, rtol=1e-5)
+    tokens = text(["a dog barks", "rain"])  # B prompts -> [B, 77, dim]
+    assert tokens.shape == (2, 77, text.dim) == (2, 77, 48)
+    assert not torch.allclose(tokens[0], tokens[1])
 
 
 def test_from_pretrained_offline_fails_with_actionable_error(monkeypatch, tmp_path):

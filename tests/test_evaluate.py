@@ -12,23 +12,22 @@ import pytest
 import torch
 
 from mfmjt.cli import build_parser, main
-from mfmjt.evaluate import (
-    HELD_OUT_SEED,
+from mfmjt.feature_store import FeatureStore
+from mfmjt.pipeline import load_pipeline
+from mfmjt.toy.codec import OfflineAudioCodec
+from mfmjt.toy.evaluate import HELD_OUT_SEED, evaluate_references, held_out_scenes, score_clips
+from mfmjt.toy.extract import ExtractConfig, extract_synthetic, fit_offline_stack, offline_stack_with_codec
+from mfmjt.toy.metrics import (
     colour_from_frequency,
     dominant_frequency,
-    evaluate_references,
     frechet_distance,
-    held_out_scenes,
     match_onsets,
     reference_onsets,
-    score_clips,
     score_onsets,
 )
-from mfmjt.extract import ExtractConfig, extract_synthetic, fit_offline_stack, offline_stack_with_codec
-from mfmjt.feature_store import FeatureStore
-from mfmjt.features.offline import OfflineAudioCodec
-from mfmjt.pipeline import load_pipeline
-from mfmjt.synthetic import COLOURS, MATERIALS, SceneConfig, SoundEvent, make_scene
+from mfmjt.toy.scene import make_scene
+from mfmjt.toy.specs import SceneConfig, SoundEvent
+from mfmjt.toy.vocabulary import COLOURS, MATERIALS
 from mfmjt.train import TrainConfig, train
 
 SR = 16_000
@@ -193,6 +192,7 @@ def test_real_audio_scores_onset_f1_near_one_against_its_own_events(tmp_path):
 # ------------------------------------------------------------------------------ end to end
 
 
+@pytest.mark.slow
 def test_the_shipped_default_model_lines_up_impacts_with_the_picture(tmp_path):
     """``load_pipeline("default")`` at its one-step setting (ω = 1.5, scaled) on 8 held-out scenes:
     its impacts match the video's and their pitch names the object's colour; the same audio scored
@@ -244,6 +244,7 @@ def test_extract_with_a_reused_codec_continues_a_store(tmp_path):
         np.testing.assert_allclose(two.array(name)[0], one.array(name)[1], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_mfmjt_evaluate_runs_end_to_end_on_a_freshly_trained_micro_model(tmp_path):
     config = ExtractConfig(out=tmp_path / "store", n_items=6, text_only_fraction=0.0)
     extract_synthetic(config, fit_offline_stack(config, n_fit=6), progress=False)

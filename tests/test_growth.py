@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -11,6 +9,7 @@ from mfmjt.cli import main
 from mfmjt.config import NetworkConfig
 from mfmjt.model import MFMJTNetwork
 from mfmjt.model.growth import deepen_audio_blocks
+from mfmjt.model_dir import read_model_config
 
 
 def _trained_like_tiny() -> MFMJTNetwork:
@@ -68,9 +67,9 @@ def test_mfmjt_deepen_keeps_metadata_and_companion_files(tmp_path):
     assert (
         main(["deepen", str(tmp_path / "small"), "--extra-blocks", "2", "--out", str(tmp_path / "deep")]) == 0
     )
-    meta = json.loads((tmp_path / "deep" / "config.json").read_text())
-    assert meta["objective"] == "meanflow" and meta["network"]["fused_depth"] == net.config.fused_depth + 2
-    assert meta["lineage"][0] == "stage 1" and "deepened by 2" in meta["lineage"][1]
+    meta = read_model_config(tmp_path / "deep")
+    assert meta.objective == "meanflow" and meta.network.fused_depth == net.config.fused_depth + 2
+    assert meta.provenance.lineage[0] == "stage 1" and "deepened by 2" in meta.provenance.lineage[1]
     assert (tmp_path / "deep" / "codec.safetensors").read_bytes() == b"codec bytes"
     deeper = MFMJTNetwork.from_pretrained(tmp_path / "deep").eval()
     x, c, s, t = _inputs(1)

@@ -16,11 +16,13 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import helpers
 import imageio_ffmpeg
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from helpers import cfr
 from torchvision.transforms import v2
 
 from mfmjt.config import MIN_DURATION
@@ -54,6 +56,20 @@ def flat_painter(i: int, w: int, h: int) -> np.ndarray:
     return np.broadcast_to(index_colour(i), (h, w, 3)).copy()
 
 
+def write_video(
+    path: Path,
+    times: Sequence[Fraction],
+    size: tuple[int, int],
+    codec: str,
+    rate: Fraction | int,
+    options: dict[str, str] | None = None,
+    painter: Painter = flat_painter,
+    tone_hz: float | None = None,
+) -> Path:
+    """:func:`helpers.write_video` with each frame painted its index's colour (unless told otherwise)."""
+    return helpers.write_video(path, times, size, codec, rate, options, painter=painter, tone_hz=tone_hz)
+
+
 def texture_painter(i: int, w: int, h: int) -> np.ndarray:
     """8-px random blocks: detail for the resize comparison."""
     blocks = np.random.default_rng(i).integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
@@ -68,47 +84,6 @@ def quadrant_painter(i: int, w: int, h: int) -> np.ndarray:
     img[h // 2 :, : w // 2] = (0, 0, 255)
     img[h // 2 :, w // 2 :] = (255, 255, 255)
     return img
-
-
-def write_video(
-    path: Path,
-    times: Sequence[Fraction],
-    size: tuple[int, int],
-    codec: str,
-    rate: Fraction | int,
-    options: dict[str, str] | None = None,
-    painter: Painter = flat_painter,
-    tone_hz: float | None = None,
-) -> Path:
-    """Encode one frame per entry of ``times`` (seconds); optionally a stereo 44.1 kHz AAC tone."""
-    w, h = size
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=rate, options=options or {})
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        time_base = 1 / Fraction(rate)
-        stream.codec_context.time_base = time_base
-        audio = None if tone_hz is None else out.add_stream("aac", rate=44_100, layout="stereo")
-        for i, t in enumerate(times):
-            frame = av.VideoFrame.from_ndarray(painter(i, w, h), format="rgb24")
-            frame.pts, frame.time_base = round(Fraction(t) / time_base), time_base
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
-        if audio is not None:
-            sr = 44_100
-            n = 1024 * round(float(2 * times[-1] - times[-2]) * sr / 1024)  # to the end of the last frame
-            wave = (0.3 * np.sin(2 * np.pi * tone_hz * np.arange(n) / sr)).astype(np.float32)
-            for start in range(0, n, 1024):
-                chunk = np.ascontiguousarray(np.stack([wave[start : start + 1024]] * 2))
-                aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
-                aframe.sample_rate, aframe.pts, aframe.time_base = sr, start, Fraction(1, sr)
-                out.mux(audio.encode(aframe))
-            out.mux(audio.encode())
-    return path
-
-
-def cfr(fps: Fraction | int, seconds: float) -> list[Fraction]:
-    n = round(seconds * Fraction(fps))
-    return [i / Fraction(fps) for i in range(n)]
 
 
 def vfr_times() -> list[Fraction]:

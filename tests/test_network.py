@@ -11,6 +11,7 @@ from stacks import randomize
 
 from mfmjt.config import VARIANTS, NetworkConfig, SequenceLengths
 from mfmjt.model import MFMJTNetwork
+from mfmjt.model_dir import read_model_config
 
 MANIFESTS = json.loads((GOLDENS / "network_manifests.json").read_text())
 MMAUDIO_VARIANTS = [name for name in MANIFESTS if not name.startswith("_")]
@@ -82,7 +83,7 @@ def test_save_and_load_pretrained_round_trip(tmp_path):
     with torch.no_grad():
         net.dt_embed.mlp[2].weight.normal_()  # a trained Δt embedder must survive the round trip
     net.save_pretrained(tmp_path, objective="meanflow")
-    assert json.loads((tmp_path / "config.json").read_text())["objective"] == "meanflow"
+    assert read_model_config(tmp_path).objective == "meanflow"
     loaded = MFMJTNetwork.from_pretrained(tmp_path).eval()
     assert loaded.config == net.config
     for key, value in net.state_dict().items():
@@ -103,9 +104,9 @@ def test_weights_stored_as_float16_load_as_the_rounded_float32_network(tmp_path)
     assert {v.dtype for v in stored.values()} == {torch.float16}
     half_size = (tmp_path / "half" / "model.safetensors").stat().st_size
     assert half_size < 0.55 * (tmp_path / "full" / "model.safetensors").stat().st_size
-    meta = json.loads((tmp_path / "half" / "config.json").read_text())
-    assert meta["weights_dtype"] == "float16" and meta["objective"] == "meanflow"
-    assert "weights_dtype" not in json.loads((tmp_path / "full" / "config.json").read_text())
+    meta = read_model_config(tmp_path / "half")
+    assert meta.weights_dtype == "float16" and meta.objective == "meanflow"
+    assert read_model_config(tmp_path / "full").weights_dtype is None
     loaded = MFMJTNetwork.from_pretrained(tmp_path / "half").state_dict()
     changed = 0
     for key, value in net.state_dict().items():
@@ -183,18 +184,30 @@ def test_sequence_lengths_follow_mmaudio():
 
 
 def test_network_is_batch_independent():
+    # every weight random: a fresh network's zero-initialised adaLN gates and output layer would
+    # ignore the conditions, and then no condition could leak between batch items anyway
     net = MFMJTNetwork(NetworkConfig.variant("tiny")).eval()
-    torch.nn.init.normal_(net.final_layer.conv.weight)
+    randomize(net, 11)
     x, c, s, t = (
         torch.randn(3, 50, 20),
         torch.randn(3, 16, 32),
         torch.randn(3, 48, 24),
         torch.randn(3, 77, 32),
     )
+    times = torch.tensor([0.2, 0.5, 0.9])
     with torch.no_grad():
-        full = net(x, c, s, t, torch.tensor([0.2, 0.5, 0.9]), 0.1)
+        full = net(x, c, s, t, times, 0.1)
         single = net(x[1:2], c[1:2], s[1:2], t[1:2], 0.5, 0.1)
-    torch.testing.assert_close(full[1:2], single, atol=1e-4, rtol=1e-5)  # outputs ~20: float32 rounding
+        # other conditions for items 0 and 2 only
+        other = net(x, c.flip(0), s.flip(0), t.flip(0), times, 0.1)
+    scale = full.abs().max()
+    for name, changed in (("clip", (c * 2, s, t)), ("sync", (c, s * 2, t)), ("text", (c, s, t * 2))):
+        with torch.no_grad():
+            moved = net(x[1:2], *(cond[1:2] for cond in changed), 0.5, 0.1)
+        assert (moved - single).abs().max() > 1e-3 * scale, f"the {name} condition changes nothing"
+    assert (other[0] - full[0]).abs().max() > 1e-3 * scale  # item 0's new conditions matter to item 0 ...
+    torch.testing.assert_close(other[1], full[1], atol=1e-5 * scale, rtol=1e-5)  # ... and not to item 1
+    torch.testing.assert_close(full[1:2], single, atol=1e-5 * scale, rtol=1e-5)
 
 
 BAD_INPUTS = [

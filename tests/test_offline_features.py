@@ -12,16 +12,18 @@ import torch.nn.functional as F
 
 from mfmjt.config import SequenceLengths
 from mfmjt.features.base import AudioCodec, FeatureStack, TextEncoder, VideoEncoder
-from mfmjt.features.offline import (
-    CodecConfig,
-    OfflineAudioCodec,
+from mfmjt.toy.codec import CodecConfig, OfflineAudioCodec
+from mfmjt.toy.encoders import (
     OfflineClipEncoder,
     OfflineEncoderConfig,
     OfflineSyncEncoder,
     OfflineTextEncoder,
-    make_offline_stack,
 )
-from mfmjt.synthetic import COLOURS, SceneConfig, detect_onsets, make_scene, make_text_sample
+from mfmjt.toy.onsets import detect_onsets
+from mfmjt.toy.scene import make_scene, make_text_sample
+from mfmjt.toy.specs import SceneConfig
+from mfmjt.toy.stack import make_offline_stack
+from mfmjt.toy.vocabulary import COLOURS
 
 DURATIONS = [1.0, 2.5, 4.0, 8.0]
 IMPACTS_ONLY = SceneConfig(
@@ -148,7 +150,16 @@ def test_stack_bundles_encoders_that_satisfy_the_protocols(codec: OfflineAudioCo
     assert isinstance(stack, FeatureStack) and stack.codec is codec
     assert isinstance(stack.clip, VideoEncoder) and isinstance(stack.sync, VideoEncoder)
     assert isinstance(stack.text, TextEncoder) and isinstance(stack.codec, AudioCodec)
-    assert (stack.clip.dim, stack.sync.dim, stack.text.dim) == (32, 48, 32)
+    lengths = SequenceLengths.for_duration(1.0)
+    g = torch.Generator().manual_seed(0)
+    clip_frames = torch.randint(0, 256, (1, lengths.clip, 3, 384, 384), generator=g, dtype=torch.uint8)
+    sync_frames = torch.randint(0, 256, (1, 25, 3, 224, 224), generator=g, dtype=torch.uint8)
+    assert stack.clip(clip_frames).shape == (1, lengths.clip, stack.clip.dim) == (1, 8, 32)
+    assert stack.sync(sync_frames).shape == (1, lengths.sync, stack.sync.dim) == (1, 16, 48)
+    assert stack.text(["a red ball", ""]).shape == (2, 77, stack.text.dim) == (2, 77, 32)
+    mean, std = stack.codec.encode(torch.zeros(1, lengths.audio_samples))
+    assert mean.shape == std.shape == (1, lengths.latent, stack.codec.latent_dim)
+    assert stack.codec.decode(mean).shape == (1, lengths.audio_samples)
 
 
 # -- determinism ---------------------------------------------------------------------------------------
@@ -191,6 +202,7 @@ def test_text_features_differ_only_where_the_words_differ() -> None:
 # -- what the visual features carry ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sync_features_mark_impact_times_in_the_moving_colour() -> None:
     # One object: its hue bin carries the motion, and the vertical acceleration (a jump of velocity)
     # near each strong floor impact, within one sync token (2 frames, 80 ms), is far above the
@@ -268,6 +280,7 @@ def test_unfitted_codec_refuses_to_encode() -> None:
         CodecConfig(latent_dim=4)
 
 
+@pytest.mark.slow
 def test_codec_round_trip_preserves_onsets(codec: OfflineAudioCodec) -> None:
     # Clear impacts (strength >= 0.2, >= 30 ms from other events) must still start within +-10 ms in
     # the decoded audio, and decoded onsets must sit on true events. Measured here: 39/47 recovered

@@ -8,6 +8,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from helpers import write_clip
 from stacks import randomize, small_random_pipeline
 
 from mfmjt import media
@@ -24,20 +25,10 @@ def small_stack_pipeline() -> Pipeline:
 @pytest.fixture(scope="module")
 def clip_path(tmp_path_factory):
     """A 2.5 s, 30 fps, 160x120 H.264 clip with a moving square."""
-    path = tmp_path_factory.mktemp("video") / "square.mp4"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
-        for i in range(75):
-            img = np.zeros((120, 160, 3), np.uint8)
-            img[40:80, 2 * i : 2 * i + 20] = (255, 80, 0)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    return write_clip(tmp_path_factory.mktemp("video") / "square.mp4", 2.5)
 
 
+@pytest.mark.slow
 def test_video_to_audio_both_modes_give_audio_of_the_clip_length(small_stack_pipeline, clip_path):
     res = small_stack_pipeline.generate(video=clip_path, prompt="a square", guidance="both", seed=3)
     assert set(res.audio) == {"standard", "scaled"}
@@ -105,6 +96,7 @@ def test_prepare_gives_the_conditions_and_noise_generate_uses(small_stack_pipeli
         pipe.prepare()
 
 
+@pytest.mark.slow
 def test_a_guidance_trained_network_is_guided_in_one_forward_unless_a_negative_prompt_asks_for_cfg(
     small_stack_pipeline, monkeypatch
 ):
@@ -182,6 +174,7 @@ def test_unreadable_video_raises_media_error(small_stack_pipeline, tmp_path):
         small_stack_pipeline.generate(video=bad)
 
 
+@pytest.mark.slow
 def test_cli_generate_processes_a_folder_and_skips_unreadable_files(
     small_stack_pipeline, clip_path, tmp_path, monkeypatch, caplog
 ):

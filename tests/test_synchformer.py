@@ -138,7 +138,12 @@ def test_frames_after_the_last_whole_segment_are_ignored(small):
 
 
 def test_is_a_video_encoder(small):
-    assert isinstance(small, VideoEncoder) and small.dim == 48
+    assert isinstance(small, VideoEncoder)
+    frames = _random_frames(1, 24, seed=5)  # two segments of 16 frames, stride 8
+    tokens = small(frames)  # [B, T, 3, 224, 224] uint8 -> [B, 8 * segments, dim]
+    assert tokens.shape == (1, 16, small.dim) == (1, 16, 48) and torch.isfinite(tokens).all()
+    other = small(_random_frames(1, 24, seed=6))
+    assert not torch.allclose(tokens, other)
 
 
 # --- bad input --------------------------------------------------------------------------------------

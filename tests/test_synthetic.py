@@ -9,16 +9,12 @@ import av
 import numpy as np
 import pytest
 
-from mfmjt.synthetic import (
-    COLOURS,
-    MATERIALS,
-    SceneConfig,
-    caption_vocabulary,
-    detect_onsets,
-    make_scene,
-    make_text_sample,
-    write_scene_mp4,
-)
+from mfmjt.toy.captions import caption_vocabulary
+from mfmjt.toy.onsets import detect_onsets
+from mfmjt.toy.render import write_scene_mp4
+from mfmjt.toy.scene import make_scene, make_text_sample
+from mfmjt.toy.specs import SceneConfig
+from mfmjt.toy.vocabulary import COLOURS, MATERIALS
 
 # Scenes with impacts only (no hum, rolling, background or off-screen sounds): every onset in the
 # audio must come from a listed event.
@@ -167,6 +163,7 @@ def test_colours_are_distinct_hues_and_pitches() -> None:
     assert min(b / a for a, b in zip(pitches, pitches[1:], strict=False)) > 1.2
 
 
+@pytest.mark.slow
 def test_caption_names_every_sounding_object_with_known_words() -> None:
     vocabulary = set(caption_vocabulary())
     for seed in range(30):
@@ -190,6 +187,7 @@ def test_text_only_sample_has_audio_and_caption_but_no_frames() -> None:
         write_scene_mp4(scene, "unused.mp4")
 
 
+@pytest.mark.slow
 def test_some_scenes_have_background_offscreen_and_continuous_sounds() -> None:
     scenes = [make_text_sample(s, SceneConfig(duration=2.0)) for s in range(40)]
     assert any(s.background for s in scenes)

@@ -162,6 +162,7 @@ def fixed_flow_matching_loss(net: MFMJTNetwork, store: FeatureStore, repeats: in
         return meanflow_loss(net, x, conds, pairs=pairs, noise=noise).loss.item()
 
 
+@pytest.mark.slow
 def test_training_reduces_the_loss_on_a_memorisable_store(tmp_path):
     store_path = make_store(tmp_path / "s", n=4)
     config = micro_config(store_path, tmp_path / "run", steps=50, lr_decay_at=())
@@ -176,6 +177,7 @@ def test_training_reduces_the_loss_on_a_memorisable_store(tmp_path):
     assert log[0]["lr"] == pytest.approx(1e-3 / 3)  # warm-up: (step + 1) / (warmup + 1)
 
 
+@pytest.mark.slow
 def test_resuming_from_a_checkpoint_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     store = make_store(tmp_path / "s")
     full = fit(micro_config(store, tmp_path / "full", checkpoint_every=2))
@@ -258,6 +260,7 @@ def test_guidance_training_runs_from_a_plain_model_and_exports_a_guidance_embedd
         micro_config(store, tmp_path / "bad", meanflow=MeanFlowConfig(guidance_max=4.0))
 
 
+@pytest.mark.slow
 def test_export_of_a_stopped_run_checkpoint_matches_its_ema_and_a_finished_runs_export(tmp_path):
     store = make_store(tmp_path / "s")
     config = micro_config(store, tmp_path / "run", steps=4, checkpoint_every=0)
@@ -314,6 +317,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, config: dict, out: str) -
     torch.save(result.network.state_dict(), Path(out) / f"rank{rank}.pt")
 
 
+@pytest.mark.slow
 def test_two_process_ddp_ranks_end_with_identical_updated_weights(tmp_path):
     store = make_store(tmp_path / "s", n=6)
     config = micro_config(store, tmp_path / "run", steps=2, batch_size=2)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from mfmjt.features.base import FeatureStack
+from mfmjt.features.registry import feature_kind
 
 logger = logging.getLogger(__name__)
 
@@ -30,53 +31,32 @@ class ResolvedStack:
     files: dict[str, Path] = field(default_factory=dict)  # store file name -> source path
 
 
-def mmaudio_16k_stack(device: torch.device | str = "cpu") -> ResolvedStack:
-    """CLIP DFN5B ViT-H/14-384, Synchformer, 16 kHz mel VAE (+ BigVGAN), resolved via :mod:`mfmjt.hub`."""
-    from mfmjt.hub import CLIP_WEIGHTS, WEIGHT_FILES, resolve_file
-    from mfmjt.pipeline import mmaudio_feature_stack
-
-    files = SimpleNamespace(
-        clip_model=CLIP_WEIGHTS.model_name,
-        synchformer=resolve_file(WEIGHT_FILES["synchformer"]),
-        vae=resolve_file(WEIGHT_FILES["vae_16k"]),
-        vocoder=resolve_file(WEIGHT_FILES["bigvgan_16k"]),
-    )
-    return ResolvedStack("mmaudio-16k", mmaudio_feature_stack(files, device), {"kind": "mmaudio_16k"})
-
-
-def mmaudio_44k_stack(device: torch.device | str = "cpu") -> ResolvedStack:
-    """The 44.1 kHz stack (CLIP, Synchformer, 44k VAE). Plug the 44k codec in here."""
-    raise NotImplementedError(
-        "the 'mmaudio-44k' feature stack needs the 44.1 kHz VAE codec, which this build does not "
-        "include yet; use --features mmaudio-16k or a model directory"
-    )
+def mmaudio_stack(name: str, device: torch.device | str = "cpu") -> ResolvedStack:
+    """MMAudio's stack by name (``mmaudio-16k``: 16 kHz VAE + BigVGAN; ``mmaudio-44k``: 44.1 kHz VAE +
+    BigVGAN v2; both with CLIP DFN5B ViT-H/14-384 and Synchformer), weights resolved via :mod:`mfmjt.hub`."""
+    kind = name.replace("-", "_")
+    return ResolvedStack(name, feature_kind(kind).load(Path("."), {}, device), {"kind": kind})
 
 
 FEATURE_STACKS: dict[str, Callable[[torch.device | str], ResolvedStack]] = {
-    "mmaudio-16k": mmaudio_16k_stack,
-    "mmaudio-44k": mmaudio_44k_stack,
+    "mmaudio-16k": partial(mmaudio_stack, "mmaudio-16k"),
+    "mmaudio-44k": partial(mmaudio_stack, "mmaudio-44k"),
 }
 
 
 def model_dir_stack(directory: str | Path, device: torch.device | str = "cpu") -> ResolvedStack:
-    """The stack a saved model directory uses (offline encoders + codec, or MMAudio 16k)."""
+    """The stack a saved model directory uses, loaded through :mod:`mfmjt.features.registry`."""
     from mfmjt.model.network import read_metadata
+    from mfmjt.model_dir import read_model_config
 
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise ValueError(f"{directory} is not a model directory (no config.json)")
-    spec = dict(read_metadata(directory).get("features") or {"kind": "mmaudio_16k"})
-    kind = spec.get("kind")
-    if kind == "mmaudio_16k":
-        return ResolvedStack(f"{directory} (mmaudio-16k)", mmaudio_16k_stack(device).stack, spec)
-    if kind == "offline":
-        from mfmjt.features.offline import OfflineAudioCodec, OfflineEncoderConfig, make_offline_stack
-
-        codec = OfflineAudioCodec.load(directory / spec["codec"])
-        stack = make_offline_stack(codec, OfflineEncoderConfig.from_dict(spec["encoders"]))
-        files = {name: directory / name for name in spec.get("files", [])}
-        return ResolvedStack(f"{directory} (offline)", stack, spec, files)
-    raise ValueError(f"{directory}/config.json names unknown features {kind!r}")
+    config = read_model_config(directory)
+    stack = feature_kind(config.features.kind).load(directory, config.features.params, device)
+    spec = dict(read_metadata(directory).get("features") or {"kind": config.features.kind})
+    files = {name: directory / name for name in config.features.files}
+    return ResolvedStack(f"{directory} ({config.features.kind})", stack, spec, files)
 
 
 def resolve_feature_stack(name: str | Path, device: torch.device | str = "cpu") -> ResolvedStack:

@@ -8,13 +8,13 @@ through and the deeper network's output equals the original's until training mov
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from mfmjt.model.network import CONFIG_NAME, WEIGHTS_NAME, MFMJTNetwork, read_metadata
+from mfmjt.model.network import MFMJTNetwork
+from mfmjt.model_dir import CONFIG_NAME, WEIGHTS_NAME, read_model_config, write_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -45,16 +45,20 @@ def deepen_model_dir(source: str | Path, out: str | Path, extra_blocks: int, *, 
         raise FileExistsError(f"{out} is not empty")
     network = MFMJTNetwork.from_pretrained(source)
     deeper = deepen_audio_blocks(network, extra_blocks, seed=seed)
-    metadata = {k: v for k, v in read_metadata(source).items() if k != "network"}
-    lineage = list(metadata.get("lineage", []))
-    lineage.append(
+    config = read_model_config(source)
+    stage = (
         f"{source}: deepened by {extra_blocks} zero-gated audio-only blocks "
         f"(fused depth {network.config.fused_depth} -> {deeper.config.fused_depth}, same outputs)"
     )
-    deeper.save_pretrained(out, **{**metadata, "lineage": lineage})
-    for path in source.iterdir():
-        if path.is_file() and path.name not in (CONFIG_NAME, WEIGHTS_NAME):
-            shutil.copy2(path, out / path.name)
+    config = replace(
+        config, provenance=replace(config.provenance, lineage=(*config.provenance.lineage, stage))
+    )
+    companions = {
+        path.name: path
+        for path in source.iterdir()
+        if path.is_file() and path.name not in (CONFIG_NAME, WEIGHTS_NAME)
+    }
+    write_model_dir(out, deeper, config, files=companions)
     logger.info(
         "wrote %s: %.2fM -> %.2fM parameters",
         out,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from mfmjt.config import SYNC_TOKENS_PER_SEGMENT, NetworkConfig
@@ -439,27 +439,18 @@ class MFMJTNetwork(nn.Module):
     def save_pretrained(
         self, directory: str | Path, *, weights_dtype: torch.dtype | None = None, **metadata: object
     ) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` (network config and ``metadata``).
+        """Write a model directory (``model.safetensors`` + ``config.json``) through
+        :func:`mfmjt.model_dir.write_model_dir`; ``metadata`` are its fields in the flat layout
+        (``objective=``, ``name=``, ``lineage=``, ``source=``, ``features=``, ...).
 
         ``weights_dtype`` (e.g. ``torch.float16``) stores the floating-point tensors rounded to that
         type, halving the file; :meth:`from_pretrained` loads them into this network's own dtype.
         """
-        if weights_dtype is not None and not weights_dtype.is_floating_point:
-            raise ValueError(f"weights_dtype must be a floating-point dtype, not {weights_dtype}")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {}
-        for key, value in self.state_dict().items():
-            value = value.detach().cpu()
-            if weights_dtype is not None and value.is_floating_point():
-                value = value.to(weights_dtype)
-            tensors[key] = value.contiguous()
-        save_file(tensors, str(directory / WEIGHTS_NAME))
-        config = {"network": self.config.to_dict(), **metadata}
-        if weights_dtype is not None:
-            config["weights_dtype"] = str(weights_dtype).removeprefix("torch.")
-        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-        return directory
+        from mfmjt.model_dir import config_from_metadata, write_model_dir
+
+        config = config_from_metadata({"network": self.config.to_dict(), **metadata})
+        # the caller may copy the feature stack's files in afterwards (mfmjt export does)
+        return write_model_dir(directory, self, config, weights_dtype=weights_dtype, check_files=False)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> MFMJTNetwork:
@@ -478,5 +469,8 @@ class MFMJTNetwork(nn.Module):
 
 
 def read_metadata(directory: str | Path) -> dict[str, object]:
-    """The ``config.json`` of a saved network, without loading weights."""
-    return json.loads((Path(directory) / CONFIG_NAME).read_text())
+    """The ``config.json`` of a saved network (any format version) in the flat layout of earlier
+    releases, without loading weights; :func:`mfmjt.model_dir.read_model_config` gives it typed."""
+    from mfmjt.model_dir import flat_metadata, read_model_config
+
+    return flat_metadata(read_model_config(directory))

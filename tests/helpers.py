@@ -1,0 +1,80 @@
+"""Helpers shared by the tests (test modules import these, never each other): the clip writer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+Painter = Callable[[int, int, int], np.ndarray]  # (index, width, height) -> [H, W, 3] uint8
+
+
+def moving_square(i: int, w: int, h: int) -> np.ndarray:
+    """An orange square moving 2 px per frame to the right on black (wrapping at the edge)."""
+    img = np.zeros((h, w, 3), np.uint8)
+    x = (2 * i) % max(w - 20, 1)
+    img[h // 3 : 2 * h // 3, x : x + 20] = (255, 80, 0)
+    return img
+
+
+def cfr(fps: Fraction | int, seconds: float) -> list[Fraction]:
+    """Frame times of a constant-rate stream."""
+    n = round(seconds * Fraction(fps))
+    return [i / Fraction(fps) for i in range(n)]
+
+
+def write_video(
+    path: Path,
+    times: Sequence[Fraction],
+    size: tuple[int, int],
+    codec: str,
+    rate: Fraction | int,
+    options: dict[str, str] | None = None,
+    painter: Painter | None = None,
+    pix_fmt: str = "yuv420p",
+    tone_hz: float | None = None,
+) -> Path:
+    """Encode one frame per entry of ``times`` (seconds) painted by ``painter`` (default: a square
+    moving right); optionally a stereo 44.1 kHz AAC tone. The one clip writer of the tests."""
+    w, h = size
+    painter = painter or moving_square
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=rate, options=options or {})
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        time_base = 1 / Fraction(rate)
+        stream.codec_context.time_base = time_base
+        audio = None if tone_hz is None else out.add_stream("aac", rate=44_100, layout="stereo")
+        for i, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(painter(i, w, h), format="rgb24")
+            frame.pts, frame.time_base = round(Fraction(t) / time_base), time_base
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+        if audio is not None:
+            sr = 44_100
+            n = 1024 * round(float(2 * times[-1] - times[-2]) * sr / 1024)  # to the end of the last frame
+            wave = (0.3 * np.sin(2 * np.pi * tone_hz * np.arange(n) / sr)).astype(np.float32)
+            for start in range(0, n, 1024):
+                chunk = np.ascontiguousarray(np.stack([wave[start : start + 1024]] * 2))
+                aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+                aframe.sample_rate, aframe.pts, aframe.time_base = sr, start, Fraction(1, sr)
+                out.mux(audio.encode(aframe))
+            out.mux(audio.encode())
+    return path
+
+
+def write_clip(
+    path: Path,
+    seconds: float,
+    width: int = 160,
+    height: int = 120,
+    fps: int = 30,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+) -> Path:
+    """A constant-rate clip of :func:`moving_square` (no audio)."""
+    return write_video(
+        Path(path), cfr(fps, seconds), (width, height), codec, fps, painter=moving_square, pix_fmt=pix_fmt
+    )

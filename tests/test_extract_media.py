@@ -523,9 +523,18 @@ def test_cli_with_a_model_directory_stack(
     assert code == 2 and "line 3: id 'dog' repeats line 2" in caplog.text
 
 
-def test_unavailable_choices_say_so(tmp_path: Path, video_set: tuple[Path, Path], random_stack) -> None:
+def test_unavailable_choices_say_so(
+    tmp_path: Path, video_set: tuple[Path, Path], random_stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mfmjt.hub import WeightsUnavailableError
+
     videos, tsv = video_set
-    with pytest.raises(NotImplementedError, match="44.1 kHz"):
+    # the 44.1 kHz stack resolves through the hub: offline, with no files supplied, it names what is missing
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MFMJT_WEIGHTS_DIR", str(tmp_path / "no_weights"))
+    monkeypatch.setenv("MFMJT_CACHE", str(tmp_path / "no_cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no_hf"))
+    with pytest.raises(WeightsUnavailableError):
         resolve_feature_stack("mmaudio-44k")
     with pytest.raises(ValueError, match="unknown feature stack 'nope'"):
         resolve_feature_stack("nope")

@@ -30,7 +30,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,14 @@ from tqdm.auto import tqdm
 
 from mfmjt.config import SYNC_TOKENS_PER_SEGMENT, NetworkConfig
 from mfmjt.feature_store import FeatureStore, latent_stats
-from mfmjt.meanflow import MeanFlowConfig, TrainingGuidance, drop_conditions, meanflow_loss, sample_guidance
+from mfmjt.meanflow import (
+    MeanFlowConfig,
+    MeanFlowLoss,
+    TrainingGuidance,
+    drop_conditions,
+    meanflow_loss,
+    sample_guidance,
+)
 from mfmjt.model import MFMJTNetwork
 from mfmjt.model.network import read_metadata
 
@@ -517,34 +524,52 @@ class TrainResult:
     export_dir: Path | None  # None when stopped early by ``stop_after``
 
 
+@dataclass(frozen=True)
+class TrainHooks:
+    """Parts of the loop another objective swaps in (e.g. :mod:`mfmjt.distill`); None keeps the default.
+
+    ``build_network(config, store)`` makes the starting network (default :func:`build_network`),
+    ``wrap_store(store)`` may replace the dataset the batches come from, ``loss`` is called like
+    :func:`mfmjt.meanflow.meanflow_loss`, and ``export_metadata`` adds (or overrides) fields of the
+    exported model's ``config.json``.
+    """
+
+    build_network: Callable[[TrainConfig, FeatureStore], MFMJTNetwork] | None = None
+    wrap_store: Callable[[FeatureStore], FeatureStore] | None = None
+    loss: Callable[..., MeanFlowLoss] | None = None
+    export_metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
 # ----------------------------------------------------------------------------- training
-def train(config: TrainConfig) -> Path:
+def train(config: TrainConfig, hooks: TrainHooks | None = None) -> Path:
     """Train (or resume) and return the exported model directory, or the checkpoint file when
     the run stopped early at ``config.stop_after``."""
-    result = fit(config)
+    result = fit(config, hooks)
     return result.export_dir if result.export_dir is not None else config.out_dir / CHECKPOINT_NAME
 
 
-def fit(config: TrainConfig) -> TrainResult:
+def fit(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     """Run training in this process (one rank under torchrun)."""
     info, owned = _setup_distributed(config)
     try:
-        return _fit(config, info)
+        return _fit(config, info, hooks or TrainHooks())
     finally:
         if owned:
             dist.destroy_process_group()
 
 
-def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
+def _fit(config: TrainConfig, info: _Dist, hooks: TrainHooks) -> TrainResult:
     net_cfg = config.network_config()
     store = open_store(config, net_cfg)
+    if hooks.wrap_store is not None:
+        store = hooks.wrap_store(store)
     device, main = info.device, info.is_main
     out_dir = config.out_dir
     ckpt_path = out_dir / CHECKPOINT_NAME
     if ckpt_path.exists() and not config.resume:
         raise ValueError(f"{out_dir} already holds a checkpoint; resume it or choose another out_dir")
 
-    net = build_network(config, store).to(device).train()
+    net = (hooks.build_network or build_network)(config, store).to(device).train()
     params = [p for p in net.parameters() if p.requires_grad]
     if info.world_size > 1:
         with torch.no_grad():
@@ -593,7 +618,7 @@ def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
     try:
         for batch in loader:  # "seconds" of a step: data loading + update, checkpointing excluded
             lr = optimizer.param_groups[0]["lr"]
-            stats = _train_step(net, params, batch, config, generator, autocast, info)
+            stats = _train_step(net, params, batch, config, generator, autocast, info, hooks.loss)
             optimizer.step()
             scheduler.step()
             ema.update(net)
@@ -630,7 +655,7 @@ def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
     if step >= config.steps:
         export_dir = out_dir / EXPORT_NAME
         if main:
-            _export(ema.model, config, store, step, export_dir)
+            _export(ema.model, config, store, step, export_dir, metadata=hooks.export_metadata)
         if info.world_size > 1:
             dist.barrier()
     return TrainResult(
@@ -668,11 +693,10 @@ def _export(
     step: int,
     out: Path,
     weights_dtype: torch.dtype | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Path:
     features = store.extra.get("features")
-    network.save_pretrained(
-        out,
-        weights_dtype=weights_dtype,
+    fields_: dict[str, Any] = dict(
         lineage=_lineage(config, step),
         objective=config.objective,
         variant=config.variant,
@@ -682,6 +706,7 @@ def _export(
         feature_store=store.extra,
         **({"features": features} if features else {}),
     )
+    network.save_pretrained(out, weights_dtype=weights_dtype, **{**fields_, **(metadata or {})})
     # A store may carry the feature stack it was made with (e.g. the offline codec): the exported
     # model directory then holds everything the pipeline needs.
     for name in (features or {}).get("files", []):
@@ -716,6 +741,7 @@ def _train_step(
     generator: torch.Generator,
     autocast: torch.autocast,
     info: _Dist,
+    loss_fn: Callable[..., MeanFlowLoss] | None = None,
 ) -> torch.Tensor:
     """Forward, backward, gradient averaging and clipping. Returns per-rank sums
     ``[loss, fm_sum, fm_count, mf_sum, mf_count, grad_norm]`` (not yet synchronised)."""
@@ -741,7 +767,7 @@ def _train_step(
         empty = (net.empty_clip_feat, net.empty_sync_feat, net.empty_string_feat)  # used without grad
         guidance = TrainingGuidance(strength, scaled, empty)
     with autocast:
-        out = meanflow_loss(
+        out = (loss_fn or meanflow_loss)(
             net, x, (clip_f, sync_f, text_f), config=config.meanflow, generator=generator, guidance=guidance
         )
     for p in params:
@@ -880,6 +906,7 @@ if __name__ == "__main__":
 __all__ = [
     "ExponentialMovingAverage",
     "TrainConfig",
+    "TrainHooks",
     "TrainResult",
     "add_train_arguments",
     "build_network",

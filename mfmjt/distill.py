@@ -133,14 +133,15 @@ def teacher_velocity(
     ]
     tt = torch.cat([t, t[rows]])
     with torch.no_grad():
-        out = teacher(torch.cat([z, z[rows]]), *conds, tt, torch.zeros_like(tt)).float()
+        out = teacher(torch.cat([z, z[rows]]), *conds, tt, torch.zeros_like(tt))
+    out = out.to(torch.promote_types(out.dtype, torch.float32))  # the guidance arithmetic in float32+
     v_c, v_u = out[:n], out[n:]
     if not rows.numel():
         return v_c.to(z.dtype)
     shape = (-1, *([1] * (z.dim() - 1)))
     rows_c = v_c[rows]
     scale = torch.where(guidance.scaled[rows].view(shape), projection_scale(rows_c, v_u), 1.0)
-    w = guidance.strength[rows].float().view(shape)
+    w = guidance.strength[rows].to(out.dtype).view(shape)
     guided = w * rows_c + (1 - w) * scale * v_u
     return v_c.index_put((rows,), guided).to(z.dtype)
 

@@ -56,18 +56,121 @@ def teacher_init(out: Path) -> Path:
     return out
 
 
+def fold(model_dir: Path, out: Path) -> Path:
+    """A copy of a flow-matching model with its Δt embedding folded away (exactly its Δt = 0 self at
+    every Δt), as distillation sees the teacher; the samplers pass Δt = step size to every model."""
+    from mfmjt.distill import fold_dt_embedding
+    from mfmjt.model import MFMJTNetwork
+    from mfmjt.model.network import read_metadata
+
+    meta = read_metadata(model_dir)
+    meta.pop("network")
+    net = fold_dt_embedding(MFMJTNetwork.from_pretrained(model_dir))
+    net.save_pretrained(out, **meta)
+    for name in meta.get("features", {}).get("files", []):
+        (out / name).write_bytes((model_dir / name).read_bytes())
+    logger.info("wrote %s", out)
+    return out
+
+
+# (label, model directory under --runs, steps, ω, guidance evaluated with)
+CASES: list[tuple[str, str, str, int]] = [
+    ("(c) flow-matching teacher, 25 steps", "teacher/folded", "teacher", 25),
+    ("(c) flow-matching teacher, 1 step", "teacher/folded", "teacher", 1),
+    ("(a) MeanFlow from data, 1 step", "meanflow_data/final", "meanflow_data", 1),
+    ("(b) MeanFlow distilled from (c), 1 step", "distilled/final", "distilled", 1),
+]
+
+
+def _training_cost(run: Path) -> dict[str, Any] | None:
+    log = run / "train_log.jsonl"
+    if not log.is_file():
+        return None
+    records = [json.loads(line) for line in log.read_text().splitlines() if line]
+    cfg = json.loads((run / "train_config.json").read_text())
+    return {
+        "steps": records[-1]["step"],
+        "batch": cfg["batch_size"],
+        "minutes": records[-1]["elapsed"] / 60,
+        "s_per_step": records[-1]["elapsed"] / records[-1]["step"],
+    }
+
+
+def report(runs: Path, n: int, first_scene: int, cfg: float, out_json: Path) -> dict[str, Any]:
+    """Evaluate every case that exists on ``n`` scenes from ``first_scene``; results to ``out_json``
+    (cases already there are not evaluated again)."""
+    from mfmjt.evaluate import EvalSettings, evaluate_model, held_out_scenes
+    from mfmjt.pipeline import load_pipeline
+
+    results: dict[str, Any] = json.loads(out_json.read_text()) if out_json.is_file() else {}
+    scenes = held_out_scenes(n, None, 4.0, first_seed=first_scene)
+    for label, model, _run, steps in CASES:
+        key = f"{label} | n={n} | first={first_scene} | ω={cfg:g}"
+        if key in results:
+            continue
+        if not (runs / model / "config.json").is_file():
+            logger.warning("skipped %s: no model at %s", label, runs / model)
+            continue
+        start = time.perf_counter()
+        pipe = load_pipeline(str(runs / model), device="cpu")
+        result = evaluate_model(pipe, scenes, EvalSettings(steps=steps, cfg=cfg, guidance="scaled"))
+        results[key] = {
+            "label": label,
+            "model": model,
+            "steps": steps,
+            "cfg": cfg,
+            "n": n,
+            "first_scene": first_scene,
+            "seconds": time.perf_counter() - start,
+            "rtf_generation": result["rtf_generation"],
+            "metrics": result["modes"]["scaled"],
+        }
+        out_json.write_text(json.dumps(results, indent=2))
+        shown = {k: results[key]["metrics"][k] for k in ("onset_f1", "offset_ms", "frechet_distance")}
+        logger.info("%s: %s", label, shown)
+    return results
+
+
+def markdown_table(results: dict[str, Any], runs: Path) -> str:
+    rows = [
+        "| model | steps | onset F1 | offset (ms) | FD | RTF (generation) | training |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for value in results.values():
+        m = value["metrics"]
+        cost = _training_cost(runs / dict((c[1], c[2]) for c in CASES)[value["model"]])
+        train = (
+            "–"
+            if cost is None
+            else f"{cost['steps']} steps of batch {cost['batch']}, {cost['minutes']:.0f} min"
+        )
+        rows.append(
+            f"| {value['label']} | {value['steps']} | {m['onset_f1']:.3f} | {m['offset_ms']:.1f} | "
+            f"{m['frechet_distance']:.2f} | {value['rtf_generation']:.4f} | {train} |"
+        )
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("stage", choices=["teacher-init", "fold", "report"])
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "dim")
     parser.add_argument("--n", type=int, default=64, help="report scenes")
     parser.add_argument("--first-scene", type=int, default=3_000_000, help="report scenes' first seed")
-    parser.add_argument("--docs", type=Path, default=REPO / "docs" / "distillation.md")
+    parser.add_argument("--cfg", type=float, default=1.5, help="ω of every case (scaled CFG)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     if args.stage == "teacher-init":
         teacher_init(args.runs / "teacher_init")
+    elif args.stage == "fold":
+        fold(args.runs / "teacher" / "final", args.runs / "teacher" / "folded")
+    else:
+        results = report(args.runs, args.n, args.first_scene, args.cfg, args.runs / "report.json")
+        print(markdown_table(results, args.runs))
+        print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}")
 
 
 if __name__ == "__main__":

@@ -112,6 +112,10 @@ def student_from_teacher(teacher: MFMJTNetwork) -> MFMJTNetwork:
     student.load_mmaudio_state_dict(state)  # fills in the guidance embedding with a zero output
     with torch.no_grad():
         student.zero_dt_embed_output()
+    # "no video" stays the teacher's: the teacher's unconditional branch and the student's dropped
+    # conditions then use the same features throughout
+    student.empty_clip_feat.requires_grad_(False)
+    student.empty_sync_feat.requires_grad_(False)
     return student.to(teacher.device).train()
 
 
@@ -272,6 +276,11 @@ def teacher_samples(
     return np.load(path, mmap_mode="r")
 
 
+def _samples_complete(store: FeatureStore) -> bool:
+    meta_path = store.path / SAMPLES_META_NAME
+    return meta_path.is_file() and int(json.loads(meta_path.read_text())["done"]) >= len(store)
+
+
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -368,6 +377,11 @@ def distill(config: DistillConfig) -> Path:
     source = x_source_of(store, config.x_source)
     samples = None
     if source == "teacher":
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _samples_complete(store):
+            raise ValueError(
+                f"the teacher samples of {store.path} are not complete: make them in one process first "
+                "(the same mfmjt distill command without torchrun, e.g. with --stop-after 1)"
+            )
         samples = teacher_samples(store, teacher, config.teacher, config.samples, train_config.progress)
 
     lineage = _lineage(train_config, train_config.steps)

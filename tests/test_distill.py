@@ -175,6 +175,7 @@ def test_student_equals_the_teacher_at_init_for_any_r_and_any_guidance():
     teacher = fold_dt_embedding(_random_flow_matching_net())
     student = student_from_teacher(teacher).eval()
     assert student.config.guidance_embed and not teacher.config.guidance_embed
+    assert not student.empty_clip_feat.requires_grad and not student.empty_sync_feat.requires_grad
     with torch.no_grad():
         for dt in (torch.zeros_like(t), t * 0.5, t):
             torch.testing.assert_close(teacher(z, clip, sync, text, t, dt), reference)

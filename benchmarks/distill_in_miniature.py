@@ -83,17 +83,19 @@ CASES: list[tuple[str, str, str, int]] = [
 
 
 def _training_cost(run: Path) -> dict[str, Any] | None:
+    """Steps, batch and wall-clock minutes of a run (resumed sessions summed: ``elapsed`` restarts)."""
     log = run / "train_log.jsonl"
     if not log.is_file():
         return None
     records = [json.loads(line) for line in log.read_text().splitlines() if line]
+    seconds, last = 0.0, 0.0
+    for record in records:
+        if record["elapsed"] < last:  # a new session
+            seconds += last
+        last = record["elapsed"]
+    seconds += last
     cfg = json.loads((run / "train_config.json").read_text())
-    return {
-        "steps": records[-1]["step"],
-        "batch": cfg["batch_size"],
-        "minutes": records[-1]["elapsed"] / 60,
-        "s_per_step": records[-1]["elapsed"] / records[-1]["step"],
-    }
+    return {"steps": records[-1]["step"], "batch": cfg["batch_size"], "minutes": seconds / 60}
 
 
 def report(runs: Path, n: int, first_scene: int, cfg: float, out_json: Path) -> dict[str, Any]:

@@ -315,3 +315,20 @@ def test_distill_cli_runs_resumes_exports_and_the_student_generates_in_one_step(
     result = pipe.generate(prompt="a ball bounces", duration=0.64, steps=1, cfg_strength=2.0)
     audio = result.audio["scaled"]
     assert np.isfinite(np.asarray(audio)).all() and np.abs(np.asarray(audio)).max() > 0
+
+
+def test_an_mmaudio_checkpoint_file_is_a_teacher_of_its_inferred_variant(tmp_path):
+    from safetensors.torch import save_file
+
+    net = MFMJTNetwork(NetworkConfig.variant("tiny"))
+    randomize(net, 7)
+    mmaudio_state = {k: v for k, v in net.state_dict().items() if not k.startswith("dt_embed.")}
+    save_file(mmaudio_state, str(tmp_path / "mmaudio_tiny.safetensors"))
+    teacher = load_teacher(tmp_path / "mmaudio_tiny.safetensors")
+    assert teacher.config == NetworkConfig.variant("tiny") and not teacher.training
+    assert all(not p.requires_grad for p in teacher.parameters())
+    z, clip, sync, text, t = _inputs(net)
+    with torch.no_grad():  # MMAudio's network has no Δt input: the teacher ignores it, like None
+        torch.testing.assert_close(teacher(z, clip, sync, text, t, t * 0.7), net(z, clip, sync, text, t))
+    with pytest.raises(ValueError, match="neither a model directory"):
+        load_teacher("no-such-teacher")

@@ -77,17 +77,19 @@ def fold(model_dir: Path, out: Path) -> Path:
 CASES: list[tuple[str, str, str, int]] = [
     ("(c) flow-matching teacher, 25 steps", "teacher/folded", "teacher", 25),
     ("(c) flow-matching teacher, 1 step", "teacher/folded", "teacher", 1),
-    ("(a) MeanFlow from data, 1 step", "meanflow_data/final", "meanflow_data", 1),
-    ("(b) MeanFlow distilled from (c), 1 step", "distilled/final", "distilled", 1),
+    ("(a) MeanFlow from data, 1 step", "meanflow_data/{export}", "meanflow_data", 1),
+    ("(b) MeanFlow distilled from (c), 1 step", "distilled/{export}", "distilled", 1),
 ]
 
 
-def _training_cost(run: Path) -> dict[str, Any] | None:
-    """Steps, batch and wall-clock minutes of a run (resumed sessions summed: ``elapsed`` restarts)."""
+def _training_cost(run: Path, upto: int | None = None) -> dict[str, Any] | None:
+    """Steps, batch and wall-clock minutes of a run up to step ``upto`` (resumed sessions summed:
+    ``elapsed`` restarts in each)."""
     log = run / "train_log.jsonl"
     if not log.is_file():
         return None
     records = [json.loads(line) for line in log.read_text().splitlines() if line]
+    records = [r for r in records if upto is None or r["step"] <= upto]
     seconds, last = 0.0, 0.0
     for record in records:
         if record["elapsed"] < last:  # a new session
@@ -98,7 +100,9 @@ def _training_cost(run: Path) -> dict[str, Any] | None:
     return {"steps": records[-1]["step"], "batch": cfg["batch_size"], "minutes": seconds / 60}
 
 
-def report(runs: Path, n: int, first_scene: int, cfg: float, out_json: Path) -> dict[str, Any]:
+def report(
+    runs: Path, n: int, first_scene: int, cfg: float, out_json: Path, export: str = "final"
+) -> dict[str, Any]:
     """Evaluate every case that exists on ``n`` scenes from ``first_scene``; results to ``out_json``
     (cases already there are not evaluated again)."""
     from mfmjt.evaluate import EvalSettings, evaluate_model, held_out_scenes
@@ -107,8 +111,10 @@ def report(runs: Path, n: int, first_scene: int, cfg: float, out_json: Path) -> 
     results: dict[str, Any] = json.loads(out_json.read_text()) if out_json.is_file() else {}
     scenes = held_out_scenes(n, None, 4.0, first_seed=first_scene)
     for label, model, _run, steps in CASES:
-        key = f"{label} | n={n} | first={first_scene} | ω={cfg:g}"
-        if key in results:
+        model = model.format(export=export)
+        key = f"{label} | {model} | n={n} | first={first_scene} | ω={cfg:g}"
+        done = (label, model, n, first_scene, cfg)
+        if any((v["label"], v["model"], v["n"], v["first_scene"], v["cfg"]) == done for v in results.values()):
             continue
         if not (runs / model / "config.json").is_file():
             logger.warning("skipped %s: no model at %s", label, runs / model)
@@ -140,7 +146,8 @@ def markdown_table(results: dict[str, Any], runs: Path) -> str:
     ]
     for value in results.values():
         m = value["metrics"]
-        cost = _training_cost(runs / dict((c[1], c[2]) for c in CASES)[value["model"]])
+        step = json.loads((runs / value["model"] / "config.json").read_text()).get("step")
+        cost = _training_cost(runs / value["model"].split("/")[0], step)
         train = (
             "–"
             if cost is None
@@ -161,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "dim")
     parser.add_argument("--n", type=int, default=64, help="report scenes")
     parser.add_argument("--first-scene", type=int, default=3_000_000, help="report scenes' first seed")
+    parser.add_argument("--export", default="final", help="student export folder in the run directories")
     parser.add_argument("--cfg", type=float, default=1.5, help="ω of every case (scaled CFG)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -170,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.stage == "fold":
         fold(args.runs / "teacher" / "final", args.runs / "teacher" / "folded")
     else:
-        results = report(args.runs, args.n, args.first_scene, args.cfg, args.runs / "report.json")
+        out_json = args.runs / "report.json"
+        results = report(args.runs, args.n, args.first_scene, args.cfg, out_json, args.export)
         print(markdown_table(results, args.runs))
         print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}")
 

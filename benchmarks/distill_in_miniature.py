@@ -114,7 +114,8 @@ def report(
         model = model.format(export=export)
         key = f"{label} | {model} | n={n} | first={first_scene} | ω={cfg:g}"
         done = (label, model, n, first_scene, cfg)
-        if any((v["label"], v["model"], v["n"], v["first_scene"], v["cfg"]) == done for v in results.values()):
+        fields = ("label", "model", "n", "first_scene", "cfg")
+        if any(tuple(v[f] for f in fields) == done for v in results.values()):
             continue
         if not (runs / model / "config.json").is_file():
             logger.warning("skipped %s: no model at %s", label, runs / model)

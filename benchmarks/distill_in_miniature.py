@@ -1,13 +1,17 @@
 """Distillation in miniature: MeanFlow from data vs MeanFlow distilled from a flow-matching teacher.
 
 All models share one architecture (the embedded default's: hidden 96, 2 joint + 6 audio-only blocks)
-and one training store of synthetic scenes (seeds 0..). Stages (each resumable, outputs in --runs):
+and one training store of synthetic scenes (seeds 0..). Stages (outputs under --runs):
 
     python benchmarks/distill_in_miniature.py teacher-init   # default's weights, no guidance embedding
-    # then, with the mfmjt CLI (see docs/distillation.md for the exact commands):
-    #   teacher: flow matching from teacher-init; (a) MeanFlow from data and (b) distillation, both
-    #   from the teacher, the same number of steps
-    python benchmarks/distill_in_miniature.py report --n 64   # evaluate and write docs/distillation.md
+    # train the teacher with `mfmjt train --mean-flow-ratio 0 --init-from runs/dim/teacher_init`
+    python benchmarks/distill_in_miniature.py fold           # teacher/final -> teacher/folded (Δt-free)
+    # (a) `mfmjt train --init-from runs/dim/teacher/folded ...`, (b) `mfmjt distill --teacher ...`
+    python benchmarks/distill_in_miniature.py report --n 48 --first-scene 3000000   # [--export final100]
+
+``report`` evaluates every case that exists (teacher at 25 and 1 steps, (a) and (b) at one step),
+keeps the results in ``runs/dim/report.json`` (cases already there are not run again) and prints the
+table behind docs/distillation.md, which gives the exact commands and the measured numbers.
 """
 
 from __future__ import annotations

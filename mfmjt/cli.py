@@ -152,6 +152,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    from mfmjt.distill import config_from_args, distill
+
+    out = distill(config_from_args(args))
+    logger.info("distillation output: %s", out)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``mfmjt evaluate``: the toy domain's held-out evaluation, same as ``mfmjt toy evaluate``."""
     from mfmjt.toy.cli import run_evaluate
@@ -224,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train (or fine-tune) a network on a feature store (see mfmjt extract)")
     add_train_arguments(tr)
     tr.set_defaults(func=cmd_train)
+
+    from mfmjt.distill import add_distill_arguments
+
+    dis = sub.add_parser(
+        "distill", help="MeanFlow distillation of a flow-matching teacher into a one-step, guided student"
+    )
+    add_distill_arguments(dis)
+    dis.set_defaults(func=cmd_distill)
 
     exp = sub.add_parser("export", help="a training checkpoint's EMA network -> model directory")
     exp.add_argument("checkpoint", type=Path, help="e.g. runs/mf/checkpoint_last.pt")

@@ -204,11 +204,15 @@ def meanflow_loss(
     pairs: TimePairs | None = None,
     noise: torch.Tensor | None = None,
     guidance: TrainingGuidance | None = None,
+    velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> MeanFlowLoss:
     """MeanFlow L2 loss on clean samples ``x [B, ...]`` (flow matching where r = t).
 
     ``pairs`` and ``noise`` may be given to make a call reproducible outside the generator.
     ``guidance`` trains a guidance-embedded network on the guided field (see the module docstring).
+    ``velocity(z_t, t)`` replaces the instantaneous velocity ε - x (and the guidance offset) by
+    another field, e.g. a teacher's guided velocity in distillation (:mod:`mfmjt.distill`); it is
+    used detached.
     """
     b = x.shape[0]
     for i, c in enumerate(conditions):
@@ -222,9 +226,12 @@ def meanflow_loss(
     t = pairs.t.to(x.dtype)
     r = pairs.r.to(x.dtype)
     z = (1 - _expand(t, x)) * x + _expand(t, x) * eps
-    v = eps - x
-    if guidance is not None:
-        v = v + guidance_offset(model, z, t, conditions, guidance)
+    if velocity is not None:
+        v = velocity(z, t).detach().to(x.dtype)
+    else:
+        v = eps - x
+        if guidance is not None:
+            v = v + guidance_offset(model, z, t, conditions, guidance)
 
     def extra(rows: torch.Tensor) -> dict[str, torch.Tensor]:
         return {} if guidance is None else guidance.rows(rows)

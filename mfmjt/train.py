@@ -36,8 +36,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ from mfmjt.config import NetworkConfig
 from mfmjt.data.compat import check_stores, fill_audio_only
 from mfmjt.data.mix import BatchSampler, MixedIndexStream, StoreMix, held_out_items
 from mfmjt.data.stores import TrainingStore, open_feature_store, store_has_video, store_latent_stats
-from mfmjt.meanflow import TrainingGuidance, drop_conditions, meanflow_loss, sample_guidance
+from mfmjt.meanflow import MeanFlowLoss, TrainingGuidance, drop_conditions, meanflow_loss, sample_guidance
 from mfmjt.model import MFMJTNetwork
 from mfmjt.model.network import read_metadata
 from mfmjt.train_config import TrainConfig, add_train_arguments
@@ -291,27 +291,49 @@ class TrainResult:
     export_dir: Path | None  # None when stopped early by ``stop_after``
 
 
+@dataclass(frozen=True)
+class TrainHooks:
+    """Parts of the loop another objective swaps in (e.g. :mod:`mfmjt.distill`); None keeps the default.
+
+    ``build_network(config, data, compute_stats=...)`` makes the starting network (default
+    :func:`build_network`), ``wrap_store(store)`` may replace the run's first store (the dataset its
+    batches come from), ``loss`` is called like :func:`mfmjt.meanflow.meanflow_loss`, and
+    ``export_metadata`` adds (or overrides) fields of the exported model's ``config.json``.
+    """
+
+    build_network: Callable[..., MFMJTNetwork] | None = None
+    wrap_store: Callable[[TrainingStore], TrainingStore] | None = None
+    loss: Callable[..., MeanFlowLoss] | None = None
+    export_metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
 # ----------------------------------------------------------------------------- training
-def train(config: TrainConfig) -> Path:
+def train(config: TrainConfig, hooks: TrainHooks | None = None) -> Path:
     """Train (or resume) and return the exported model directory, or the checkpoint file when
     the run stopped early at ``config.stop_after``."""
-    result = fit(config)
+    result = fit(config, hooks)
     return result.export_dir if result.export_dir is not None else config.out_dir / CHECKPOINT_NAME
 
 
-def fit(config: TrainConfig) -> TrainResult:
+def fit(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     """Run training in this process (one rank under torchrun)."""
     info, owned = _setup_distributed(config)
     try:
-        return _fit(config, info)
+        return _fit(config, info, hooks or TrainHooks())
     finally:
         if owned:
             dist.destroy_process_group()
 
 
-def _new_state(config: TrainConfig, data: RunData, info: _Dist, resuming: bool = False) -> TrainingState:
+def _new_state(
+    config: TrainConfig,
+    data: RunData,
+    info: _Dist,
+    resuming: bool = False,
+    build: Callable[..., MFMJTNetwork] = build_network,
+) -> TrainingState:
     device = info.device
-    net = build_network(config, data, compute_stats=not resuming).to(device).train()
+    net = build(config, data, compute_stats=not resuming).to(device).train()
     params = [p for p in net.parameters() if p.requires_grad]
     if info.world_size > 1:
         with torch.no_grad():
@@ -335,15 +357,17 @@ def _new_state(config: TrainConfig, data: RunData, info: _Dist, resuming: bool =
     )
 
 
-def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
+def _fit(config: TrainConfig, info: _Dist, hooks: TrainHooks) -> TrainResult:
     data = open_stores(config)
+    if hooks.wrap_store is not None:
+        data.mix.stores[0] = hooks.wrap_store(data.mix.stores[0])
     device, main = info.device, info.is_main
     out_dir = config.out_dir
     ckpt_path = out_dir / CHECKPOINT_NAME
     if ckpt_path.exists() and not config.resume:
         raise ValueError(f"{out_dir} already holds a checkpoint; resume it or choose another out_dir")
 
-    state = _new_state(config, data, info, resuming=ckpt_path.exists())
+    state = _new_state(config, data, info, ckpt_path.exists(), hooks.build_network or build_network)
     net = state.network
     params = [p for p in net.parameters() if p.requires_grad]
     start = 0
@@ -381,7 +405,7 @@ def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
     try:
         for batch in loader:  # "seconds" of a step: data loading + update, checkpointing excluded
             lr = state.optimizer.param_groups[0]["lr"]
-            stats = _train_step(net, params, batch, config, state.generator, autocast, info)
+            stats = _train_step(net, params, batch, config, state.generator, autocast, info, hooks.loss)
             state.optimizer.step()
             state.scheduler.step()
             state.ema.update(net)
@@ -434,7 +458,7 @@ def _fit(config: TrainConfig, info: _Dist) -> TrainResult:
     if step >= config.steps:
         export_dir = out_dir / EXPORT_NAME
         if main:
-            _export(state.ema.model, config, data.first, step, export_dir)
+            _export(state.ema.model, config, data.first, step, export_dir, metadata=hooks.export_metadata)
         if info.world_size > 1:
             dist.barrier()
     return TrainResult(
@@ -472,11 +496,11 @@ def _export(
     step: int,
     out: Path,
     weights_dtype: torch.dtype | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Path:
+    """Write ``network`` as a model directory; ``metadata`` adds or overrides config.json fields."""
     features = store.extra.get("features")
-    network.save_pretrained(
-        out,
-        weights_dtype=weights_dtype,
+    fields_: dict[str, Any] = dict(
         lineage=_lineage(config, step),
         objective=config.objective,
         variant=config.variant,
@@ -486,6 +510,7 @@ def _export(
         feature_store=store.extra,
         **({"features": features} if features else {}),
     )
+    network.save_pretrained(out, weights_dtype=weights_dtype, **{**fields_, **(metadata or {})})
     # A store may carry the feature stack it was made with (e.g. the offline codec): the exported
     # model directory then holds everything the pipeline needs.
     for name in (features or {}).get("files", []):
@@ -517,6 +542,7 @@ def _train_step(
     generator: torch.Generator,
     autocast: torch.autocast,
     info: _Dist,
+    loss_fn: Callable[..., MeanFlowLoss] | None = None,
 ) -> torch.Tensor:
     """Forward, backward, gradient averaging and clipping. Returns per-rank sums
     ``[loss, fm_sum, fm_count, mf_sum, mf_count, grad_norm]`` (not yet synchronised)."""
@@ -542,7 +568,7 @@ def _train_step(
         empty = (net.empty_clip_feat, net.empty_sync_feat, net.empty_string_feat)  # used without grad
         guidance = TrainingGuidance(strength, scaled, empty)
     with autocast:
-        out = meanflow_loss(
+        out = (loss_fn or meanflow_loss)(
             net, x, (clip_f, sync_f, text_f), config=config.meanflow, generator=generator, guidance=guidance
         )
     for p in params:
@@ -605,6 +631,7 @@ __all__ = [
     "ExponentialMovingAverage",
     "RunData",
     "TrainConfig",
+    "TrainHooks",
     "TrainResult",
     "TrainingState",
     "add_train_arguments",

@@ -1,0 +1,481 @@
+"""MeanFlow distillation from a flow-matching teacher (``mfmjt distill``).
+
+The student starts as an exact copy of the teacher and learns the MeanFlow identity (paper Eq. 4-5)
+with the teacher's guided velocity as the instantaneous velocity:
+
+    v_T^ω(z_t, t) = ω·v_c + (1 - ω)·s·v_∅        (s = 1: standard CFG; s = projection scale: scaled)
+    u_tgt         = v_T^ω - (t - r)·(v_T^ω·∂z u + ∂t u)
+
+with the public time convention z_t = (1 - t)·x + t·ε (t = 1 noise). The derivative is the JVP of
+:func:`mfmjt.meanflow.meanflow_loss` along (v_T^ω, 1), detached; ω and the mode are drawn per sample
+(:func:`mfmjt.meanflow.sample_guidance`) and given to the student's guidance embedding, so the
+distilled model is guided in one forward. Everything else (optimiser, EMA, checkpoints, resume,
+logging, export) is :func:`mfmjt.train.fit` with :class:`mfmjt.train.TrainHooks`.
+
+Initialisation. The teacher is made exactly Δt-independent (:func:`fold_dt_embedding`: its Δt
+embedding at Δt = 0, the only Δt a flow-matching model was trained at, moves into the time
+embedder's output bias); the student copies it and adds a guidance embedding with a zero output
+layer, so at step 0 ``student(z, r, t, ω) == teacher(z, t)`` for every r and ω.
+
+Where x comes from. x is the store's audio latent (a fresh posterior sample each step, as in
+training). For stores without audio, or with ``x_source="teacher"``, x is the teacher's own
+N-step sample for the item's conditions, made once and kept next to the store
+(``teacher_samples.npy`` + ``teacher_samples.json``), resumable chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mfmjt.config import NetworkConfig, SequenceLengths
+from mfmjt.feature_store import FeatureStore
+from mfmjt.guidance import projection_scale
+from mfmjt.meanflow import MeanFlowConfig, MeanFlowLoss, TrainingGuidance, drop_conditions, meanflow_loss
+from mfmjt.model import MFMJTNetwork
+from mfmjt.model.network import GUIDANCE_EMBED_PREFIX, read_metadata
+
+logger = logging.getLogger(__name__)
+
+SAMPLES_NAME = "teacher_samples.npy"
+SAMPLES_META_NAME = "teacher_samples.json"
+X_SOURCES = ("auto", "store", "teacher")
+
+
+# ------------------------------------------------------------------------------------ teacher
+def load_teacher(name: str | Path, device: torch.device | str = "cpu") -> MFMJTNetwork:
+    """A flow-matching network: a model directory, an MMAudio checkpoint file (.pth/.safetensors),
+    a registry name (``mmaudio-small-16k``) or a Hugging Face repo id holding a model directory.
+    Returned in eval mode, frozen, Δt-independent (:func:`fold_dt_embedding`)."""
+    from mfmjt.pipeline import MMAUDIO_NAMES
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        net = MFMJTNetwork.from_pretrained(path)
+    elif path.is_file():
+        from mfmjt.features.audio import read_state_dict
+        from mfmjt.hub import infer_variant
+
+        state = read_state_dict(path)
+        net = MFMJTNetwork(NetworkConfig.variant(infer_variant(state)))
+        net.load_mmaudio_state_dict(state)
+    elif str(name) in MMAUDIO_NAMES:
+        from mfmjt.features.audio import read_state_dict
+        from mfmjt.hub import resolve_pipeline_files
+
+        variant = MMAUDIO_NAMES[str(name)]
+        net = MFMJTNetwork(NetworkConfig.variant(variant))
+        net.load_mmaudio_state_dict(read_state_dict(resolve_pipeline_files(variant).network))
+    elif str(name).count("/") == 1:
+        from huggingface_hub import snapshot_download
+
+        net = MFMJTNetwork.from_pretrained(snapshot_download(str(name)))
+    else:
+        raise ValueError(
+            f"teacher {name!r} is neither a model directory, a checkpoint file, a registry name "
+            f"({', '.join(sorted(MMAUDIO_NAMES))}) nor a Hugging Face repo id"
+        )
+    fold_dt_embedding(net)
+    return net.to(device).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def fold_dt_embedding(net: MFMJTNetwork) -> MFMJTNetwork:
+    """Make a flow-matching network exactly Δt-independent without changing it at Δt = 0.
+
+    The time embedding is ``t_embed(t) + dt_embed(Δt)``; a flow-matching model only ever saw Δt = 0,
+    so the constant ``dt_embed(0)`` moves into ``t_embed``'s output bias and the Δt embedder's output
+    layer is zeroed. In place; returns ``net``.
+    """
+    zero = torch.zeros(1, dtype=torch.float64, device=net.device)
+    offset = net.dt_embed(zero)[0]
+    net.t_embed.mlp[2].bias.add_(offset.to(net.t_embed.mlp[2].bias.dtype))
+    net.zero_dt_embed_output()
+    return net
+
+
+def student_from_teacher(teacher: MFMJTNetwork) -> MFMJTNetwork:
+    """The teacher's architecture plus a guidance embedding, with the (folded) teacher's weights;
+    Δt and guidance embedders have zero output layers, so the student starts as the teacher."""
+    student = MFMJTNetwork(replace(teacher.config, guidance_embed=True))
+    state = {k: v for k, v in teacher.state_dict().items() if not k.startswith(GUIDANCE_EMBED_PREFIX)}
+    student.load_mmaudio_state_dict(state)  # fills in the guidance embedding with a zero output
+    with torch.no_grad():
+        student.zero_dt_embed_output()
+    # "no video" stays the teacher's: the teacher's unconditional branch and the student's dropped
+    # conditions then use the same features throughout
+    student.empty_clip_feat.requires_grad_(False)
+    student.empty_sync_feat.requires_grad_(False)
+    return student.to(teacher.device).train()
+
+
+# ----------------------------------------------------------------------------------- target
+def teacher_velocity(
+    teacher: MFMJTNetwork,
+    z: torch.Tensor,
+    t: torch.Tensor,
+    conditions: Sequence[torch.Tensor],
+    guidance: TrainingGuidance,
+) -> torch.Tensor:
+    """v_T^ω(z_t, t) per sample: ω·v_c + (1 - ω)·s·v_∅ (s = 1 standard, the projection scale where
+    ``guidance.scaled``); only v_c where ω = 1. One batched teacher forward, no gradient."""
+    rows = (guidance.strength != 1).nonzero().squeeze(1)
+    n = z.shape[0]
+    conds = [
+        torch.cat([c, u.expand(c.shape)[rows]])
+        for c, u in zip(conditions, guidance.unconditional, strict=True)
+    ]
+    tt = torch.cat([t, t[rows]])
+    with torch.no_grad():
+        out = teacher(torch.cat([z, z[rows]]), *conds, tt, torch.zeros_like(tt))
+    out = out.to(torch.promote_types(out.dtype, torch.float32))  # the guidance arithmetic in float32+
+    v_c, v_u = out[:n], out[n:]
+    if not rows.numel():
+        return v_c.to(z.dtype)
+    shape = (-1, *([1] * (z.dim() - 1)))
+    rows_c = v_c[rows]
+    scale = torch.where(guidance.scaled[rows].view(shape), projection_scale(rows_c, v_u), 1.0)
+    w = guidance.strength[rows].to(out.dtype).view(shape)
+    guided = w * rows_c + (1 - w) * scale * v_u
+    return v_c.index_put((rows,), guided).to(z.dtype)
+
+
+class DistillationLoss:
+    """:func:`mfmjt.meanflow.meanflow_loss` with the teacher's guided velocity as v (a drop-in for
+    the training loop's loss: same arguments, same result type)."""
+
+    def __init__(self, teacher: MFMJTNetwork) -> None:
+        self.teacher = teacher
+
+    def __call__(
+        self,
+        model: Any,
+        x: torch.Tensor,
+        conditions: Sequence[torch.Tensor] = (),
+        *,
+        config: MeanFlowConfig,
+        generator: torch.Generator | None = None,
+        guidance: TrainingGuidance | None = None,
+        **kwargs: Any,
+    ) -> MeanFlowLoss:
+        if guidance is None:
+            raise ValueError("distillation needs a guidance setting per sample (guidance_max > 1)")
+        if self.teacher.device != x.device:
+            self.teacher.to(x.device)
+
+        def velocity(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return teacher_velocity(self.teacher, z, t, conditions, guidance)
+
+        return meanflow_loss(
+            model, x, conditions, config=config, generator=generator, guidance=guidance, velocity=velocity,
+            **kwargs,
+        )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- teacher samples
+@dataclass(frozen=True)
+class TeacherSampleConfig:
+    """How the teacher's stand-in data are made: ``steps`` Euler steps at ω = ``cfg_strength``
+    (``guidance`` mode), noise of item i from ``seed + i``."""
+
+    steps: int = 25
+    cfg_strength: float = 1.0
+    guidance: str = "scaled"
+    seed: int = 0
+    chunk: int = 16  # items per batch (and per resumable chunk)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.chunk < 1:
+            raise ValueError(f"teacher sample steps and chunk must be >= 1, got {self.steps}, {self.chunk}")
+
+
+def _teacher_id(teacher_name: str | Path, teacher: MFMJTNetwork) -> dict[str, Any]:
+    """What identifies the teacher in the samples' metadata: its name and a weight checksum."""
+    total = sum(float(p.detach().double().abs().sum()) for p in teacher.parameters())
+    return {"name": str(teacher_name), "weights_abs_sum": round(total, 6)}
+
+
+def teacher_samples(
+    store: FeatureStore,
+    teacher: MFMJTNetwork,
+    teacher_name: str | Path,
+    config: TeacherSampleConfig = TeacherSampleConfig(),
+    progress: bool = True,
+) -> np.ndarray:
+    """The teacher's N-step samples (VAE latent space, ``[N, L, C]``) for every item of ``store``,
+    kept in ``store.path/teacher_samples.npy``: made once, continued where an interrupted run
+    stopped, reused afterwards. Samples made with other settings or another teacher are refused."""
+    from mfmjt.sampler import sample
+
+    path, meta_path = store.path / SAMPLES_NAME, store.path / SAMPLES_META_NAME
+    length = (
+        store.shapes["latent_mean"][0]
+        if "latent_mean" in store.shapes
+        else SequenceLengths.for_duration(float(store.duration or 8.0)).latent
+    )
+    shape = (len(store), length, teacher.config.latent_dim)
+    settings = {"teacher": _teacher_id(teacher_name, teacher), **asdict(config), "shape": list(shape)}
+    settings.pop("chunk")
+    done = 0
+    if meta_path.is_file() and path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta["settings"] != settings:
+            raise ValueError(
+                f"{path} holds teacher samples made with {meta['settings']}, not {settings}: "
+                f"delete {path.name} and {meta_path.name} to make new ones"
+            )
+        done = int(meta["done"])
+        array = np.load(path, mmap_mode="r+")
+    else:
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        _write_json(meta_path, {"settings": settings, "done": 0})
+    if done >= shape[0]:
+        return np.load(path, mmap_mode="r")
+    logger.info("teacher samples for %s: items %d..%d, %d steps at ω %g", store.path, done, shape[0],
+                config.steps, config.cfg_strength)  # fmt: skip
+    no_drop = MeanFlowConfig(video_dropout=0.0, text_dropout=0.0)
+    device = teacher.device
+    bar = tqdm(total=shape[0], initial=done, disable=not progress, desc="teacher samples")
+    for start in range(done, shape[0], config.chunk):
+        idx = list(range(start, min(start + config.chunk, shape[0])))
+        b = store.get_batch(idx)
+        clip_f, sync_f, text_f = drop_conditions(
+            b["clip_f"].to(device), b["sync_f"].to(device), b["text_f"].to(device),
+            teacher.empty_clip_feat, teacher.empty_sync_feat, teacher.empty_string_feat,
+            config=no_drop, has_video=b["has_video"],
+        )  # fmt: skip
+        noise = torch.stack(
+            [
+                torch.randn(length, shape[2], generator=torch.Generator().manual_seed(config.seed + i))
+                for i in idx
+            ]
+        ).to(device)
+        with torch.no_grad():
+            cond = teacher.preprocess_conditions(clip_f, sync_f, text_f, length)
+            uncond = teacher.empty_conditions(len(idx), length, clip_f.shape[1], sync_f.shape[1])
+            z0 = sample(
+                teacher, noise, cond, uncond, steps=config.steps, cfg_strength=config.cfg_strength,
+                guidance=config.guidance, guidance_in_network=False,
+            )[config.guidance if config.guidance != "both" else "scaled"]  # fmt: skip
+            array[idx[0] : idx[-1] + 1] = teacher.unnormalize(z0).float().cpu().numpy()
+        array.flush()
+        _write_json(meta_path, {"settings": settings, "done": idx[-1] + 1})
+        bar.update(len(idx))
+    bar.close()
+    del array
+    return np.load(path, mmap_mode="r")
+
+
+def _samples_complete(store: FeatureStore) -> bool:
+    meta_path = store.path / SAMPLES_META_NAME
+    return meta_path.is_file() and int(json.loads(meta_path.read_text())["done"]) >= len(store)
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class TeacherSampleStore:
+    """A store whose items carry the teacher's sample as their latent (``latent_std`` zero, so the
+    training loop's x is exactly that sample). Everything else is the wrapped store's."""
+
+    def __init__(self, store: FeatureStore, samples: np.ndarray) -> None:
+        if samples.shape[0] != len(store):
+            raise ValueError(f"{samples.shape[0]} teacher samples for a store of {len(store)} items")
+        self.store, self.samples = store, samples
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def get_batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        batch = self.store.get_batch(indices)
+        idx = batch["index"].numpy()
+        latent = torch.from_numpy(np.asarray(self.samples[idx], dtype=np.float32))
+        batch["latent_mean"], batch["latent_std"] = latent, torch.zeros_like(latent)
+        return batch
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        return self.get_batch(indices)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.get_batch([int(i)]).items()}
+
+
+# ------------------------------------------------------------------------------------- runs
+@dataclass(frozen=True)
+class DistillConfig:
+    """A distillation run: the teacher, the training run (store, out_dir, steps, MeanFlow settings;
+    its network is the teacher's plus a guidance embedding) and where x comes from."""
+
+    teacher: str
+    train: Any  # mfmjt.train.TrainConfig
+    x_source: str = "auto"  # "store": the store's latents; "teacher": teacher samples; auto: store if any
+    samples: TeacherSampleConfig = TeacherSampleConfig()
+
+    def __post_init__(self) -> None:
+        if self.x_source not in X_SOURCES:
+            raise ValueError(f"x_source must be one of {X_SOURCES}, got {self.x_source!r}")
+        if self.train.meanflow.guidance_max <= 1:
+            raise ValueError(
+                "distillation trains guidance into the student: guidance_max must be > 1 "
+                f"(got {self.train.meanflow.guidance_max:g})"
+            )
+
+
+def _student_train_config(config: Any, teacher: MFMJTNetwork, teacher_meta: Mapping[str, Any]) -> Any:
+    """The training config with the student's architecture (teacher's + guidance embedding)."""
+    from mfmjt.config import VARIANTS
+
+    student = replace(teacher.config, guidance_embed=True).to_dict()
+    variant = str(teacher_meta.get("variant", config.variant))
+    if variant not in VARIANTS:
+        variant = "tiny"
+    base = VARIANTS[variant].to_dict()
+    overrides = {k: v for k, v in student.items() if base[k] != v}
+    asked = {k: v for k, v in config.network_overrides.items() if k != "guidance_embed"}
+    if any(overrides.get(k, base.get(k)) != v for k, v in asked.items()):
+        logger.warning("network overrides %s ignored: the student has the teacher's architecture",
+                       config.network_overrides)  # fmt: skip
+    return replace(config, variant=variant, network_overrides=overrides)
+
+
+def x_source_of(store: FeatureStore, x_source: str) -> str:
+    """``auto`` -> ``store`` when the store holds audio latents, else ``teacher``."""
+    if x_source != "auto":
+        return x_source
+    return "store" if "latent_mean" in store.meta.get("arrays", {}) else "teacher"
+
+
+def distill(config: DistillConfig) -> Path:
+    """Distil (or resume) and return the exported student directory (or the checkpoint when the run
+    stopped early at ``train.stop_after``)."""
+    from mfmjt.train import CHECKPOINT_NAME, TrainHooks, _lineage, fit, open_stores
+
+    device = config.train.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    teacher = load_teacher(config.teacher, device)
+    teacher_path = Path(config.teacher).expanduser()
+    teacher_meta = read_metadata(teacher_path) if (teacher_path / "config.json").is_file() else {}
+    train_config = _student_train_config(config.train, teacher, teacher_meta)
+    if teacher_path.is_dir() and train_config.init_from is None:
+        train_config = replace(train_config, init_from=teacher_path)
+    data = open_stores(train_config)
+    store = data.first
+    if config.x_source != "store" and len(data.mix.stores) > 1:
+        raise ValueError(
+            "distillation from teacher samples takes one --store; give --x-source store to mix stores"
+        )
+    source = x_source_of(store, config.x_source)
+    samples = None
+    if source == "teacher":
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _samples_complete(store):
+            raise ValueError(
+                f"the teacher samples of {store.path} are not complete: make them in one process first "
+                "(the same mfmjt distill command without torchrun, e.g. with --stop-after 1)"
+            )
+        samples = teacher_samples(store, teacher, config.teacher, config.samples, train_config.progress)
+
+    lineage = _lineage(train_config, train_config.steps)
+    x_text = "the store's audio" if source == "store" else (
+        f"the teacher's {config.samples.steps}-step samples at ω {config.samples.cfg_strength:g}"
+    )  # fmt: skip
+    lineage[-1] += f"; MeanFlow distillation from the flow-matching teacher {config.teacher} (x: {x_text})"
+    hooks = TrainHooks(
+        build_network=lambda _config, _data, **_: student_from_teacher(teacher),
+        wrap_store=None if samples is None else (lambda s: TeacherSampleStore(s, samples)),
+        loss=DistillationLoss(teacher),
+        export_metadata={
+            "lineage": lineage,
+            "distillation": {
+                "teacher": str(config.teacher),
+                "x_source": source,
+                **({"teacher_samples": asdict(config.samples)} if source == "teacher" else {}),
+            },
+        },
+    )
+    result = fit(train_config, hooks)
+    return result.export_dir if result.export_dir is not None else train_config.out_dir / CHECKPOINT_NAME
+
+
+# The training options whose defaults differ for distillation (the embedded default's recipe).
+DISTILL_DEFAULTS: dict[str, Any] = dict(
+    mean_flow_ratio=0.5,
+    one_step_share=0.25,
+    guidance_max=3.0,
+    guidance_unguided_share=0.25,
+    adaptive_loss_power=1.0,
+    all_dropout=0.1,
+    lr=1e-4,
+    warmup_steps=20,
+    steps=2000,
+)
+
+
+def add_distill_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The training options (``mfmjt train``) plus the teacher and the source of x."""
+    from mfmjt.train import add_train_arguments
+
+    add_train_arguments(parser)
+    parser.set_defaults(**DISTILL_DEFAULTS)
+    s = TeacherSampleConfig()
+    a = parser.add_argument
+    a("--teacher", required=True,
+      help="flow-matching teacher: model directory, MMAudio checkpoint, registry name (mmaudio-small-16k) "
+           "or HF repo id")  # fmt: skip
+    a("--x-source", choices=X_SOURCES, default="auto",
+      help="x for z_t = (1-t)x + tε: the store's audio latents, or the teacher's own samples (made once, "
+           "kept in the store directory); auto: the store's when it has audio")  # fmt: skip
+    a("--teacher-sample-steps", type=int, default=s.steps)
+    a("--teacher-sample-cfg", type=float, default=s.cfg_strength, help="ω of the teacher's samples")
+    a("--teacher-sample-guidance", choices=["standard", "scaled"], default=s.guidance)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> DistillConfig:
+    from mfmjt.train import TrainConfig
+
+    # the student's architecture comes from the teacher later; its guidance embedding is known now
+    overrides = [*(args.network_overrides or []), "guidance_embed=true"]
+    args = argparse.Namespace(**{**vars(args), "network_overrides": overrides})
+    train = TrainConfig.from_args(args)
+    return DistillConfig(
+        teacher=args.teacher,
+        train=train,
+        x_source=args.x_source,
+        samples=TeacherSampleConfig(
+            steps=args.teacher_sample_steps,
+            cfg_strength=args.teacher_sample_cfg,
+            guidance=args.teacher_sample_guidance,
+            seed=train.seed,
+        ),
+    )
+
+
+__all__ = [
+    "DistillConfig",
+    "DistillationLoss",
+    "TeacherSampleConfig",
+    "TeacherSampleStore",
+    "add_distill_arguments",
+    "config_from_args",
+    "distill",
+    "fold_dt_embedding",
+    "load_teacher",
+    "student_from_teacher",
+    "teacher_samples",
+    "teacher_velocity",
+]

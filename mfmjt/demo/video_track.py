@@ -109,7 +109,8 @@ def mux_audio(
             if video_in is None:
                 raise media.MediaError(f"{Path(track).name} has no video stream to put the audio into")
             video_out = dst.add_stream_from_template(video_in)
-            audio_out = dst.add_stream("aac", rate=sample_rate, layout="mono")
+            # the fast coder: 2-3x quicker than the default two-loop search, plenty at 128 kb/s
+            audio_out = dst.add_stream("aac", rate=sample_rate, layout="mono", options={"aac_coder": "fast"})
             audio_out.bit_rate = AAC_BITRATE
             for packet in src.demux(video_in):
                 if packet.dts is None:  # the demuxer's end-of-stream marker

@@ -532,7 +532,7 @@ def loaders_from_env() -> dict[str, Callable[[], Pipeline]]:
 
 def main() -> None:
     port = int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
-    demo.launch(server_name="0.0.0.0", server_port=port, **LAUNCH_KWARGS)
+    (demo or build_demo()).launch(server_name="0.0.0.0", server_port=port, **LAUNCH_KWARGS)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import app  # noqa: E402
 from mfmjt.demo.files import OutputDirs  # noqa: E402
 from mfmjt.demo.models import ModelCache, ModelCard, ModelError, registry_names  # noqa: E402
-from mfmjt.demo.service import gpu_seconds  # noqa: E402
+from mfmjt.demo.service import GpuCost, gpu_seconds  # noqa: E402
 
 # Gradio's queue trips pandas deprecation warnings in its own code
 pytestmark = [
@@ -36,6 +36,12 @@ pytestmark = [
 ]
 
 MAX_DURATION = 3.0
+_demos: list = []
+
+
+def client_demo_service():
+    """The service behind the module's live server."""
+    return _demos[-1].mfmjt_service
 
 
 def write_clip(
@@ -80,6 +86,7 @@ def pipe() -> Pipeline:
 @pytest.fixture(scope="module")
 def client(pipe: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     demo = app.build_demo({"random": lambda: pipe})
+    _demos.append(demo)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -262,8 +269,21 @@ def test_request_folders_are_pruned(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_gpu_reservation_grows_with_steps_and_length():
-    assert gpu_seconds(1, 8) < gpu_seconds(25, 8) < gpu_seconds(25, 30) <= 120
+def test_gpu_reservation_follows_the_measured_cost():
+    assert gpu_seconds(1, 8) == 30 and gpu_seconds(25, 8) == 60  # nothing measured yet
+    cost = GpuCost(per_step=0.05, fixed=0.1)  # s per s of audio
+    assert gpu_seconds(1, 8, cost) == int(10 + 3 * 8 * (0.1 + 0.05))
+    assert gpu_seconds(25, 8, cost) == int(10 + 3 * 8 * (0.1 + 25 * 0.05))
+    assert gpu_seconds(25, 30, cost) == 120  # capped
+
+
+def test_the_reservation_uses_what_the_previous_request_measured(client, pipe):
+    t2a(client, "a ball", duration=1.5, steps=2)
+    service = client_demo_service()
+    cost = service._costs["random"]
+    assert cost.per_step > 0 and cost.fixed > 0
+    request = service.check(None, "a ball", "", 1.5, 2, 1.5, "both", 1, False, "random").request
+    assert service._request_seconds("random", request) == gpu_seconds(2, 1.5, cost)
 
 
 def test_models_load_once_on_first_use_and_a_failure_is_reported(pipe):

@@ -109,14 +109,30 @@ class _LRU(OrderedDict):
         return value
 
 
-def gpu_seconds(steps: int, seconds: float, forwards_per_step: int = 2) -> int:
-    """ZeroGPU reservation for one request, from measured figures with margin.
+@dataclass
+class GpuCost:
+    """Measured GPU-side seconds per second of audio: per sampling step, and the rest (features, vocoder)."""
 
-    Measured for MMAudio-S-16k on an H200 slice (bf16): ~0.02 s per forward per 8 s of audio, encoders
-    and the vocoder ~1 s per 8 s, a cold start of a few seconds. We reserve 10 s plus three times that.
+    per_step: float
+    fixed: float
+
+    @classmethod
+    def from_result(cls, result: GenerationResult) -> GpuCost:
+        seconds = max(result.duration, 1e-3)
+        network = result.timings.get("network", 0.0)
+        rest = max(result.timings.get("total", 0.0) - network, 0.0)
+        return cls(network / max(int(result.settings.get("steps", 1)), 1) / seconds, rest / seconds)
+
+
+def gpu_seconds(steps: int, seconds: float, cost: GpuCost | None = None) -> int:
+    """ZeroGPU reservation for one request: 10 s plus three times the measured cost, at most 120 s.
+
+    ``cost`` is what the model's previous request measured inside the reservation; before the first one
+    the reservation is a conservative 30 s for one step, 60 s for more.
     """
-    scale = max(seconds, 1.0) / 8.0
-    estimate = 3.0 + scale * (1.0 + 0.02 * forwards_per_step * max(steps, 1))
+    if cost is None:
+        return 30 if steps <= 1 else 60
+    estimate = seconds * (cost.fixed + cost.per_step * max(steps, 1))
     return int(min(120, 10 + 3 * estimate))
 
 
@@ -137,6 +153,7 @@ class DemoService:
         self.limits = limits
         self.allowed_roots = [Path(p).resolve() for p in allowed_roots] if allowed_roots else None
         self._decoded = _LRU(2)
+        self._costs: dict[str, GpuCost] = {}  # per model, from its latest request
         self._tracks = _LRU(16)
         self.run_model = gpu(self._request_seconds)(self._run_model)
         self.run_sweep = gpu(self._sweep_seconds)(self._run_sweep)
@@ -222,7 +239,7 @@ class DemoService:
         seconds = min(
             request.duration or (max_duration if request.video else T2A_DEFAULT_DURATION), max_duration
         )
-        return gpu_seconds(int(request.steps), seconds)
+        return gpu_seconds(int(request.steps), seconds, self._costs.get(model))
 
     def _sweep_seconds(self, model: str, request: GenerationRequest, *args: Any, **kwargs: Any) -> int:
         return self._request_seconds(model, request) + 5
@@ -300,6 +317,7 @@ class DemoService:
         )
         request = prepared.request
         result = self.run_model(prepared.model, request, prepared.decoded, progress)
+        self._costs[prepared.model] = GpuCost.from_result(result)
         out_dir = self.outputs.new("v2a_")
         try:
             start = time.perf_counter()
@@ -357,6 +375,7 @@ class DemoService:
             model,
         )
         result = self.run_model(prepared.model, prepared.request, None, progress)
+        self._costs[prepared.model] = GpuCost.from_result(result)
         out_dir = self.outputs.new("t2a_")
         start = time.perf_counter()
         files = prepared.pipe.save_audio(

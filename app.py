@@ -229,6 +229,7 @@ def video_tab(
                 scaled = gr.Video(label=MODE_LABELS["scaled"], elem_id="v2a-scaled", interactive=False)
             picture = gr.Image(
                 label="spectrograms (one time axis, onsets marked)",
+                show_label=False,
                 type="pil",
                 format="png",
                 interactive=False,
@@ -349,6 +350,7 @@ def text_tab(
                 )
             picture = gr.Image(
                 label="spectrograms (one time axis, onsets marked)",
+                show_label=False,
                 type="pil",
                 format="png",
                 interactive=False,
@@ -428,12 +430,8 @@ def text_tab(
 
 
 def _about(card: ModelCard) -> str:
-    parts = [f"### {card.title}"]
-    if card.description:
-        parts.append(card.description)
-    if card.about:
-        parts.append(card.about)
-    return "\n\n".join(parts)
+    """The model card (README.md) if the model has one, else its description."""
+    return f"### {card.title}\n\n" + (card.about or card.description)
 
 
 def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None, preload: bool = True) -> gr.Blocks:

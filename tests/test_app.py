@@ -304,15 +304,18 @@ def test_models_load_once_on_first_use_and_a_failure_is_reported(pipe):
 def test_the_model_card_comes_from_the_model_directory(tmp_path):
     write_clip(tmp_path / "bounce.mp4", 1.0)
     (tmp_path / "config.json").write_text('{"name": "Bouncer", "description": "knows balls", "lineage": "x"}')
-    (tmp_path / "README.md").write_text("# Bouncer\ntrained on balls")
+    (tmp_path / "README.md").write_text("trained on balls\n\nmore details")
     examples = {
         "videos": [{"video": "bounce.mp4", "prompt": "a ball"}, {"video": "gone.mp4"}],
         "prompts": ["thud"],
     }
     (tmp_path / "examples.json").write_text(json.dumps(examples))
     card = ModelCard.read(str(tmp_path))
-    assert (card.title, card.description, card.prompts) == ("Bouncer", "knows balls", ["thud"])
+    assert (card.title, card.description, card.prompts) == ("Bouncer", "trained on balls", ["thud"])
     assert "trained on balls" in card.about and "lineage" not in card.about
+    assert "more details" in card.about
+    (tmp_path / "README.md").unlink()
+    assert ModelCard.read(str(tmp_path)).description == "knows balls"  # without a card: config.json
     assert card.videos == [(str(tmp_path / "bounce.mp4"), "a ball")]  # the missing clip is left out
 
 

@@ -76,8 +76,10 @@ class ModelCard:
         card.description = str(config.get("description") or card.description)
         for readme in README_NAMES:
             if (directory / readme).is_file():
-                card.about = (directory / readme).read_text(errors="replace")
+                card.about = (directory / readme).read_text(errors="replace").strip()
                 break
+        if card.about:  # the card's first paragraph is the short description; the rest is in About
+            card.description = card.about.split("\n\n")[0]
         examples_file = directory / "examples.json"
         if examples_file.is_file():
             try:

@@ -12,15 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from mfmjt.evaluate import ONSET_THRESHOLD_DB
 from mfmjt.synthetic import detect_onsets
 
 WIDTH = 900  # pixels of the time axis
-PANEL_HEIGHT = 120
-LABEL_HEIGHT = 18
-AXIS_HEIGHT = 20
+PANEL_HEIGHT = 130
+LABEL_HEIGHT = 26
+AXIS_HEIGHT = 26
+FONT_SIZE = 17
 MAX_FREQ_HZ = 8000.0
 DYNAMIC_RANGE_DB = 70.0
 ONSET_COLOURS = [(255, 64, 64), (64, 200, 255), (255, 200, 0), (160, 255, 120)]
@@ -64,6 +65,7 @@ def spectrogram_panels(
     height = len(names) * (PANEL_HEIGHT + LABEL_HEIGHT) + AXIS_HEIGHT
     image = Image.new("RGB", (WIDTH, height), (255, 255, 255))
     draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=FONT_SIZE)
 
     def x_of(t: float) -> int:
         return int(round(min(max(t / seconds, 0.0), 1.0) * (WIDTH - 1)))
@@ -72,11 +74,11 @@ def spectrogram_panels(
         top = i * (PANEL_HEIGHT + LABEL_HEIGHT)
         colour = ONSET_COLOURS[i % len(ONSET_COLOURS)]
         label = (labels or {}).get(name, name)
-        draw.rectangle([4, top + 5, 14, top + 14], fill=colour)
-        draw.text((20, top + 3), f"{label}: {len(found[name])} onsets (marked)", fill=(0, 0, 0))
+        draw.rectangle([4, top + 7, 18, top + 21], fill=colour)
+        draw.text((24, top + 4), f"{label}: {len(found[name])} onsets (marked)", fill=(0, 0, 0), font=font)
         spec = (specs[name] - (loudest - DYNAMIC_RANGE_DB)) / DYNAMIC_RANGE_DB
         rows = np.linspace(0, spec.shape[0] - 1, PANEL_HEIGHT).astype(int)
-        panel = Image.fromarray(_colormap(spec[rows]), "RGB")
+        panel = Image.fromarray(_colormap(spec[rows]))
         image.paste(panel, (0, top + LABEL_HEIGHT))
         y0, y1 = top + LABEL_HEIGHT, top + LABEL_HEIGHT + PANEL_HEIGHT - 1
         for other in names:
@@ -91,6 +93,6 @@ def spectrogram_panels(
     while t <= seconds + 1e-9:
         x = x_of(t)
         draw.line([(x, axis_top), (x, axis_top + 4)], fill=(0, 0, 0))
-        draw.text((min(x + 2, WIDTH - 30), axis_top + 5), f"{t:g} s", fill=(0, 0, 0))
+        draw.text((min(x + 2, WIDTH - 40), axis_top + 5), f"{t:g} s", fill=(0, 0, 0), font=font)
         t += step
     return image

@@ -31,8 +31,9 @@ def needs_encode(video: str | Path, duration: float) -> bool:
     info = media._probe_video(Path(video))
     with av.open(str(video)) as container:
         formats = set(container.format.name.split(","))
+    # no cut when every frame starts inside ``duration`` (the last one may show up to one interval longer)
     slack = info.frame_interval or 0.0
-    needs_cut = info.duration is None or info.duration > duration + 0.5 * slack + 1e-3
+    needs_cut = info.duration is None or info.duration > duration + slack + 1e-3
     return needs_cut or info.codec != "h264" or info.pix_fmt != "yuv420p" or not formats & _COPYABLE_FORMATS
 
 

@@ -94,6 +94,12 @@ def _user_errors(fn: Callable) -> Callable:
     return handler
 
 
+def _omega_sweep(service: DemoService, state: dict | None) -> tuple:
+    """The ω sweep of the shown request: a picture and one wav per ω."""
+    picture, files = service.omega_sweep(state)
+    return picture, [str(f) for f in files]
+
+
 # ------------------------------------------------------------------------------------------ layout
 @dataclass
 class _Controls:
@@ -305,7 +311,7 @@ def video_tab(
         unpack,
     )
     sweep_button.click(
-        _user_errors(service.omega_sweep),
+        _user_errors(partial(_omega_sweep, service)),
         state,
         [sweep_image, sweep_files],
         api_name="omega_sweep_v2a",
@@ -418,7 +424,7 @@ def text_tab(
         unpack,
     )
     sweep_button.click(
-        _user_errors(service.omega_sweep),
+        _user_errors(partial(_omega_sweep, service)),
         state,
         [sweep_image, sweep_files],
         api_name="omega_sweep_t2a",

@@ -338,3 +338,34 @@ def test_the_demo_offers_a_model_selector_and_preloads_only_the_first_given_mode
     assert loaded == []  # with explicit loaders only the first model loads at start-up
     kinds = {type(block).__name__ for block in demo.blocks.values()}
     assert "Dropdown" in kinds
+
+
+def test_the_omega_sweep_renders_each_omega_with_at_most_one_forward_each(client, clip, pipe, monkeypatch):
+    v2a(client, clip, prompt="x", cfg_strength=1.5, seed=11)
+    calls: list[int] = []
+    original = pipe.network.inner_velocity
+    monkeypatch.setattr(pipe.network, "inner_velocity", lambda *a, **k: calls.append(1) or original(*a, **k))
+    picture, wavs = client.predict(api_name="/omega_sweep_v2a")
+    assert len(calls) <= 4  # one forward per ω at most (none with two-pass CFG's stored pair)
+    names = sorted(Path(w).name for w in wavs)
+    assert names == sorted(f"mfmjt_sweep_w{w:g}_scaled.wav" for w in (1.0, 1.5, 2.5, 4.0))
+    audio = [sf.read(w)[0] for w in wavs]
+    assert not np.allclose(audio[0], audio[-1])
+    from PIL import Image
+
+    assert Image.open(picture).size[0] == 900
+
+
+def test_the_picture_shows_both_results_on_one_axis(client, clip):
+    out = v2a(client, clip, guidance="both", seed=12)
+    service = client_demo_service()
+    state = {
+        "wavs": {"standard": out[2][0], "scaled": out[2][1]},
+        "sample_rate": 16000,
+        "seconds": 1.96,
+    }
+    image = service.picture(state)
+    from mfmjt.demo import plots
+
+    assert image.size == (plots.WIDTH, 2 * (plots.PANEL_HEIGHT + plots.LABEL_HEIGHT) + plots.AXIS_HEIGHT)
+    assert service.picture(None) is None

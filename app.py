@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from mfmjt.demo.files import OutputDirs
 from mfmjt.demo.models import ModelCache, ModelCard, model_settings, offered_names
@@ -36,6 +37,7 @@ from mfmjt.demo.service import (
     UserError,
     describe_clip,
 )
+from mfmjt.demo.upload_guard import UploadGuard
 from mfmjt.pipeline import Pipeline, load_pipeline
 from mfmjt.request import MAX_SEED
 
@@ -45,7 +47,20 @@ REPO_ROOT = Path(__file__).resolve().parent
 MAX_FILE_SIZE = "100mb"  # uploads; the pixel caps in mfmjt.media bound the decoding work
 DELETE_CACHE = (600, 1800)  # Gradio's cache: every 10 min, files older than 30 min
 GUIDANCE_CHOICES = [("standard", "standard"), ("scaled", "scaled"), ("compare both", "both")]
-LAUNCH_KWARGS: dict[str, Any] = dict(max_file_size=MAX_FILE_SIZE, ssr_mode=False)
+
+
+def _upload_roots() -> list[Path]:
+    """Where files named in API payloads may live: Gradio's upload folder and the example clips."""
+    from gradio.utils import get_upload_folder
+
+    return [Path(get_upload_folder()), REPO_ROOT / "assets"]
+
+
+LAUNCH_KWARGS: dict[str, Any] = dict(
+    max_file_size=MAX_FILE_SIZE,
+    ssr_mode=False,
+    app_kwargs={"middleware": [Middleware(UploadGuard, allowed_roots=_upload_roots)]},
+)
 HEADER = (
     "# MF-MJT — one-step video-to-audio\n"
     "Compare **standard** and **scaled** classifier-free guidance side by side; at one step, moving ω "

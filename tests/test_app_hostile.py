@@ -38,6 +38,13 @@ pytestmark = [
 ]
 
 MAX_DURATION = 4.5
+_demos: list = []
+
+
+def client_demo():
+    return _demos[-1]
+
+
 ANSWER_WITHIN_S = 20.0  # per hostile request, on a loaded 2-core machine
 UPLOAD_LIMIT = "2mb"
 GRADIO_REFUSAL = "has raised an exception"
@@ -50,6 +57,7 @@ INTERNALS = re.compile(
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     pipe = small_random_pipeline(max_duration=MAX_DURATION)
     demo = app.build_demo({"random": lambda: pipe, "same": lambda: pipe})  # two: the model is an input
+    _demos.append(demo)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -242,6 +250,23 @@ def test_an_unknown_model_is_refused(client, model):
 )
 def test_a_hostile_video_payload_is_refused(client, payload, message):
     refused(lambda: v2a(client, payload), message)
+
+
+def test_a_server_path_in_a_raw_api_call_is_refused_with_a_sentence(client, clips):
+    """What a remote caller can send (gradio_client would upload a local file of that name instead)."""
+    import httpx
+
+    secret = write_clip(clips / "server_side.mp4", 1.0)
+    payload = [{"path": str(secret), "meta": {"_type": "gradio.FileData"}}, *V2A_DEFAULTS.values(), "random"]
+    app_url = client.src.rstrip("/")
+    fn_index = next(i for i, fn in client_demo().fns.items() if fn.api_name == "video_to_audio")
+    answer = httpx.post(
+        f"{app_url}/gradio_api/queue/join",
+        json={"data": payload, "fn_index": fn_index, "session_hash": "hostile1", "trigger_id": None},
+        timeout=30,
+    )
+    assert answer.status_code == 400
+    assert answer.json()["detail"] == "the file 'server_side.mp4' was not uploaded to this demo; upload it"
 
 
 # ------------------------------------------------------------------------------------------ video files

@@ -97,6 +97,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch and gradio: ~40 s on the shared machine
 def test_the_demo_under_zerogpu_loads_models_in_the_main_process_and_generates(tmp_path):
     env = {
         **os.environ,

@@ -2,10 +2,11 @@
 
 Launches ``app.build_demo`` locally and times ``/video_to_audio`` from the client's call to the
 downloaded mp4s: 1 step with both guidances vs 1 step with one, vs 25 steps, plus the live remix
-(the same one-step request with another ω: no network forward with two-pass CFG, one for a
-model with guidance learnt in training). Each timed request uses a clip of
-its own and a new seed, so features and predictions are computed afresh. Prints a markdown table
-of seconds and ratios, all measured in one run.
+(``/remix_v2a``, what releasing the ω slider calls: no network forward with two-pass CFG, one for a
+model with guidance learnt in training; the video track is reused, only the audio is encoded). Each
+timed request uses a clip of its own and a new seed, so features and predictions are computed afresh.
+Also times the start-up of ``python app.py`` (process start to the page answering). Prints a markdown
+table of seconds and ratios, all measured in one run, with the machine's load average.
 
     python benchmarks/app_latency.py                          # the embedded default model
     python benchmarks/app_latency.py --model mmaudio-small-16k
@@ -35,6 +36,9 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import os  # noqa: E402
+
+os.environ.setdefault("MFMJT_APP_BUILD", "0")  # build_demo below, not the module-level default demo
 import app  # noqa: E402
 from mfmjt.pipeline import Pipeline, load_pipeline  # noqa: E402
 
@@ -57,6 +61,41 @@ CASES = [
     Case("25 steps, scaled only", 25, "scaled", 4.5),
     Case("25 steps, compare both", 25, "both", 4.5),
 ]
+TARGETS = {
+    "1 step, compare both": 1.0,
+    "1 step, scaled only": 0.8,
+    "1 step, live remix (ω changed, both)": 0.3,
+}
+
+
+def startup_seconds(timeout: float = 120.0) -> float:
+    """Seconds from ``python app.py`` to its page answering HTTP 200 (the embedded default model)."""
+    import os
+    import subprocess
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "MFMJT_MODEL": "default", "MFMJT_APP_BUILD": "1"}
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "app.py")],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while time.perf_counter() - start < timeout:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
+                    if response.status == 200:
+                        return time.perf_counter() - start
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"python app.py did not answer within {timeout:g} s")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def write_clip(path: Path, seconds: float, variant: int, size: int = 256, fps: int = 24) -> Path:
@@ -105,18 +144,21 @@ def main() -> None:
         help="use the small random-weight stack of tests/stacks.py instead of --model",
     )
     parser.add_argument("--duration", type=float, default=8.0, help="clip length in seconds")
-    parser.add_argument("--repeats", type=int, default=3, help="timed requests per case (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed requests per case (median)")
+    parser.add_argument("--no-startup", action="store_true", help="skip timing `python app.py`")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from gradio_client import Client, handle_file
 
+    load_before = os.getloadavg()
+    startups = [] if args.no_startup else [startup_seconds() for _ in range(args.repeats)]
     name = "random" if args.random_stack else args.model
     pipe = loader(args)()
     demo = app.build_demo({name: lambda: pipe})
     port = free_port()
     demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **app.LAUNCH_KWARGS
     )
     workdir = Path(tempfile.mkdtemp(prefix="mfmjt_app_latency_"))
     client = Client(
@@ -155,8 +197,13 @@ def main() -> None:
             for _ in range(args.repeats):
                 seed += 1
                 clip = write_clip(workdir / f"clip{seed}.mp4", args.duration, next(clips))
-                if case.remix:  # first the one-step request itself, untimed
+                if case.remix:  # first the one-step request itself, untimed; then the slider's remix
                     request(Case("", 1, case.guidance, 1.5), clip, seed)
+                    start = time.perf_counter()
+                    outputs = client.predict(case.cfg, case.guidance, 1, api_name="/remix_v2a")
+                    times.append(time.perf_counter() - start)
+                    assert "live remix" in outputs[3], outputs[3]
+                    continue
                 times.append(request(case, clip, seed))
             results[case.label] = times
             logger.info("%s: %s s", case.label, ", ".join(f"{t:.2f}" for t in times))
@@ -169,19 +216,32 @@ def main() -> None:
         device = torch.cuda.get_device_name(pipe.device)
     else:
         device = f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
+    load_after = os.getloadavg()
     base = statistics.median(results[CASES[0].label])
     print(
         f"\nmodel `{name}` ({info['kind']}, {info['parameters']}) · {device} · {info['dtype']} · "
         f"{args.duration:g} s clip · median of {args.repeats} requests through gradio_client "
-        "(upload → mp4s downloaded)\n"
+        f"(upload → mp4s downloaded) · load average {load_before[0]:.2f} before, {load_after[0]:.2f} after "
+        f"({os.cpu_count()} cores)\n"
     )
-    print("| request | median s | min s | × 1 step compare both | RTF |")
-    print("|---|---:|---:|---:|---:|")
+    print("| request | median s | min s | × 1 step compare both | RTF | target s |")
+    print("|---|---:|---:|---:|---:|---:|")
     for case in CASES:
         times = results[case.label]
         med = statistics.median(times)
         rtf = med / args.duration
-        print(f"| {case.label} | {med:.2f} | {min(times):.2f} | {med / base:.2f} | {rtf:.3f} |")
+        target = TARGETS.get(case.label)
+        verdict = (
+            ""
+            if target is None
+            else f"≤ {target:g} " + ("✓" if med <= target else f"✗ (+{med - target:.2f})")
+        )
+        print(f"| {case.label} | {med:.2f} | {min(times):.2f} | {med / base:.2f} | {rtf:.3f} | {verdict} |")
+    if startups:
+        med = statistics.median(startups)
+        print(
+            f"| start-up of `python app.py` (to the page answering) | {med:.2f} | {min(startups):.2f} | | | |"
+        )
 
 
 if __name__ == "__main__":

@@ -85,6 +85,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
         guidance=guidance,
         seed=args.seed,
     )
+    from mfmjt.pipeline import MAX_STEPS
+    from mfmjt.request import GenerationRequest, Limits
+
+    try:  # the settings once, before any video: the same check as the pipeline and the demo
+        checked = GenerationRequest(**{**settings, "prompt": settings["prompt"] or "-"}).validate(
+            Limits(max_steps=MAX_STEPS), pipe.objective
+        )
+    except ValueError as err:
+        logger.error("%s", err)
+        return 2
+    settings["cfg_strength"] = checked.cfg_strength  # resolves the default ω for the model and steps
     failures = 0
     jobs: list[Path | None] = list(videos) if videos else [None]
     for video in tqdm(jobs, desc="generating", unit="clip", disable=len(jobs) < 2):

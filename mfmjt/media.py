@@ -43,8 +43,12 @@ logger = logging.getLogger(__name__)
 CLIP_SIZE = 384  # CLIP frames: squashed to 384 x 384
 SYNC_SIZE = 224  # Synchformer frames: short side 224, centre crop 224 x 224
 MAX_SIDE = 8192  # larger frames are refused: decoding them at 25 fps would take minutes and gigabytes
+MIN_SIDE = 2  # H.264 4:2:0 output needs at least 2 x 2 pixels
+MAX_FRAME_PIXELS = 4096 * 2304  # per frame (a little over 4K UHD)
+MAX_PIXEL_RATE = 4096 * 2304 * 30  # pixels decoded per second of video: 4K at 30 fps, ~1-2 s CPU per s
 AUDIO_SUFFIXES = {".wav": "WAV", ".flac": "FLAC"}
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")  # what folders are scanned for
+_LONG_FRAME = Fraction(2, round(SYNC_FPS))  # a last frame shown this long or longer counts to its end
 _RESIZE_BATCH = 16  # source frames resized per torchvision call ...
 _RESIZE_BYTES = 1 << 26  # ... or fewer when they are large (1080p: 10 frames)
 
@@ -107,6 +111,8 @@ class _FrameSampler:
         return max(math.floor(time * self.fps) + 1 - self.count, 0)
 
     def add(self, image: np.ndarray, repeats: int) -> None:
+        if self._pending and self._pending[0].shape != image.shape:
+            self._flush()  # frames of another size (the stream changed resolution): a batch of their own
         self._pending.append(image)
         self._pending_bytes += image.size
         self._repeats.append(repeats)
@@ -145,9 +151,10 @@ def _check_file(path: str | os.PathLike[str]) -> Path:
 def _open(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path), mode="r")
-    except av.error.FFmpegError as exc:
+    except av.error.FFmpegError as exc:  # the decoder's words go to the log, not to the user
+        logger.info("cannot open %s: %s", path.name, exc)
         raise MediaError(
-            f"cannot read {path.name}: the file is corrupt or not a supported media format ({exc})"
+            f"cannot read {path.name}: the file is corrupt or not a supported media format"
         ) from exc
 
 
@@ -168,11 +175,22 @@ def _video_stream(container: av.container.InputContainer) -> av.VideoStream | No
     return None
 
 
-def _check_size(name: str, width: int, height: int) -> None:
-    if max(width, height) > MAX_SIDE:
+def _check_size(name: str, width: int, height: int, fps: float | None = None) -> None:
+    """Refuse frames too small to encode, or too large to decode in a few seconds per second of video."""
+    if max(width, height) > MAX_SIDE or width * height > MAX_FRAME_PIXELS:
         raise MediaError(
-            f"{name} is {width}x{height} pixels; videos larger than {MAX_SIDE} px per side are "
-            "not supported, please downscale it first"
+            f"{name} is {width}x{height} pixels; videos up to {MAX_FRAME_PIXELS / 1e6:.1f} megapixels "
+            f"per frame (e.g. 4096x2304) and {MAX_SIDE} px per side are supported, please downscale it first"
+        )
+    if min(width, height) < MIN_SIDE:
+        raise MediaError(
+            f"{name} is {width}x{height} pixels; a video needs at least {MIN_SIDE}x{MIN_SIDE} pixels"
+        )
+    if fps and width * height * fps > MAX_PIXEL_RATE:
+        raise MediaError(
+            f"{name} is {width}x{height} pixels at {fps:.4g} fps, too much to decode here "
+            f"(at most {MAX_PIXEL_RATE / 1e6:.0f} megapixels per second, e.g. 4K at 30 fps); "
+            "please lower its frame rate or size"
         )
 
 
@@ -196,7 +214,8 @@ def _frame_times(
             return
         except av.error.FFmpegError as exc:
             if last is None:
-                raise MediaError(f"cannot read the video stream: the file is corrupt ({exc})") from exc
+                logger.info("cannot read the video stream: %s", exc)
+                raise MediaError("cannot read the video stream: the file is corrupt") from exc
             logger.warning("stopping at a read error after %.2f s of video: %s", float(last), exc)
             return
         try:
@@ -235,20 +254,24 @@ def decode_video(
             kind = "an audio file" if container.streams.audio else "a file without video"
             raise MediaError(f"{path.name} has no video stream ({kind}); please provide a video")
         width, height = stream.codec_context.width, stream.codec_context.height
-        _check_size(path.name, width, height)  # before decoding a single huge frame
         has_audio = bool(container.streams.audio)
         rate = stream.guessed_rate or stream.average_rate
         source_fps = float(rate) if rate else None
+        if width and height:  # before decoding a single huge frame
+            _check_size(path.name, width, height, source_fps)
         source_duration = _source_duration(container, stream)
         stream.thread_type = "AUTO"
 
         clip = _FrameSampler(CLIP_FPS, _clip_transform)
         sync = _FrameSampler(SYNC_FPS, _sync_transform)
         decoded, beyond_window, turns = 0, False, 0
+        last_image, last_time, last_end = None, Fraction(0), Fraction(0)  # newest frame: shown from, until
         for frame, time in _frame_times(container, stream):
             decoded += 1
             if time < 0:
                 continue
+            shown = frame.duration * frame.time_base if frame.duration and frame.time_base else None
+            last_time, last_end = time, time + (shown or (1 / Fraction(rate) if rate else Fraction(0)))
             # The first frame past the window still serves targets inside it, then decoding stops.
             beyond_window = time > window_q
             n_clip, n_sync = clip.wanted(min(time, window_q)), sync.wanted(min(time, window_q))
@@ -256,9 +279,9 @@ def decode_video(
                 if beyond_window:
                     break
                 continue
-            if not (width and height):  # the container did not say; trust the frames
-                width, height = frame.width, frame.height
-                _check_size(path.name, width, height)
+            if (frame.width, frame.height) != (width, height):
+                width, height = frame.width, frame.height  # the stream may change size mid-way
+                _check_size(path.name, width, height, source_fps)
             image = frame.to_ndarray(format="rgb24")
             turns = _rotation_turns(frame)
             if turns:
@@ -267,14 +290,27 @@ def decode_video(
                 clip.add(image, n_clip)
             if n_sync:
                 sync.add(image, n_sync)
+            last_image = image
             if beyond_window:
                 break
+        stream_end: Fraction | None = None
+        if last_image is not None and not beyond_window and last_end - last_time >= _LONG_FRAME:
+            # a long last frame (1 fps clips, gifs) stays on screen until the stream ends: targets before
+            # that end use it too, so the audio covers the whole clip. Ordinary frame rates keep
+            # MMAudio's rule (the clip ends at its last frame's time).
+            end = stream_end = min(last_end, window_q)
+            for sampler in (clip, sync):
+                extra = math.ceil(end * sampler.fps) - sampler.count
+                if extra > 0:
+                    sampler.add(last_image, extra)
     if turns % 2:
         width, height = height, width
 
     if clip.count == 0 or sync.count == 0:
         raise MediaError(f"{path.name}: no video frames could be decoded")
     used = min(window, clip.count / CLIP_FPS, sync.count / SYNC_FPS)
+    if stream_end is not None:
+        used = min(used, float(stream_end))
     if used < MIN_DURATION:
         raise MediaError(
             f"{path.name} is too short: it gives {used:.2f} s of video, "
@@ -456,9 +492,10 @@ def _run_ffmpeg(args: list[str]) -> None:
         capture_output=True,
         text=True,
     )
-    if proc.returncode != 0:
+    if proc.returncode != 0:  # ffmpeg's own words go to the log, not to the user
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise MediaError(f"ffmpeg could not write the video: {tail or f'exit code {proc.returncode}'}")
+        logger.warning("ffmpeg failed (exit code %d): %s", proc.returncode, tail)
+        raise MediaError("the video could not be written with the new audio (its video stream is unusual)")
 
 
 def mux_audio_into_video(

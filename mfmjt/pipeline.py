@@ -27,9 +27,10 @@ import torch
 from mfmjt import long_form, media
 from mfmjt.config import AUDIO_MODES, NetworkConfig, SequenceLengths
 from mfmjt.features.base import FeatureStack
-from mfmjt.guidance import check_cfg_strength, check_guidance, guide, needs_unconditional
+from mfmjt.guidance import check_guidance, guide, needs_unconditional
 from mfmjt.model.network import Conditions, MFMJTNetwork
 from mfmjt.model_dir import ModelConfig, SamplingSettings
+from mfmjt.request import GenerationRequest, Limits
 from mfmjt.sampler import predict_pair, sample
 
 logger = logging.getLogger(__name__)
@@ -215,7 +216,11 @@ class Pipeline:
 
     # ---------------------------------------------------------------------------- features
     def _video_features(
-        self, video: str | Path, duration: float | None, timings: dict[str, float]
+        self,
+        video: str | Path,
+        duration: float | None,
+        timings: dict[str, float],
+        decoded: media.DecodedVideo | None = None,
     ) -> _VideoFeatures:
         start = time.perf_counter()
         digest = file_digest(video)
@@ -226,7 +231,8 @@ class Pipeline:
             timings["video_features"] = 0.0
             return cached
         start = time.perf_counter()
-        decoded = media.decode_video(video, duration, max_duration=self.max_duration)
+        if decoded is None:
+            decoded = media.decode_video(video, duration, max_duration=self.max_duration)
         timings["decode_video"] = time.perf_counter() - start
         start = time.perf_counter()
         with torch.inference_mode():
@@ -260,18 +266,27 @@ class Pipeline:
         seed: int = 0,
         progress: ProgressCallback | None = None,
         guidance_in_network: bool | None = None,
+        decoded: media.DecodedVideo | None = None,
     ) -> GenerationResult:
         """Generate audio for a video (or, with ``video=None``, for the prompt alone).
 
         ``guidance_in_network`` (default: when the network has a guidance embedding and there is no
         negative prompt) guides in one forward; False forces CFG's conditional + unconditional pair.
+        ``decoded`` is ``video`` already decoded (``media.decode_video(video, duration, max_duration=...)``),
+        so that a caller can decode outside a GPU reservation.
         Raises ValueError (``media.MediaError`` for unusable files) with a user-facing message.
         """
-        modes = check_guidance(guidance)
-        w = check_cfg_strength(cfg_strength)
-        if isinstance(steps, bool) or int(steps) != steps or not 1 <= steps <= MAX_STEPS:
-            raise ValueError(f"steps must be an integer from 1 to {MAX_STEPS}, got {steps}")
-        duration = _check_request(video, prompt, negative_prompt, duration, seed)
+        request = GenerationRequest(
+            video, prompt, negative_prompt, duration, steps, cfg_strength, guidance, seed
+        )
+        request = request.validate(Limits(max_steps=MAX_STEPS), self.objective)
+        modes, w, duration = check_guidance(request.guidance), request.cfg_strength, request.duration
+        prompt, negative_prompt, steps, seed = (
+            request.prompt,
+            request.negative_prompt,
+            request.steps,
+            request.seed,
+        )
         embedded = self.network.config.guidance_embed
         if guidance_in_network and not embedded:
             raise ValueError("this model has no guidance embedding: it can only use CFG's two forwards")
@@ -291,6 +306,7 @@ class Pipeline:
                 int(seed),
                 progress,
                 guidance_in_network,
+                decoded,
             )
 
     def prepare(
@@ -319,11 +335,12 @@ class Pipeline:
         seed: int,
         unconditional: bool,
         timings: dict[str, float],
+        decoded: media.DecodedVideo | None = None,
     ) -> PreparedRequest:
         net = self.network
         message = ""
         if video is not None:
-            feats = self._video_features(video, duration, timings)
+            feats = self._video_features(video, duration, timings, decoded)
             duration, message = feats.duration, feats.message
             video_key = (feats.digest, feats.duration)
         else:
@@ -368,6 +385,7 @@ class Pipeline:
         seed: int,
         progress: ProgressCallback | None,
         in_network: bool,
+        decoded: media.DecodedVideo | None = None,
     ) -> GenerationResult:
         long = long_form.plan_request(self, video, duration, DEFAULT_T2A_DURATION)
         if long is not None:  # longer than one training-length window
@@ -378,7 +396,7 @@ class Pipeline:
         t_start = time.perf_counter()
         net = self.network
         unconditional = needs_unconditional(w) and not in_network
-        req = self._prepare(video, prompt, negative_prompt, duration, seed, unconditional, timings)
+        req = self._prepare(video, prompt, negative_prompt, duration, seed, unconditional, timings, decoded)
         duration, noise, cond, uncond = req.duration, req.noise, req.cond, req.uncond
 
         start = time.perf_counter()

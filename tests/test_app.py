@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -22,8 +23,12 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
+os.environ.setdefault("MFMJT_APP_BUILD", "0")  # no module-level demo of the default model
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import app  # noqa: E402
+from mfmjt.demo.files import OutputDirs  # noqa: E402
+from mfmjt.demo.models import ModelCache, ModelCard, ModelError, registry_names  # noqa: E402
+from mfmjt.demo.service import GpuCost, gpu_seconds  # noqa: E402
 
 # Gradio's queue trips pandas deprecation warnings in its own code
 pytestmark = [
@@ -32,6 +37,12 @@ pytestmark = [
 ]
 
 MAX_DURATION = 3.0
+_demos: list = []
+
+
+def client_demo_service():
+    """The service behind the module's live server."""
+    return _demos[-1].mfmjt_service
 
 
 def probe(path: str | Path) -> dict[str, list[float]]:
@@ -52,11 +63,12 @@ def pipe() -> Pipeline:
 @pytest.fixture(scope="module")
 def client(pipe: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     demo = app.build_demo({"random": lambda: pipe})
+    _demos.append(demo)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **app.LAUNCH_KWARGS
     )
     try:
         yield Client(
@@ -122,6 +134,7 @@ def test_compare_mode_returns_two_mp4s_with_one_video_and_one_audio_stream(clien
         assert streams["audio"][0] == pytest.approx(1.96, abs=0.07)
     assert sorted(Path(p).name.rsplit("_", 1)[-1] for p in audio_files) == ["scaled.wav", "standard.wav"]
     assert "standard CFG and scaled CFG" in info and "RTF" in info and "network" in info
+    assert "16 kHz" in info
 
 
 def test_single_mode_returns_one_mp4_and_no_second_player(client, clip):
@@ -172,7 +185,7 @@ def bad_file(tmp: Path, kind: str) -> Path:
     ("kind", "message"),
     [
         ("empty", r"empty \(0 bytes\): empty\.mp4$"),
-        ("corrupt", "corrupt or not a supported media format"),
+        ("corrupt", r"corrupt or not a supported media format$"),
         ("audio only", "has no video stream"),
         ("huge", "8200x16 pixels"),
     ],
@@ -185,9 +198,9 @@ def test_an_unusable_file_gives_its_reason(client, tmp_path, kind, message):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        (dict(steps=0), "steps must be an integer from 1 to 25, got 0"),
-        (dict(steps=1000), "steps must be an integer from 1 to 25, got 1000"),
-        (dict(cfg_strength=-1.0), r"ω \(guidance strength\) must be from 0 to 10, got -1"),
+        (dict(steps=0), "steps must be a whole number from 1 to 25, got 0"),
+        (dict(steps=1000), "steps must be a whole number from 1 to 25, got 1000"),
+        (dict(cfg_strength=-1.0), r"ω \(cfg_strength\) must be a number from 0 to 10, got -1"),
         (dict(guidance="louder"), "guidance must be one of .* got 'louder'"),
         (dict(duration=-2.0), "duration must be 0 .* got -2"),
         (dict(seed=-1), "seed must be a whole number"),
@@ -203,16 +216,6 @@ def test_no_video_and_no_prompt_are_refused(client):
         v2a(client, None)
     with pytest.raises(AppError, match="no prompt"):
         t2a(client, "  ")
-
-
-def test_settings_validation_rejects_fractions_and_nan():
-    with pytest.raises(gr.Error, match="steps must be an integer"):
-        app._check_settings(1.5, 1.5, "both", 0, False)
-    with pytest.raises(gr.Error, match="ω"):
-        app._check_settings(1, float("nan"), "both", 0, False)
-    with pytest.raises(gr.Error, match="guidance must be one of"):
-        app._check_settings(1, 1.5, "louder", 0, False)
-    assert app._check_settings(25, 4.5, "scaled", 7, False) == (25, 4.5, "scaled", 7)
 
 
 def test_moving_omega_at_one_step_remixes_without_a_network_forward(client, clip, pipe, monkeypatch):
@@ -231,17 +234,33 @@ def test_moving_omega_at_one_step_remixes_without_a_network_forward(client, clip
 
 
 def test_request_folders_are_pruned(tmp_path):
-    dirs = app.OutputDirs(root=tmp_path, keep=2)
+    (tmp_path / "999999999").mkdir()  # a folder of a process that no longer runs
+    dirs = OutputDirs(root=tmp_path, keep=2)
+    assert os.listdir(tmp_path) == [str(os.getpid())]  # removed at start
     made = [dirs.new() for _ in range(4)]
     assert [p.exists() for p in made] == [False, True, True, True]  # pruned before each new one
     failed = dirs.new()
     dirs.discard(failed)
-    assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in made[2:])
+    assert sorted(os.listdir(dirs.root)) == sorted(p.name for p in made[2:])
+    dirs.remove_all()  # what happens at exit
+    assert os.listdir(tmp_path) == []
 
 
-def test_gpu_reservation_grows_with_steps_and_length():
-    assert app._gpu_seconds(1, 8) < app._gpu_seconds(25, 8) < app._gpu_seconds(25, 30) <= 120
-    assert app._gpu_seconds("junk", None) > 0
+def test_gpu_reservation_follows_the_measured_cost():
+    assert gpu_seconds(1, 8) == 30 and gpu_seconds(25, 8) == 60  # nothing measured yet
+    cost = GpuCost(per_step=0.05, fixed=0.1)  # s per s of audio
+    assert gpu_seconds(1, 8, cost) == int(10 + 3 * 8 * (0.1 + 0.05))
+    assert gpu_seconds(25, 8, cost) == int(10 + 3 * 8 * (0.1 + 25 * 0.05))
+    assert gpu_seconds(25, 30, cost) == 120  # capped
+
+
+def test_the_reservation_uses_what_the_previous_request_measured(client, pipe):
+    t2a(client, "a ball", duration=1.5, steps=2)
+    service = client_demo_service()
+    cost = service._costs["random"]
+    assert cost.per_step > 0 and cost.fixed > 0
+    request = service.check(None, "a ball", "", 1.5, 2, 1.5, "both", 1, False, "random").request
+    assert service._request_seconds("random", request) == gpu_seconds(2, 1.5, cost)
 
 
 def test_models_load_once_on_first_use_and_a_failure_is_reported(pipe):
@@ -251,20 +270,79 @@ def test_models_load_once_on_first_use_and_a_failure_is_reported(pipe):
         calls.append("broken")
         raise FileNotFoundError("no weights here")
 
-    models = app.ModelCache({"random": lambda: calls.append("random") or pipe, "broken": broken})
+    models = ModelCache({"random": lambda: calls.append("random") or pipe, "broken": broken})
     assert models.get("random") is models.get("random") and calls == ["random"]
-    with pytest.raises(gr.Error, match="'broken' could not be loaded: no weights here"):
+    with pytest.raises(ModelError, match="'broken' could not be loaded: no weights here"):
         models.get("broken")
     assert "could not be loaded" in models.describe("broken")
     assert "MeanFlow" in models.describe("random") and "2.0M parameters" in models.describe("random")
 
 
-def test_the_demo_offers_a_model_selector_and_example_clips_when_there_are_some(pipe, tmp_path, monkeypatch):
+def test_the_model_card_comes_from_the_model_directory(tmp_path):
     write_clip(tmp_path / "bounce.mp4", 1.0)
-    (tmp_path / "bounce.txt").write_text("a ball bounces")
-    monkeypatch.setattr(app, "EXAMPLES_DIR", tmp_path)
+    (tmp_path / "config.json").write_text('{"name": "Bouncer", "description": "knows balls", "lineage": "x"}')
+    (tmp_path / "README.md").write_text("trained on balls\n\nmore details")
+    examples = {
+        "videos": [{"video": "bounce.mp4", "prompt": "a ball"}, {"video": "gone.mp4"}],
+        "prompts": ["thud"],
+    }
+    (tmp_path / "examples.json").write_text(json.dumps(examples))
+    card = ModelCard.read(str(tmp_path))
+    assert (card.title, card.description, card.prompts) == ("Bouncer", "trained on balls", ["thud"])
+    assert "trained on balls" in card.about and "lineage" not in card.about
+    assert "more details" in card.about
+    (tmp_path / "README.md").unlink()
+    assert ModelCard.read(str(tmp_path)).description == "knows balls"  # without a card: config.json
+    assert card.videos == [(str(tmp_path / "bounce.mp4"), "a ball")]  # the missing clip is left out
+
+
+def test_the_embedded_model_card_has_its_own_examples():
+    card = ModelCard.read("default")
+    assert card.title.startswith("MF-MJT") and card.about and card.prompts
+    assert card.videos and all(Path(v).is_file() for v, _ in card.videos)
+
+
+def test_every_registry_model_is_offered_after_the_configured_ones(monkeypatch):
+    monkeypatch.setenv("MFMJT_MODEL", "default")
+    names = list(app.loaders_from_env())
+    assert names[0] == "default" and "mmaudio-small-16k" in names
+    assert names[1:] == registry_names()
+
+
+def test_the_demo_offers_a_model_selector_and_preloads_only_the_first_given_model(pipe):
     loaded: list[str] = []
     demo = app.build_demo({"random": lambda: pipe, "other": lambda: loaded.append("other") or pipe})
-    assert loaded == []  # only the first model loads at start-up
+    assert loaded == []  # with explicit loaders only the first model loads at start-up
     kinds = {type(block).__name__ for block in demo.blocks.values()}
-    assert {"Dropdown", "Dataset"} <= kinds  # Examples render as a Dataset
+    assert "Dropdown" in kinds
+
+
+def test_the_omega_sweep_renders_each_omega_with_at_most_one_forward_each(client, clip, pipe, monkeypatch):
+    v2a(client, clip, prompt="x", cfg_strength=1.5, seed=11)
+    calls: list[int] = []
+    original = pipe.network.inner_velocity
+    monkeypatch.setattr(pipe.network, "inner_velocity", lambda *a, **k: calls.append(1) or original(*a, **k))
+    picture, wavs = client.predict(api_name="/omega_sweep_v2a")
+    assert len(calls) <= 4  # one forward per ω at most (none with two-pass CFG's stored pair)
+    names = sorted(Path(w).name for w in wavs)
+    assert names == sorted(f"mfmjt_sweep_w{w:g}_scaled.wav" for w in (1.0, 1.5, 2.5, 4.0))
+    audio = [sf.read(w)[0] for w in wavs]
+    assert not np.allclose(audio[0], audio[-1])
+    from PIL import Image
+
+    assert Image.open(picture).size[0] == 900
+
+
+def test_the_picture_shows_both_results_on_one_axis(client, clip):
+    out = v2a(client, clip, guidance="both", seed=12)
+    service = client_demo_service()
+    state = {
+        "wavs": {"standard": out[2][0], "scaled": out[2][1]},
+        "sample_rate": 16000,
+        "seconds": 1.96,
+    }
+    image = service.picture(state)
+    from mfmjt.demo import plots
+
+    assert image.size == (plots.WIDTH, 2 * (plots.PANEL_HEIGHT + plots.LABEL_HEIGHT) + plots.AXIS_HEIGHT)
+    assert service.picture(None) is None

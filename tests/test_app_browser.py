@@ -43,6 +43,7 @@ if not CHROMIUM.exists() and not os.environ.get("MFMJT_REQUIRE_BROWSER"):
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+os.environ.setdefault("MFMJT_APP_BUILD", "0")
 sys.path.insert(0, str(REPO))
 import app  # noqa: E402
 
@@ -60,7 +61,7 @@ def url() -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **app.LAUNCH_KWARGS
     )
     try:
         yield f"http://127.0.0.1:{port}/"
@@ -70,7 +71,7 @@ def url() -> Iterator[str]:
 
 @pytest.mark.browser
 def test_upload_generate_and_play_both_guidances_then_remix_live(url, tmp_path):
-    examples = sorted((REPO / "assets" / "examples").glob("*.mp4"))
+    examples = sorted((REPO / "mfmjt" / "assets" / "examples").glob("*.mp4"))
     clip = examples[0] if MODEL and examples else write_clip(tmp_path / "square.mp4", 2.0)
     errors: list[str] = []
     with sync_playwright() as p:
@@ -90,6 +91,8 @@ def test_upload_generate_and_play_both_guidances_then_remix_live(url, tmp_path):
             sources = [player.get_attribute("src") for player in players]
             assert all(src and ".mp4" in src for src in sources), sources
             assert page.locator(".toast-body.error").count() == 0
+            # the spectrograms of both results follow the players
+            page.locator("#v2a-picture img").wait_for(timeout=30_000)
             page.wait_for_timeout(500)  # let the players draw their first frame
             page.screenshot(path=str(tmp_path / "screenshot.png"), full_page=True)
 

@@ -149,15 +149,37 @@ def source_frames(path: Path) -> list[tuple[Fraction, int]]:
         ]
 
 
-def expected_duration(frames: list[tuple[Fraction, int]], window: float) -> float:
-    """min(window, n_clip / 8, n_sync / 25), counting the targets k / fps <= window that have a frame."""
-    last = min(max(t for t, _ in frames), Fraction(window))
-    return min(window, (math.floor(last * 8) + 1) / 8, (math.floor(last * 25) + 1) / 25)
+def last_frame_shown_for(path: Path) -> Fraction:
+    """How long the last frame is on screen: its own duration, else one nominal frame interval."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frame = list(container.decode(video=0))[-1]
+        if frame.duration:
+            return frame.duration * frame.time_base
+        return 1 / Fraction(stream.guessed_rate)
+
+
+def expected_duration(frames: list[tuple[Fraction, int]], window: float, shown_for: Fraction) -> float:
+    """min(window, n_clip / 8, n_sync / 25), counting the targets k / fps <= window that have a frame.
+
+    A last frame shown for 80 ms or more (under 12.5 fps) counts until it ends (the next frame's time
+    had there been one): the clip then lasts its whole length.
+    """
+    times = sorted(t for t, _ in frames)
+    last = min(times[-1], Fraction(window))
+    reference = min(window, (math.floor(last * 8) + 1) / 8, (math.floor(last * 25) + 1) / 25)
+    interval = shown_for
+    if interval < Fraction(2, 25) or times[-1] >= window:
+        return reference
+    end = min(times[-1] + interval, Fraction(window))
+    return float(
+        min(Fraction(window), Fraction(math.ceil(end * 8), 8), Fraction(math.ceil(end * 25), 25), end)
+    )
 
 
 def expected_picks(frames: list[tuple[Fraction, int]], fps: int, count: int) -> list[int]:
-    """Index of the first frame whose time is >= k / fps, for k < count."""
-    return [next(i for t, i in frames if t >= Fraction(k, fps)) for k in range(count)]
+    """Index of the first frame whose time is >= k / fps, for k < count (the last frame past the end)."""
+    return [next((i for t, i in frames if t >= Fraction(k, fps)), frames[-1][1]) for k in range(count)]
 
 
 def probe_streams(path: Path) -> dict[str, list[dict]]:
@@ -200,7 +222,7 @@ def tone(seconds: float, sample_rate: int, hz: float = 440.0) -> np.ndarray:
 def test_frame_counts_and_duration_follow_the_reference_rule(video: Callable[[str], Path], name: str) -> None:
     path = video(name)
     d = decode_video(path)
-    duration = expected_duration(source_frames(path), 30.0)
+    duration = expected_duration(source_frames(path), 30.0, last_frame_shown_for(path))
     assert d.duration == pytest.approx(duration, abs=1e-12)
     assert d.clip_frames.shape == (int(8 * duration), 3, 384, 384)
     assert d.sync_frames.shape == (int(25 * duration), 3, 224, 224)

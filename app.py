@@ -30,6 +30,7 @@ from typing import Any
 import av
 import gradio as gr
 
+from mfmjt.acceleration import options_from_env
 from mfmjt.media import VIDEO_SUFFIXES
 from mfmjt.pipeline import GenerationResult, Pipeline, load_pipeline
 
@@ -761,7 +762,8 @@ def loaders_from_env() -> dict[str, Callable[[], Pipeline]]:
     """``$MFMJT_MODEL`` (comma-separated, default "default") -> lazy loaders; ``$MFMJT_MAX_DURATION`` caps."""
     names = [n.strip() for n in os.environ.get("MFMJT_MODEL", "default").split(",") if n.strip()]
     max_duration = float(os.environ.get("MFMJT_MAX_DURATION", "30"))
-    return {name: partial(load_pipeline, name, max_duration=max_duration) for name in names or ["default"]}
+    fast = options_from_env()  # $MFMJT_PRECISION, $MFMJT_COMPILE (see docs/gpu.md)
+    return {n: partial(load_pipeline, n, max_duration=max_duration, **fast) for n in names or ["default"]}
 
 
 def main() -> None:

@@ -222,6 +222,22 @@ def disable_compile(network: nn.Module, features: Any) -> None:
     uncompile_codec(features)
 
 
+def options_from_env(environ: Any = None) -> dict[str, Any]:
+    """``$MFMJT_PRECISION`` (auto/fp32/bf16/fp16) and ``$MFMJT_COMPILE`` (1/0, or a torch.compile
+    mode) as ``load_pipeline`` keyword arguments, for the demo."""
+    import os
+
+    env = os.environ if environ is None else environ
+    precision = env.get("MFMJT_PRECISION", "").strip().lower() or None
+    if precision is not None and precision not in PRECISION_CHOICES:
+        raise ValueError(f"MFMJT_PRECISION must be one of {PRECISION_CHOICES}, got {precision!r}")
+    raw = env.get("MFMJT_COMPILE", "").strip().lower()
+    compile: bool | str = raw in ("1", "true", "yes", "on") or (raw if raw in COMPILE_MODES else False)
+    if raw and compile is False and raw not in ("0", "false", "no", "off"):
+        raise ValueError(f"MFMJT_COMPILE must be 1, 0 or one of {COMPILE_MODES}, got {raw!r}")
+    return {"precision": precision, "compile": compile}
+
+
 # ----------------------------------------------------------------------------------- warm-up
 WARM_UP_PROMPT = "warm-up"
 

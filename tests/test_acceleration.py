@@ -258,3 +258,19 @@ def test_cuda_compiled_pipeline_equals_eager(clip_path, fresh):
     for mode in ("standard", "scaled"):
         compiled, eager = (torch.from_numpy(results[c].audio[mode]) for c in (True, False))
         assert rel_error(compiled, eager) < BF16_REQUEST_RTOL / 2
+
+
+def test_options_from_env():
+    from mfmjt.acceleration import options_from_env
+
+    assert options_from_env({}) == {"precision": None, "compile": False}
+    assert options_from_env({"MFMJT_PRECISION": "bf16", "MFMJT_COMPILE": "1"}) == {
+        "precision": "bf16",
+        "compile": True,
+    }
+    assert options_from_env({"MFMJT_COMPILE": "max-autotune"})["compile"] == "max-autotune"
+    assert options_from_env({"MFMJT_COMPILE": "0"})["compile"] is False
+    with pytest.raises(ValueError, match="MFMJT_PRECISION"):
+        options_from_env({"MFMJT_PRECISION": "half"})
+    with pytest.raises(ValueError, match="MFMJT_COMPILE"):
+        options_from_env({"MFMJT_COMPILE": "sometimes"})

@@ -14,7 +14,7 @@ CLIP visual / text (small model)   0.6 / 0.9 %
 Synchformer (golden config)        0.4 %
 VAE decoder (log-mel)              1.0 %
 BigVGAN (waveform)                 2.0 %       0.45 %
-whole V2A request (waveform)       see test_bf16_pipeline_request_close_to_fp32
+V2A request, 1 / 4 steps (wave)    2.3 / 2.5 %
 =================================  ==========  ===========
 
 Before the sinusoidal time embedders kept their frequencies in float32, the v2 golden (frequencies
@@ -50,8 +50,13 @@ BF16_NETWORK_RTOL = 0.05
 FP16_NETWORK_RTOL = 0.006
 BF16_FEATURE_RTOL = {"clip": 0.015, "text": 0.02, "sync": 0.01, "mel": 0.025, "wave": 0.05}
 FP16_WAVE_RTOL = 0.01
-# A whole request in bf16: network (2 %) then VAE and vocoder (2 % each) on the one-step output.
-BF16_REQUEST_RTOL = 0.08
+# A whole request in bf16 (encoders, network, VAE and vocoder): measured 2.3 % at one step.
+BF16_REQUEST_RTOL = 0.05
+# On CUDA other kernels round (flash attention, cuBLAS bf16 GEMMs, inductor's fused fp32 pointwise
+# code): not measurable here, so 8 % against fp32. A compiled and an eager bf16 run each sit ~2.4 %
+# from fp32 with largely independent rounding, ~3.4 % from each other: 6 %.
+CUDA_BF16_RTOL = 0.08
+CUDA_COMPILED_RTOL = 0.06
 
 
 def rel_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -240,7 +245,7 @@ def test_cuda_bf16_sampling_close_to_fp32(clip_path, fresh):
         )
     for mode in ("standard", "scaled"):
         bf16, fp32 = (torch.from_numpy(results[p].audio[mode]) for p in ("bf16", "fp32"))
-        assert rel_error(bf16, fp32) < 2 * BF16_REQUEST_RTOL  # four guided steps compound the error
+        assert rel_error(bf16, fp32) < CUDA_BF16_RTOL
 
 
 @pytest.mark.gpu
@@ -257,7 +262,7 @@ def test_cuda_compiled_pipeline_equals_eager(clip_path, fresh):
         results[compile] = pipe.generate(video=clip_path, prompt="a square", duration=1.5, guidance="both")
     for mode in ("standard", "scaled"):
         compiled, eager = (torch.from_numpy(results[c].audio[mode]) for c in (True, False))
-        assert rel_error(compiled, eager) < BF16_REQUEST_RTOL / 2
+        assert rel_error(compiled, eager) < CUDA_COMPILED_RTOL
 
 
 def test_options_from_env():

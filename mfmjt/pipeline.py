@@ -142,7 +142,7 @@ class Pipeline:
                 module.eval().to(self.device)
         # precision (features) and torch.compile: see mfmjt.acceleration; a no-op on the default CPU path
         self.acceleration = accelerate(
-            self.network, features, self.device, precision=precision, compile=compile
+            self.network, features, self.device, precision=precision or dtype, compile=compile
         )
         self.name = name
         self.objective = objective

@@ -279,3 +279,11 @@ def test_options_from_env():
         options_from_env({"MFMJT_PRECISION": "half"})
     with pytest.raises(ValueError, match="MFMJT_COMPILE"):
         options_from_env({"MFMJT_COMPILE": "sometimes"})
+
+
+def test_explicit_network_dtype_also_sets_the_features(fresh):
+    pipe = Pipeline(*fresh(), dtype=torch.bfloat16, max_duration=3.0)
+    assert pipe.network.dtype == torch.bfloat16 and pipe.acceleration.dtype == torch.bfloat16
+    assert pipe.features.codec.vocoder.conv_pre.weight.dtype == torch.bfloat16
+    assert pipe.features.sync.vfeat_extractor.cls_token.dtype == torch.bfloat16
+    assert pipe.features.codec.mel.mel_basis.dtype == torch.float32  # the mel converter stays fp32

@@ -233,6 +233,33 @@ def measure_variant(
             )
 
 
+def measure_pipeline(timer: Timer, v: Variant, video: Path, duration: float) -> None:
+    """Whole one-step requests through ``Pipeline.generate`` with ``precision="bf16", compile=True``:
+    the warm-up a demo pays at start, then warm requests (video cache emptied before each)."""
+    from mfmjt.pipeline import Pipeline
+
+    if time.perf_counter() > timer.deadline:
+        timer.results[("pipeline", 1, "warm-up")] = Measurement(error="skipped (budget)")
+        return
+    try:
+        pipe = Pipeline(v.net, v.features, device=v.net.device, precision="bf16", compile=True)
+    except Exception as err:
+        timer.results[("pipeline", 1, "build")] = Measurement(error=f"{type(err).__name__}: {err}")
+        return
+    try:
+        once = Timer(timer.device, 1, 0, timer.deadline, timer.results)
+        once(("pipeline", 1, "warm-up"), lambda: pipe.warm_up(duration))
+        seeds = iter(range(1, 1_000_000))
+
+        def request() -> object:
+            pipe._video_cache.clear()  # a new video each time
+            return pipe.generate(video=video, prompt=PROMPT, duration=duration, seed=next(seeds))
+
+        timer(("pipeline", 1, f"generate, 1 step, scaled ({pipe.acceleration.describe()})"), request)
+    finally:
+        disable_compile(v.net, v.features)
+
+
 # ------------------------------------------------------------------------------------------ report
 def weight_gib(v: Variant) -> float:
     modules = (v.net, v.features.clip.clip, v.features.sync, v.features.codec)
@@ -366,6 +393,13 @@ def report(
     for label, mm, ours in (("generator", mm_gen, one), ("end to end", mm_e2e, best["e2e"][0])):
         ratio = "–" if mm is None or not ours else f"{mm / ours:.1f}×"
         lines.append(f"| {label} | {fmt(mm, 1e3, '.1f')} | {fmt(ours, 1e3, '.1f')} | {ratio} |")
+    rows = [(k, m) for k, m in r.items() if k[0] == "pipeline"]
+    if rows:
+        lines += ["", "## Whole requests: `Pipeline.generate` (CPU decode included, mux not)", ""]
+        lines += ["| what | ms | RTF |", "|---|---|---|"]
+        for k, m in rows:
+            rtf = "–" if m.seconds is None or k[2] == "warm-up" else f"{m.seconds / d:.4f}"
+            lines.append(f"| {k[2]} | {ms(m)} | {rtf} |")
     failed = [f"{k}: {m.error}" for k, m in r.items() if m.error and not m.error.startswith("skipped")]
     skipped = sum(1 for m in r.values() if m.error.startswith("skipped"))
     lines += ["", f"Failed configurations: {len(failed)}; skipped for the time budget: {skipped}."]
@@ -440,6 +474,7 @@ def main() -> None:
                 ("mmaudio", torch.bfloat16, False, [1], [(25, "standard")]),
                 ("bf16+compile", torch.bfloat16, True, [1], [*one_step, (25, "scaled")]),
                 ("fp32", torch.float32, False, [1], [*one_step, (25, "scaled")]),
+                ("pipeline", torch.bfloat16, True, [1], [(1, "scaled")]),
                 ("bf16", torch.bfloat16, False, [b for b in batches if b > 1], [*one_step, (25, "scaled")]),
                 (
                     "bf16+compile",
@@ -454,6 +489,10 @@ def main() -> None:
         built: dict[str, Variant] = {}
         for name, dtype, compiled, plan_batches, configs in plan:
             if not plan_batches:
+                continue
+            if name == "pipeline":
+                if "bf16" in built:
+                    measure_pipeline(timer, built["bf16"], video, args.duration)
                 continue
             if name not in built:
                 try:

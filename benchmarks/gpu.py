@@ -506,11 +506,16 @@ def main() -> None:
                     timer.results[(name, 0, "build")] = Measurement(error=f"{type(err).__name__}: {err}")
                     continue
             v = built[name]
-            if compiled:
-                compile_network(v.net, "reduce-overhead" if device.type == "cuda" else "default")
-                compile_codec(v.features, "default")
             try:
+                if compiled:
+                    compile_network(v.net, "reduce-overhead" if device.type == "cuda" else "default")
+                    compile_codec(v.features, "default")
                 measure_variant(timer, v, inputs, plan_batches, configs)
+            except Exception as err:  # whatever breaks, the table of what was measured is still written
+                timer.results[(name, plan_batches[0], "plan")] = Measurement(
+                    error=f"{type(err).__name__}: {err}"
+                )
+                logger.exception("%s failed", name)
             finally:
                 if compiled:
                     disable_compile(v.net, v.features)

@@ -27,6 +27,7 @@ from typing import Any
 import gradio as gr
 from starlette.middleware import Middleware
 
+from mfmjt.acceleration import options_from_env
 from mfmjt.demo.files import OutputDirs
 from mfmjt.demo.models import ModelCache, ModelCard, model_settings, offered_names
 from mfmjt.demo.service import (
@@ -543,10 +544,20 @@ def configured_names() -> list[str]:
 def loaders_from_env() -> dict[str, Callable[[], Pipeline]]:
     """The configured models, then every registry model; ``$MFMJT_MAX_DURATION`` caps seconds per request."""
     max_duration = float(os.environ.get("MFMJT_MAX_DURATION", "30"))
+    fast = options_from_env()  # $MFMJT_PRECISION, $MFMJT_COMPILE (see docs/gpu.md)
     return {
-        name: partial(load_pipeline, name, max_duration=max_duration)
+        name: partial(load_fast_pipeline, name, max_duration=max_duration, **fast)
         for name in offered_names(configured_names())
     }
+
+
+def load_fast_pipeline(name: str, *, max_duration: float, **fast: Any) -> Pipeline:
+    """``load_pipeline`` with the fast-path options; a compiled model is warmed up at load, so that
+    compilation and graph capture do not land in a user's first request."""
+    pipe = load_pipeline(name, max_duration=max_duration, **fast)
+    if fast.get("compile"):
+        logger.info("warming up the compiled %s: %s", name, pipe.warm_up(min(8.0, max_duration)))
+    return pipe
 
 
 def main() -> None:

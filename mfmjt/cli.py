@@ -71,7 +71,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not videos and not args.prompt:
         logger.error("give --video (files or folders) and/or --prompt")
         return 2
-    pipe = load_pipeline(args.model, device=args.device, max_duration=args.max_duration)
+    pipe = load_pipeline(
+        args.model,
+        device=args.device,
+        max_duration=args.max_duration,
+        precision=args.precision,
+        compile=args.compile,
+    )
     logger.info("model: %s", pipe.info())
     out = Path(args.out)
     steps, cfg, guidance = sampling_settings(args, pipe.recommended)
@@ -218,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
         "generated in overlapping windows (default 300)",
     )
     gen.add_argument("--audio-only", action="store_true", help="write audio files only, no mp4")
+    gen.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default=None,
+        help="network and encoders' precision (default auto: bf16 on CUDA, fp32 on CPU)",
+    )
+    gen.add_argument(
+        "--compile", action="store_true", help="torch.compile the network (CUDA graphs), VAE and vocoder"
+    )
     gen.add_argument("--out", default="outputs")
     gen.set_defaults(func=cmd_generate)
 

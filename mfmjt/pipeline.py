@@ -132,14 +132,22 @@ class Pipeline:
         description: str = "",
         training_duration: float | None = None,
         model_config: ModelConfig | None = None,
+        precision: str | None = None,
+        compile: bool | str = False,
     ) -> None:
+        from mfmjt.acceleration import accelerate, resolve_precision
+
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.dtype = dtype or resolve_precision(precision, self.device)
         self.network = network.eval().to(device=self.device, dtype=self.dtype)
         self.features = features
         for module in (features.clip, features.sync, features.text, features.codec):
             if isinstance(module, torch.nn.Module):
                 module.eval().to(self.device)
+        # precision (features) and torch.compile: see mfmjt.acceleration; a no-op on the default CPU path
+        self.acceleration = accelerate(
+            self.network, features, self.device, precision=precision or dtype, compile=compile
+        )
         self.name = name
         self.objective = objective
         self.description = description
@@ -210,6 +218,7 @@ class Pipeline:
             "kind": kind,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
+            "acceleration": self.acceleration.describe(),
             "parameters": f"{sum(p.numel() for p in self.network.parameters()) / 1e6:.1f}M",
             "description": self.description,
         }
@@ -461,6 +470,19 @@ class Pipeline:
         self._one_step = state
         return {m: state.noise - guide(state.u_cond, state.u_uncond, w, m) for m in modes}
 
+    def warm_up(self, duration: float = 8.0, steps: tuple[int, ...] = (1,)) -> dict[str, float]:
+        """Run V2A requests of ``duration`` seconds on a synthetic clip so that compilation and CUDA
+        graph capture happen now rather than in the first user request; caches are emptied afterwards.
+        Returns the timings of the last (warm) request. See :func:`mfmjt.acceleration.warm_up`."""
+        from mfmjt.acceleration import warm_up
+
+        with self._lock:
+            try:
+                return warm_up(self, duration, steps)
+            finally:
+                self._video_cache.clear()
+                self._one_step = None
+
     # ------------------------------------------------------------------------------ output
     def mux(
         self, result: GenerationResult, video: str | Path | None, out_dir: str | Path, stem: str | None = None
@@ -625,11 +647,18 @@ def load_pipeline(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     max_duration: float = 30.0,
+    precision: str | None = None,
+    compile: bool | str = False,
 ) -> Pipeline:
     """``"default"`` (embedded offline model), an MMAudio network (public weights from the Hub:
     ``mmaudio-small-16k``, ``mmaudio-small-44k``, ``mmaudio-medium-44k``, ``mmaudio-large-44k``,
-    ``mmaudio-large-44k-v2``), a local model directory, or a Hugging Face repo id holding one."""
-    kwargs: dict[str, Any] = dict(device=device, dtype=dtype, max_duration=max_duration)
+    ``mmaudio-large-44k-v2``), a local model directory, or a Hugging Face repo id holding one.
+
+    ``precision`` ("auto", "fp32", "bf16", "fp16") and ``compile`` select the fast path
+    (:mod:`mfmjt.acceleration`); call :meth:`Pipeline.warm_up` after loading when compiling."""
+    kwargs: dict[str, Any] = dict(
+        device=device, dtype=dtype, max_duration=max_duration, precision=precision, compile=compile
+    )
     if name == "default":
         directory = default_model_dir()
         if not (directory / "config.json").is_file():

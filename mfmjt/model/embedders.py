@@ -6,6 +6,12 @@ import torch
 from torch import nn
 
 
+def _frequencies(half: int, max_period: float, device: torch.device | None = None) -> torch.Tensor:
+    """The ``half`` sinusoid frequencies in float32 (highest 10^4 / max_period rad per unit time)."""
+    freqs = 1.0 / (10_000 ** (torch.arange(0, half, dtype=torch.float32, device=device) / half))
+    return freqs * (10_000 / max_period)
+
+
 class TimestepEmbedder(nn.Module):
     """``[cos | sin]`` features of a scalar time in [0, 1] (no x1000), then Linear-SiLU-Linear.
 
@@ -17,13 +23,16 @@ class TimestepEmbedder(nn.Module):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(frequency_embedding_size, dim), nn.SiLU(), nn.Linear(dim, dim))
         half = frequency_embedding_size // 2
-        freqs = 1.0 / (10_000 ** (torch.arange(0, half, dtype=torch.float32) / half))
-        self.register_buffer("freqs", freqs * (10_000 / max_period), persistent=False)
+        self.register_buffer("freqs", _frequencies(half, max_period), persistent=False)
+        self.max_period = max_period
 
     def timestep_embedding(self, t: torch.Tensor) -> torch.Tensor:
         # float32 at least (float64 networks stay float64), as MMAudio computes it
         dtype = torch.promote_types(self.freqs.dtype, torch.float32)
-        args = t[:, None].to(dtype) * self.freqs[None].to(dtype)
+        freqs = self.freqs
+        if freqs.dtype in (torch.bfloat16, torch.float16):  # a cast network: bf16 would round args ~1e4
+            freqs = _frequencies(freqs.numel(), self.max_period, freqs.device)
+        args = t[:, None].to(dtype) * freqs[None].to(dtype)
         return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:

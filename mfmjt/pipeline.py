@@ -510,9 +510,10 @@ def _load_directory(directory: Path, **kwargs: Any) -> Pipeline:
         codec = OfflineAudioCodec.load(directory / spec["codec"])
         features = make_offline_stack(codec, OfflineEncoderConfig.from_dict(spec["encoders"]))
     elif feature_kind == "mmaudio_16k":
-        from mfmjt.hub import resolve_pipeline_files
+        # the encoders and codec only (not MMAudio's network); the same registry extraction uses
+        from mfmjt.data.feature_stacks import FEATURE_STACKS
 
-        features = mmaudio_feature_stack(resolve_pipeline_files("small_16k"), kwargs.get("device") or "cpu")
+        features = FEATURE_STACKS["mmaudio-16k"](kwargs.get("device") or "cpu").stack
     else:
         raise ValueError(f"{directory}/config.json names unknown features {feature_kind!r}")
     return Pipeline(

@@ -111,3 +111,46 @@ def test_files_to_generated_audio(tmp_path: Path, small_mmaudio_16k: ResolvedSta
         assert audio.shape[0] >= round(DURATION * result.sample_rate)
         assert audio.shape[0] < round(DURATION * result.sample_rate) + 512  # at most one latent frame more
         assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+
+
+def test_a_published_model_directory_loads_by_repo_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``load_pipeline("user/repo")`` and ``MFMJT_MODEL=user/repo python app.py`` read a model directory
+    uploaded to the Hub; here the repo is a snapshot in a private Hugging Face cache, read offline."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from mfmjt.pipeline import default_model_dir
+
+    cache = tmp_path / "hf"
+    repo = cache / "models--someone--mfmjt-test"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    shutil.copytree(
+        default_model_dir(), snapshot
+    )  # what `huggingface-cli upload someone/mfmjt-test dir` holds
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    pipe = load_pipeline("someone/mfmjt-test")
+    reference = load_pipeline(str(default_model_dir()))
+    for (name, mine), (_, theirs) in zip(
+        pipe.network.state_dict().items(), reference.network.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(mine, theirs, msg=name)
+    a = pipe.generate(prompt="a red ball falls", duration=1.0, seed=3).audio
+    b = reference.generate(prompt="a red ball falls", duration=1.0, seed=3).audio
+    for mode in a:
+        np.testing.assert_array_equal(a[mode], b[mode])
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
+    import app
+
+    monkeypatch.setenv("MFMJT_MODEL", "someone/mfmjt-test")
+    loaders = app.loaders_from_env()
+    assert list(loaders) == ["someone/mfmjt-test"]
+    assert loaders["someone/mfmjt-test"]().network.config == pipe.network.config

@@ -104,6 +104,9 @@ def test_files_to_generated_audio(tmp_path: Path, small_mmaudio_16k: ResolvedSta
     torch.testing.assert_close(weights["latent_mean"], init["latent_mean"])
     assert not torch.equal(weights["final_layer.conv.weight"], init["final_layer.conv.weight"])
 
+    # extracting more data for this model (--features <model dir>) uses the same registered stack
+    assert feature_stacks.resolve_feature_stack(str(model)).stack is small_mmaudio_16k.stack
+
     pipe = load_pipeline(str(model))
     assert pipe.features.clip is small_mmaudio_16k.stack.clip  # the registered stack, nothing downloaded
     result = pipe.generate(video=videos.folder / f"{videos.ids[0]}.mp4", prompt="a ball", duration=DURATION)

@@ -68,7 +68,8 @@ def model_dir_stack(directory: str | Path, device: torch.device | str = "cpu") -
     spec = dict(read_metadata(directory).get("features") or {"kind": "mmaudio_16k"})
     kind = spec.get("kind")
     if kind == "mmaudio_16k":
-        return ResolvedStack(f"{directory} (mmaudio-16k)", mmaudio_16k_stack(device).stack, spec)
+        stack = FEATURE_STACKS["mmaudio-16k"](device).stack  # the registered stack, as load_pipeline uses
+        return ResolvedStack(f"{directory} (mmaudio-16k)", stack, spec)
     if kind == "offline":
         from mfmjt.features.offline import OfflineAudioCodec, OfflineEncoderConfig, make_offline_stack
 

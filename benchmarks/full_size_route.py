@@ -1,6 +1,7 @@
 """The whole training route at full size, through files only, with random weights: time and peak memory.
 
-Stages (each a separate process, timed, peak resident memory from ``wait4``):
+Stages (each a separate process, timed; peak resident memory from ``wait4``: the largest of the
+process and its child processes):
 
 1. ``weights``: random-weight files of the real layouts and sizes: Synchformer
    (``synchformer_state_dict.pth``), the 16 kHz VAE (``v1-16.pth``), BigVGAN 16k (``best_netG.pt``,
@@ -140,7 +141,7 @@ def stage_generate(work: Path, duration: float, device: str) -> None:
 
 # ------------------------------------------------------------------------------------- driver
 def run_stage(name: str, command: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
-    """Run one stage; its seconds and peak resident memory (GiB, the process and its children)."""
+    """Run one stage: its seconds and peak resident memory (GiB, largest of the process and children)."""
     logger.info("%s: %s", name, " ".join(command))
     start = time.perf_counter()
     with open(log, "a") as out:

@@ -133,7 +133,7 @@ class ExtractSummary:
         failed = ", ".join(f"{n} {reason}" for reason, n in sorted(self.failed.items())) or "none"
         return [
             f"{self.items} items from {self.rows_ok} rows in {self.seconds:.1f} s "
-            f"({self.items_per_s:.2f} items/s); {self.skipped} rows done earlier",
+            f"({self.items_per_s:.3g} items/s); {self.skipped} rows done earlier",
             f"failed rows: {sum(self.failed.values())} ({failed})",
         ]
 
@@ -417,7 +417,7 @@ def extract_shard(
             bar.update(len(group))
             elapsed = time.perf_counter() - start
             bar.set_postfix(
-                items=summary.items, items_s=f"{summary.items / max(elapsed, 1e-9):.2f}", refresh=False
+                items=summary.items, items_s=f"{summary.items / max(elapsed, 1e-9):.3g}", refresh=False
             )
             if len(pending_items) + len(pending_failures) >= config.chunk_items:
                 commit()

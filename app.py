@@ -168,41 +168,94 @@ def _sweep_panel(tab: str) -> tuple[gr.Button, gr.Image, gr.File]:
     return button, image, files
 
 
+def _prompt_boxes(placeholder: str) -> tuple[gr.Textbox, gr.Textbox]:
+    """The prompt and negative-prompt boxes."""
+    prompt = gr.Textbox("", label="prompt", placeholder=placeholder, max_length=DEMO_LIMITS.max_prompt_chars)
+    negative = gr.Textbox(
+        "", label="negative prompt", placeholder="optional", max_length=DEMO_LIMITS.max_prompt_chars
+    )
+    return prompt, negative
+
+
+@dataclass
+class _Results:
+    players: list  # standard, scaled
+    picture: gr.Image
+    files: gr.File | None
+    info: gr.Markdown
+    sweep: tuple[gr.Button, gr.Image, gr.File]
+
+
+def _results_column(tab: str, player: Callable[..., gr.components.Component], files: bool) -> _Results:
+    """The result column: one ``player`` per guidance mode, the spectrograms, the files, info, ω sweep."""
+    with gr.Column():
+        with gr.Row():
+            players = [
+                player(label=MODE_LABELS[mode], interactive=False, elem_id=f"{tab}-{mode}")
+                for mode in ("standard", "scaled")
+            ]
+        picture = gr.Image(
+            label="spectrograms (one time axis, onsets marked)",
+            show_label=False,
+            type="pil",
+            format="png",
+            interactive=False,
+            elem_id=f"{tab}-picture",
+        )
+        file_list = gr.File(label="audio files", file_count="multiple", interactive=False) if files else None
+        info = gr.Markdown(elem_id=f"{tab}-info")
+        return _Results(players, picture, file_list, info, _sweep_panel(tab))
+
+
+def _unpack(kind: str, out: Any) -> tuple:
+    """A service output as the tab's outputs: the two players, (v2a) the wavs, info, seed and state."""
+    shown = out.mp4s if kind == "v2a" else out.wavs
+    players = tuple(str(shown[mode]) if mode in shown else None for mode in ("standard", "scaled"))
+    files = ([str(p) for p in out.wavs],) if kind == "v2a" else ()
+    return (*players, *files, out.info, out.seed, out.state)
+
+
+def _generate(run: Callable[..., Any], kind: str, name: str, doc: str) -> Callable:
+    """The Generate handler: ``run`` (a service request method) on the inputs, unpacked for the tab."""
+
+    def generate(*inputs: Any, progress: Any = gr.Progress()) -> tuple:  # noqa: B008 - Gradio's marker
+        return _unpack(kind, run(*inputs, _Steps(progress)))
+
+    generate.__name__ = name
+    generate.__doc__ = doc
+    return generate
+
+
 def _wire_results(
     service: DemoService,
     kind: str,
     button: gr.Button,
     inputs: list,
     controls: _Controls,
-    outputs: list,
-    players: list,
+    results: _Results,
     state: gr.State,
-    picture: gr.Image,
     generate: Callable,
-    unpack: Callable,
 ) -> None:
-    """Generate, remix (ω release, guidance change) and the follow-up picture / player visibility."""
+    """Generate, remix (ω release, guidance change), the ω sweep and the follow-up picture / players."""
     queue = dict(concurrency_limit=1, concurrency_id="generate", preprocess=False)
+    files = [results.files] if results.files is not None else []
+    outputs = [*results.players, *files, results.info, controls.seed, state]
 
     def show_players(state_value: dict | None) -> tuple:
         modes = state_value.get("modes", MODE_LABELS) if isinstance(state_value, dict) else MODE_LABELS
         return tuple(gr.update(visible=mode in modes) for mode in ("standard", "scaled"))
 
     def after(event: Any) -> None:
-        event.success(show_players, state, players, api_visibility="private", queue=False).success(
-            _user_errors(service.picture), state, picture, api_visibility="private"
+        event.success(show_players, state, results.players, api_visibility="private", queue=False).success(
+            _user_errors(service.picture), state, results.picture, api_visibility="private"
         )
 
-    after(
-        button.click(
-            generate, inputs, outputs, api_name=f"{'video' if kind == 'v2a' else 'text'}_to_audio", **queue
-        )
-    )
+    after(button.click(_user_errors(generate), inputs, outputs, api_name=generate.__name__, **queue))
 
     def remix(cfg_strength: Any, guidance: Any, steps: Any, state_value: dict | None) -> tuple:
         """Re-mix the shown one-step result with a new ω or guidance."""
         result = service.remix(state_value, cfg_strength, guidance, steps)
-        return tuple(gr.skip() for _ in outputs) if result is None else unpack(result)
+        return tuple(gr.skip() for _ in outputs) if result is None else _unpack(kind, result)
 
     for trigger in (controls.cfg.release, controls.guidance.input):
         after(
@@ -223,6 +276,16 @@ def _wire_results(
     controls.steps.input(
         nudge_cfg, [controls.steps, controls.cfg], controls.cfg, api_visibility="private", queue=False
     )
+    sweep_button, sweep_image, sweep_files = results.sweep
+    sweep_button.click(
+        _user_errors(partial(_omega_sweep, service)),
+        state,
+        [sweep_image, sweep_files],
+        api_name=f"omega_sweep_{kind}",
+        api_visibility="undocumented",
+        concurrency_limit=1,
+        concurrency_id="generate",
+    )
 
 
 def video_tab(
@@ -237,29 +300,10 @@ def video_tab(
         with gr.Column():
             video = gr.Video(label="video", sources=["upload"], height=320, elem_id="v2a-input")
             clip = gr.Markdown("")
-            prompt = gr.Textbox(
-                "", label="prompt", placeholder="optional", max_length=DEMO_LIMITS.max_prompt_chars
-            )
-            negative = gr.Textbox(
-                "", label="negative prompt", placeholder="optional", max_length=DEMO_LIMITS.max_prompt_chars
-            )
+            prompt, negative = _prompt_boxes("optional")
             controls = _controls("v2a", 0, f"0 = the whole clip, up to {max_duration:g} s", *defaults)
             button = gr.Button("Generate", variant="primary", elem_id="v2a-generate")
-        with gr.Column():
-            with gr.Row():
-                standard = gr.Video(label=MODE_LABELS["standard"], elem_id="v2a-standard", interactive=False)
-                scaled = gr.Video(label=MODE_LABELS["scaled"], elem_id="v2a-scaled", interactive=False)
-            picture = gr.Image(
-                label="spectrograms (one time axis, onsets marked)",
-                show_label=False,
-                type="pil",
-                format="png",
-                interactive=False,
-                elem_id="v2a-picture",
-            )
-            files = gr.File(label="audio files", file_count="multiple", interactive=False)
-            info = gr.Markdown(elem_id="v2a-info")
-            sweep_button, sweep_image, sweep_files = _sweep_panel("v2a")
+        results = _results_column("v2a", gr.Video, files=True)
     state = gr.State(None)
     examples = None
     if card.videos:
@@ -269,72 +313,15 @@ def video_tab(
             cache_examples=False,
             label="example clips",
         ).dataset
-
-    def generate(
-        video,
-        prompt,
-        negative_prompt,
-        duration,
-        steps,
-        cfg_strength,
-        guidance,
-        seed,
-        randomize_seed,
-        model,
-        progress=gr.Progress(),  # noqa: B008 - Gradio's progress marker
-    ):
-        """Generate audio for a video. Returns the standard-CFG mp4, the scaled-CFG mp4 (None for a mode
-        not requested), the audio files (.wav), a markdown info text and the seed used."""
-        out = service.video_to_audio(
-            video,
-            prompt,
-            negative_prompt,
-            duration,
-            steps,
-            cfg_strength,
-            guidance,
-            seed,
-            randomize_seed,
-            model,
-            _Steps(progress),
-        )
-        return unpack(out)
-
-    def unpack(out: Any) -> tuple:
-        return (
-            str(out.mp4s["standard"]) if "standard" in out.mp4s else None,
-            str(out.mp4s["scaled"]) if "scaled" in out.mp4s else None,
-            [str(p) for p in out.wavs],
-            out.info,
-            out.seed,
-            out.state,
-        )
-
-    generate.__name__ = "video_to_audio"
-    inputs = [video, prompt, negative, *controls.inputs(), model]
-    outputs = [standard, scaled, files, info, controls.seed, state]
-    _wire_results(
-        service,
+    generate = _generate(
+        service.video_to_audio,
         "v2a",
-        button,
-        inputs,
-        controls,
-        outputs,
-        [standard, scaled],
-        state,
-        picture,
-        _user_errors(generate),
-        unpack,
+        "video_to_audio",
+        """Generate audio for a video. Returns the standard-CFG mp4, the scaled-CFG mp4 (None for a mode
+        not requested), the audio files (.wav), a markdown info text and the seed used.""",
     )
-    sweep_button.click(
-        _user_errors(partial(_omega_sweep, service)),
-        state,
-        [sweep_image, sweep_files],
-        api_name="omega_sweep_v2a",
-        api_visibility="undocumented",
-        concurrency_limit=1,
-        concurrency_id="generate",
-    )
+    inputs = [video, prompt, negative, *controls.inputs(), model]
+    _wire_results(service, "v2a", button, inputs, controls, results, state, generate)
     video.change(
         partial(describe_clip, max_duration=max_duration), video, clip, api_visibility="private", queue=False
     )
@@ -351,103 +338,24 @@ def text_tab(
     """The Text-to-Audio tab; returns its controls."""
     with gr.Row():
         with gr.Column():
-            prompt = gr.Textbox(
-                "",
-                label="prompt",
-                placeholder=card.prompts[0] if card.prompts else "",
-                max_length=DEMO_LIMITS.max_prompt_chars,
-            )
-            negative = gr.Textbox(
-                "", label="negative prompt", placeholder="optional", max_length=DEMO_LIMITS.max_prompt_chars
-            )
+            prompt, negative = _prompt_boxes(card.prompts[0] if card.prompts else "")
             controls = _controls("t2a", T2A_DEFAULT_DURATION, f"up to {max_duration:g} s", *defaults)
             button = gr.Button("Generate", variant="primary", elem_id="t2a-generate")
-        with gr.Column():
-            with gr.Row():
-                standard = gr.Audio(
-                    label=MODE_LABELS["standard"], type="filepath", interactive=False, elem_id="t2a-standard"
-                )
-                scaled = gr.Audio(
-                    label=MODE_LABELS["scaled"], type="filepath", interactive=False, elem_id="t2a-scaled"
-                )
-            picture = gr.Image(
-                label="spectrograms (one time axis, onsets marked)",
-                show_label=False,
-                type="pil",
-                format="png",
-                interactive=False,
-                elem_id="t2a-picture",
-            )
-            info = gr.Markdown(elem_id="t2a-info")
-            sweep_button, sweep_image, sweep_files = _sweep_panel("t2a")
+        results = _results_column("t2a", partial(gr.Audio, type="filepath"), files=False)
     state = gr.State(None)
     if card.prompts:
         gr.Examples(
             [[p] for p in card.prompts], inputs=[prompt], cache_examples=False, label="example prompts"
         )
-
-    def generate(
-        prompt,
-        negative_prompt,
-        duration,
-        steps,
-        cfg_strength,
-        guidance,
-        seed,
-        randomize_seed,
-        model,
-        progress=gr.Progress(),  # noqa: B008 - Gradio's progress marker
-    ):
-        """Generate audio from a prompt. Returns the standard-CFG audio file, the scaled-CFG audio file
-        (None for a mode not requested), a markdown info text and the seed used."""
-        out = service.text_to_audio(
-            prompt,
-            negative_prompt,
-            duration,
-            steps,
-            cfg_strength,
-            guidance,
-            seed,
-            randomize_seed,
-            model,
-            _Steps(progress),
-        )
-        return unpack(out)
-
-    def unpack(out: Any) -> tuple:
-        return (
-            str(out.wavs["standard"]) if "standard" in out.wavs else None,
-            str(out.wavs["scaled"]) if "scaled" in out.wavs else None,
-            out.info,
-            out.seed,
-            out.state,
-        )
-
-    generate.__name__ = "text_to_audio"
-    inputs = [prompt, negative, *controls.inputs(), model]
-    outputs = [standard, scaled, info, controls.seed, state]
-    _wire_results(
-        service,
+    generate = _generate(
+        service.text_to_audio,
         "t2a",
-        button,
-        inputs,
-        controls,
-        outputs,
-        [standard, scaled],
-        state,
-        picture,
-        _user_errors(generate),
-        unpack,
+        "text_to_audio",
+        """Generate audio from a prompt. Returns the standard-CFG audio file, the scaled-CFG audio file
+        (None for a mode not requested), a markdown info text and the seed used.""",
     )
-    sweep_button.click(
-        _user_errors(partial(_omega_sweep, service)),
-        state,
-        [sweep_image, sweep_files],
-        api_name="omega_sweep_t2a",
-        api_visibility="undocumented",
-        concurrency_limit=1,
-        concurrency_id="generate",
-    )
+    inputs = [prompt, negative, *controls.inputs(), model]
+    _wire_results(service, "t2a", button, inputs, controls, results, state, generate)
     return controls
 
 

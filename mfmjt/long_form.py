@@ -37,9 +37,6 @@ import torch
 
 from mfmjt import media
 from mfmjt.config import CLIP_FPS, MIN_DURATION, SYNC_FPS, SequenceLengths
-from mfmjt.guidance import guide
-from mfmjt.model.network import Conditions
-from mfmjt.sampler import predict_pair, sample
 
 if TYPE_CHECKING:
     from mfmjt.pipeline import GenerationResult, Pipeline, ProgressCallback
@@ -317,35 +314,6 @@ def _text_windows(
         yield clip_f, sync_f, w.length, w.length / rate
 
 
-def _sample_window(
-    pipe: Pipeline,
-    noise: torch.Tensor,
-    cond: Conditions,
-    uncond: Conditions | None,
-    steps: int,
-    w: float,
-    modes: tuple[str, ...],
-    in_network: bool,
-    progress: ProgressCallback | None,
-) -> dict[str, torch.Tensor]:
-    """z_0 per mode for one window, as :meth:`Pipeline._generate` samples a clip (without its caches)."""
-    if steps == 1 and not in_network:
-        t = torch.tensor(1.0, dtype=torch.float64)
-        u_c, u_u = predict_pair(pipe.network, noise, t, t, cond if uncond is None else cond.cat(uncond))
-        return {m: noise - guide(u_c, u_u, w, m) for m in modes}
-    return sample(
-        pipe.network,
-        noise,
-        cond,
-        uncond,
-        steps=steps,
-        cfg_strength=w,
-        guidance="both" if len(modes) == 2 else modes[0],
-        progress=progress if steps > 1 else None,
-        guidance_in_network=in_network,
-    )
-
-
 def generate_long_form(
     pipe: Pipeline,
     request: LongFormRequest,
@@ -366,7 +334,7 @@ def generate_long_form(
     ``progress(done, total)`` counts sampling steps over all windows (one per window at one step).
     """
     from mfmjt.guidance import needs_unconditional
-    from mfmjt.pipeline import GenerationResult
+    from mfmjt.pipeline import _settings
 
     t_start = time.perf_counter()
     plan, net, rate = request.plan, pipe.network, pipe.audio_mode.latent_rate
@@ -395,11 +363,10 @@ def generate_long_form(
             if progress is not None:
                 step_progress = lambda i, n, k=k: progress(k * steps + i, total_steps)  # noqa: E731
             window_noise = noise[:, window.start : window.start + latents]
-            z0 = _sample_window(pipe, window_noise, cond, uncond, steps, w, modes, in_network, step_progress)
+            z0 = pipe._sample(window_noise, cond, uncond, steps, w, modes, in_network, step_progress)
             _add(timings, "network", t0)
             t0 = time.perf_counter()
-            latent = torch.cat([net.unnormalize(z0[m].to(pipe.dtype)).float() for m in modes])
-            waves = pipe.features.codec.decode(latent).float().cpu().numpy()
+            waves = pipe._decode(z0, modes)
             _add(timings, "audio_decode", t0)
         if steps == 1 and progress is not None:
             progress(k + 1, total_steps)
@@ -416,26 +383,14 @@ def generate_long_form(
     n = round(duration * pipe.sample_rate)
     timings["total"] = time.perf_counter() - t_start
     logger.info("%.2f s of audio from windows of %.2f s", duration, plan.window / rate)
-    return GenerationResult(
-        audio={m: stitcher.audio[i, :n].copy() for i, m in enumerate(modes)},
-        sample_rate=pipe.sample_rate,
-        duration=duration,
-        timings=timings,
-        settings=dict(
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            steps=steps,
-            cfg_strength=w,
-            guidance="both" if len(modes) == 2 else modes[0],
-            guidance_in_network=in_network,
-            seed=seed,
-            windows=len(plan.windows),
-            window_seconds=plan.window / rate,
-            overlap_seconds=plan.overlap / rate,
-        ),
-        video=Path(video) if video is not None else None,
-        message=message,
+    audio = {m: stitcher.audio[i, :n].copy() for i, m in enumerate(modes)}
+    settings = dict(
+        _settings(prompt, negative_prompt, steps, w, modes, in_network, seed),
+        windows=len(plan.windows),
+        window_seconds=plan.window / rate,
+        overlap_seconds=plan.overlap / rate,
     )
+    return pipe._result(audio, duration, timings, settings, video, message)
 
 
 def _add(timings: dict[str, float], stage: str, since: float) -> None:

@@ -48,6 +48,20 @@ MAX_FRAME_PIXELS = 4096 * 2304  # per frame (a little over 4K UHD)
 MAX_PIXEL_RATE = 4096 * 2304 * 30  # pixels decoded per second of video: 4K at 30 fps, ~1-2 s CPU per s
 AUDIO_SUFFIXES = {".wav": "WAV", ".flac": "FLAC"}
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")  # what folders are scanned for
+# ffmpeg's video encoding for browsers: H.264 yuv420p, whose 4:2:0 needs even sizes (an odd last
+# row/column is dropped)
+H264_ENCODE_ARGS = (
+    "-vf",
+    "crop=trunc(iw/2)*2:trunc(ih/2)*2",
+    "-c:v",
+    "libx264",
+    "-preset",
+    "veryfast",
+    "-crf",
+    "18",
+    "-pix_fmt",
+    "yuv420p",
+)
 _LONG_FRAME = Fraction(2, round(SYNC_FPS))  # a last frame shown this long or longer counts to its end
 _RESIZE_BATCH = 16  # source frames resized per torchvision call ...
 _RESIZE_BYTES = 1 << 26  # ... or fewer when they are large (1080p: 10 frames)
@@ -534,21 +548,7 @@ def mux_audio_into_video(
         tmp_out = Path(tmp) / "out.mp4"
 
         def mux(copy_video: bool) -> None:
-            if copy_video:
-                video_args = ["-c:v", "copy"]
-            else:  # H.264 4:2:0 needs even sizes: drop an odd last row/column
-                video_args = [
-                    "-vf",
-                    "crop=trunc(iw/2)*2:trunc(ih/2)*2",
-                    "-c:v",
-                    "libx264",
-                    "-preset",
-                    "veryfast",
-                    "-crf",
-                    "18",
-                    "-pix_fmt",
-                    "yuv420p",
-                ]
+            video_args = ["-c:v", "copy"] if copy_video else list(H264_ENCODE_ARGS)
             _run_ffmpeg(
                 [
                     "-i",

@@ -403,71 +403,97 @@ class Pipeline:
             )
         timings: dict[str, float] = {}
         t_start = time.perf_counter()
-        net = self.network
         unconditional = needs_unconditional(w) and not in_network
         req = self._prepare(video, prompt, negative_prompt, duration, seed, unconditional, timings, decoded)
         duration, noise, cond, uncond = req.duration, req.noise, req.cond, req.uncond
 
         start = time.perf_counter()
         with torch.inference_mode():
-            if steps == 1 and not in_network:
-                z0 = self._one_step_sample(req.one_step_key, noise, cond, uncond, w, modes)
-            else:
-                z0 = sample(
-                    net,
-                    noise,
-                    cond,
-                    uncond,
-                    steps=steps,
-                    cfg_strength=w,
-                    guidance="both" if len(modes) == 2 else modes[0],
-                    progress=progress if steps > 1 else None,
-                    guidance_in_network=in_network,
-                )
+            z0 = self._sample(noise, cond, uncond, steps, w, modes, in_network, progress, req.one_step_key)
             timings["network"] = time.perf_counter() - start
             start = time.perf_counter()
-            latents = torch.cat([net.unnormalize(z0[m].to(self.dtype)).float() for m in modes])
-            waves = self.features.codec.decode(latents).float().cpu().numpy()
+            waves = self._decode(z0, modes)
             timings["audio_decode"] = time.perf_counter() - start
         if steps == 1 and progress is not None:
             progress(1, 1)
         timings["total"] = time.perf_counter() - t_start
+        audio = {m: waves[i].astype(np.float32) for i, m in enumerate(modes)}
+        settings = _settings(prompt, negative_prompt, steps, w, modes, in_network, seed)
+        return self._result(audio, duration, timings, settings, video, req.message)
+
+    def _sample(
+        self,
+        noise: torch.Tensor,
+        cond: Conditions,
+        uncond: Conditions | None,
+        steps: int,
+        w: float,
+        modes: tuple[str, ...],
+        in_network: bool,
+        progress: ProgressCallback | None,
+        one_step_key: tuple | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """z_0 per guidance mode from the noise ``z_1`` (under inference mode); at one step with CFG the
+        u_c, u_∅ of the last request with the same ``one_step_key`` are reused (None: never)."""
+        if steps == 1 and not in_network:
+            return self._one_step_sample(one_step_key, noise, cond, uncond, w, modes)
+        return sample(
+            self.network,
+            noise,
+            cond,
+            uncond,
+            steps=steps,
+            cfg_strength=w,
+            guidance="both" if len(modes) == 2 else modes[0],
+            progress=progress if steps > 1 else None,
+            guidance_in_network=in_network,
+        )
+
+    def _decode(self, z0: dict[str, torch.Tensor], modes: tuple[str, ...]) -> np.ndarray:
+        """Waveforms (modes, samples) of the sampled latents (under inference mode)."""
+        latents = torch.cat([self.network.unnormalize(z0[m].to(self.dtype)).float() for m in modes])
+        return self.features.codec.decode(latents).float().cpu().numpy()
+
+    def _result(
+        self,
+        audio: dict[str, np.ndarray],
+        duration: float,
+        timings: dict[str, float],
+        settings: dict[str, Any],
+        video: str | Path | None,
+        message: str,
+    ) -> GenerationResult:
         return GenerationResult(
-            audio={m: waves[i].astype(np.float32) for i, m in enumerate(modes)},
+            audio=audio,
             sample_rate=self.sample_rate,
             duration=duration,
             timings=timings,
-            settings=dict(
-                prompt=prompt,
-                negative_prompt=negative_prompt,
-                steps=steps,
-                cfg_strength=w,
-                guidance="both" if len(modes) == 2 else modes[0],
-                guidance_in_network=in_network,
-                seed=seed,
-            ),
+            settings=settings,
             video=Path(video) if video is not None else None,
-            message=req.message,
+            message=message,
         )
 
     def _one_step_sample(
         self,
-        key: tuple,
+        key: tuple | None,
         noise: torch.Tensor,
         cond: Conditions,
         uncond: Conditions | None,
         w: float,
         modes: tuple[str, ...],
     ) -> dict[str, torch.Tensor]:
-        """z_0 = z_1 - u(z_1, 0, 1); reuses the last request's u_c, u_∅ if only ω or the mode changed."""
-        state = self._one_step if self._one_step is not None and self._one_step.key == key else None
+        """z_0 = z_1 - u(z_1, 0, 1); reuses the last request's u_c, u_∅ if only ω or the mode changed
+        (never for ``key`` None, which leaves the last request's alone)."""
+        reusable = key is not None and self._one_step is not None and self._one_step.key == key
+        state = self._one_step if reusable else None
         t = torch.tensor(1.0, dtype=torch.float64)
         if state is None:
             u_c, u_u = predict_pair(self.network, noise, t, t, cond if uncond is None else cond.cat(uncond))
             state = _OneStepState(key, noise, u_c, u_u)
         elif uncond is not None and state.u_uncond is None:
             state.u_uncond = self.network.predict(noise, t, t, uncond).float()
-        self._one_step = state
+        if key is not None:
+            self._one_step = state
         return {m: state.noise - guide(state.u_cond, state.u_uncond, w, m) for m in modes}
 
     def warm_up(self, duration: float = 8.0, steps: tuple[int, ...] = (1,)) -> dict[str, float]:
@@ -523,6 +549,27 @@ MMAUDIO_NAMES = {
     for v in MMAUDIO_VARIANTS
     for spelling in (f"mmaudio-{v.replace('_', '-')}", f"mmaudio_{v}", v)
 }
+
+
+def _settings(
+    prompt: str,
+    negative_prompt: str,
+    steps: int,
+    w: float,
+    modes: tuple[str, ...],
+    in_network: bool,
+    seed: int,
+) -> dict[str, Any]:
+    """A result's ``settings``: what was asked for."""
+    return dict(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        steps=steps,
+        cfg_strength=w,
+        guidance="both" if len(modes) == 2 else modes[0],
+        guidance_in_network=in_network,
+        seed=seed,
+    )
 
 
 def _check_request(

@@ -286,6 +286,16 @@ class DemoService:
         return [self._run_model(model, replace(request, cfg_strength=w, steps=1), decoded) for w in omegas]
 
     # ------------------------------------------------------------------------ requests
+    def _checked_run(
+        self, video: Path | None, args: tuple, progress: ProgressCallback | None
+    ) -> tuple[_Prepared, GenerationResult]:
+        """Check a request (``args``: :meth:`check`'s arguments after the video) and run the model on it;
+        the measured cost sizes the model's next GPU reservation."""
+        prepared = self.check(video, *args)
+        result = self.run_model(prepared.model, prepared.request, prepared.decoded, progress)
+        self._costs[prepared.model] = GpuCost.from_result(result)
+        return prepared, result
+
     def video_to_audio(
         self,
         video: Any,
@@ -303,21 +313,9 @@ class DemoService:
     ) -> VideoOutput:
         """Audio for a video: one mp4 (video + AAC) per guidance mode, the wavs, an info text, the seed."""
         video = self._video_file(video)  # refuses a missing video before anything else
-        prepared = self.check(
-            video,
-            prompt,
-            negative_prompt,
-            duration,
-            steps,
-            cfg_strength,
-            guidance,
-            seed,
-            randomize_seed,
-            model,
-        )
+        args = (prompt, negative_prompt, duration, steps, cfg_strength, guidance, seed, randomize_seed, model)
+        prepared, result = self._checked_run(video, args, progress)
         request = prepared.request
-        result = self.run_model(prepared.model, request, prepared.decoded, progress)
-        self._costs[prepared.model] = GpuCost.from_result(result)
         out_dir = self.outputs.new("v2a_")
         try:
             start = time.perf_counter()
@@ -362,20 +360,8 @@ class DemoService:
             raise UserError("no prompt: describe the sound to generate")
         if duration in (None, "", 0):
             duration = T2A_DEFAULT_DURATION
-        prepared = self.check(
-            None,
-            prompt,
-            negative_prompt,
-            duration,
-            steps,
-            cfg_strength,
-            guidance,
-            seed,
-            randomize_seed,
-            model,
-        )
-        result = self.run_model(prepared.model, prepared.request, None, progress)
-        self._costs[prepared.model] = GpuCost.from_result(result)
+        args = (prompt, negative_prompt, duration, steps, cfg_strength, guidance, seed, randomize_seed, model)
+        prepared, result = self._checked_run(None, args, progress)
         out_dir = self.outputs.new("t2a_")
         start = time.perf_counter()
         files = prepared.pipe.save_audio(

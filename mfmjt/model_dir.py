@@ -165,7 +165,7 @@ class ModelConfig:
                     dict(features.get("params") or {}),
                     tuple(features.get("files", ())),
                 ),
-                sample_rate=int(data.get("sample_rate", 16_000)),
+                sample_rate=int(data.get("sample_rate", _kind_sample_rate(str(features["kind"])))),
                 recommended=SamplingSettings(**data["recommended"]) if data.get("recommended") else None,
                 name=str(data.get("name", "")),
                 description=str(data.get("description", "")),
@@ -203,6 +203,16 @@ def flat_metadata(config: ModelConfig) -> dict[str, Any]:
     return {**out, **prov.extra}
 
 
+def _kind_sample_rate(kind: str) -> int:
+    """The sample rate of a registered feature kind (16 kHz for a kind this mfmjt does not know)."""
+    from mfmjt.features.registry import feature_kind
+
+    try:
+        return feature_kind(kind).sample_rate
+    except ValueError:
+        return 16_000
+
+
 def _check_objective(objective: str) -> None:
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -225,7 +235,7 @@ def config_from_metadata(data: Mapping[str, Any], origin: str = "metadata") -> M
         network=network,
         objective=str(data.pop("objective", "meanflow")),
         features=FeatureSpec(kind, features_raw, files),
-        sample_rate=int(data.pop("sample_rate", 16_000)),
+        sample_rate=int(data.pop("sample_rate", _kind_sample_rate(kind))),
         recommended=recommended,
         name=str(data.pop("name", "")),
         description=str(data.pop("description", "")),

@@ -18,9 +18,10 @@ embedder's output bias); the student copies it and adds a guidance embedding wit
 layer, so at step 0 ``student(z, r, t, ω) == teacher(z, t)`` for every r and ω.
 
 Where x comes from. x is the store's audio latent (a fresh posterior sample each step, as in
-training). For stores without audio, or with ``x_source="teacher"``, x is the teacher's own
-N-step sample for the item's conditions, made once and kept next to the store
-(``teacher_samples.npy`` + ``teacher_samples.json``), resumable chunk by chunk.
+training). For stores without audio (``mfmjt extract --videos --no-audio`` or ``--prompts``), or
+with ``x_source="teacher"``, x is the teacher's own N-step sample for the item's conditions, made
+once and kept in the store directory (``teacher_samples.npy`` + ``teacher_samples.json``),
+resumable chunk by chunk.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mfmjt.config import NetworkConfig, SequenceLengths
+from mfmjt.config import AUDIO_MODES, NetworkConfig, SequenceLengths
 from mfmjt.feature_store import FeatureStore
 from mfmjt.guidance import projection_scale
 from mfmjt.meanflow import MeanFlowConfig, MeanFlowLoss, TrainingGuidance, drop_conditions, meanflow_loss
@@ -218,12 +219,8 @@ def teacher_samples(
     from mfmjt.sampler import sample
 
     path, meta_path = store.path / SAMPLES_NAME, store.path / SAMPLES_META_NAME
-    length = (
-        store.shapes["latent_mean"][0]
-        if "latent_mean" in store.shapes
-        else SequenceLengths.for_duration(float(store.duration or 8.0)).latent
-    )
-    shape = (len(store), length, teacher.config.latent_dim)
+    shape = (len(store), _sample_length(store, teacher), teacher.config.latent_dim)
+    length = shape[1]
     settings = {"teacher": _teacher_id(teacher_name, teacher), **asdict(config), "shape": list(shape)}
     settings.pop("chunk")
     done = 0
@@ -276,6 +273,25 @@ def teacher_samples(
     return np.load(path, mmap_mode="r")
 
 
+def _sample_length(store: FeatureStore, teacher: MFMJTNetwork) -> int:
+    """Latent frames of the teacher's samples: the store's latents', else those its extraction
+    recorded for its codec (``extra["latent_shape"]``), else the teacher's audio mode's for the
+    store's clip duration. A store made for a codec of other latent channels is refused."""
+    if "latent_mean" in store.shapes:
+        return int(store.shapes["latent_mean"][0])
+    recorded = store.extra.get("latent_shape")
+    if recorded is not None:
+        if int(recorded[1]) != teacher.config.latent_dim:
+            raise ValueError(
+                f"feature store {store.path} was extracted for a codec of {recorded[1]} latent channels, "
+                f"but the teacher makes {teacher.config.latent_dim}: extract it with the teacher's feature "
+                "stack (--features)"
+            )
+        return int(recorded[0])
+    mode = next((m for m in AUDIO_MODES.values() if m.latent_dim == teacher.config.latent_dim), "16k")
+    return SequenceLengths.for_duration(float(store.duration or 8.0), mode).latent
+
+
 def _samples_complete(store: FeatureStore) -> bool:
     meta_path = store.path / SAMPLES_META_NAME
     return meta_path.is_file() and int(json.loads(meta_path.read_text())["done"]) >= len(store)
@@ -295,6 +311,12 @@ class TeacherSampleStore:
         if samples.shape[0] != len(store):
             raise ValueError(f"{samples.shape[0]} teacher samples for a store of {len(store)} items")
         self.store, self.samples = store, samples
+        latent = tuple(int(d) for d in samples.shape[1:])
+        self.shapes = {**store.shapes, "latent_mean": latent, "latent_std": latent}
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.samples.shape[2])
 
     def __len__(self) -> int:
         return len(self.store)
@@ -356,9 +378,16 @@ def _student_train_config(config: Any, teacher: MFMJTNetwork, teacher_meta: Mapp
 
 def x_source_of(store: FeatureStore, x_source: str) -> str:
     """``auto`` -> ``store`` when the store holds audio latents, else ``teacher``."""
+    from mfmjt.data.stores import store_has_audio
+
+    if x_source == "store" and not store_has_audio(store):
+        raise ValueError(
+            f"feature store {store.path} has no audio latents: distil it with --x-source teacher (or auto), "
+            "from the teacher's own samples"
+        )
     if x_source != "auto":
         return x_source
-    return "store" if "latent_mean" in store.meta.get("arrays", {}) else "teacher"
+    return "store" if store_has_audio(store) else "teacher"
 
 
 def distill(config: DistillConfig) -> Path:

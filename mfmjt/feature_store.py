@@ -12,6 +12,11 @@ Layout of a store directory::
     has_video.npy        [N] bool    False for audio-text items (clip/sync are then ignored)
     empty_text_f.npy     [Lt, Dt]    optional: features of the empty string (the "no text" condition)
 
+A store *without audio* (videos without sound, or prompts only: ``meta.json`` says
+``"has_audio": false``) has no latent arrays; its items are conditions only, for distillation
+from a teacher that makes the audio (:mod:`mfmjt.distill`).
+    empty_text_f.npy     [Lt, Dt]    optional: features of the empty string (the "no text" condition)
+
 The ``.npy`` files are plain NumPy arrays opened with ``mmap_mode``, so a store larger than memory
 is read through the OS page cache. :class:`FeatureStoreWriter` creates a store,
 :class:`FeatureStore` reads it (a ``torch.utils.data.Dataset``), :func:`latent_stats` gives the
@@ -37,8 +42,11 @@ FORMAT = "mfmjt-features"
 VERSION = 1
 META_NAME = "meta.json"
 FEATURE_NAMES = ("latent_mean", "latent_std", "clip_f", "sync_f", "text_f")
+LATENT_NAMES = ("latent_mean", "latent_std")  # absent from a store without audio
 HAS_VIDEO = "has_video"
 EMPTY_TEXT = "empty_text_f"
+
+_CONDITION_NAMES = ("clip_f", "sync_f", "text_f")
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence[Any]
 
@@ -59,12 +67,14 @@ def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def _normalise_shapes(shapes: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
-    """Per-item shapes of the five feature arrays; ``latent`` stands for both latent arrays."""
+    """Per-item shapes of the five feature arrays; ``latent`` stands for both latent arrays, and
+    leaving out both latent arrays makes a store without audio."""
     out = {k: tuple(int(d) for d in v) for k, v in shapes.items() if k != "latent"}
     if "latent" in shapes:
-        for key in ("latent_mean", "latent_std"):
+        for key in LATENT_NAMES:
             out.setdefault(key, tuple(int(d) for d in shapes["latent"]))
-    missing = [k for k in FEATURE_NAMES if k not in out]
+    wanted = FEATURE_NAMES if any(k in out for k in LATENT_NAMES) else _CONDITION_NAMES
+    missing = [k for k in wanted if k not in out]
     unknown = sorted(set(out) - set(FEATURE_NAMES))
     if missing or unknown:
         raise ValueError(
@@ -75,7 +85,7 @@ def _normalise_shapes(shapes: Mapping[str, Sequence[int]]) -> dict[str, tuple[in
     for name, shape in out.items():
         if len(shape) != 2 or min(shape) < 1:
             raise ValueError(f"per-item shape of {name} must be [length, channels], got {list(shape)}")
-    if out["latent_std"] != out["latent_mean"]:
+    if "latent_mean" in out and out["latent_std"] != out["latent_mean"]:
         raise ValueError(
             f"latent_std shape {out['latent_std']} differs from latent_mean {out['latent_mean']}"
         )
@@ -86,7 +96,8 @@ class FeatureStoreWriter:
     """Create a store of ``n_items`` items and fill it item by item (or in batches).
 
     ``shapes`` maps ``latent_mean``/``latent_std`` (or ``latent``), ``clip_f``, ``sync_f`` and
-    ``text_f`` to their per-item ``(length, channels)``. Call :meth:`close` (or use ``with``) once
+    ``text_f`` to their per-item ``(length, channels)``; without the latent arrays the store has no
+    audio (its items are then written without them). Call :meth:`close` (or use ``with``) once
     every item is written: only then is the store marked complete and readable.
     """
 
@@ -135,11 +146,13 @@ class FeatureStoreWriter:
         self._ids = [str(i) for i in range(self.n_items)]
         self._captions = [""] * self.n_items
         self._empty_text: np.ndarray | None = None
+        self.has_audio = "latent_mean" in self.shapes
         self._meta: dict[str, Any] = {
             "format": FORMAT,
             "version": VERSION,
             "complete": False,
             "n_items": self.n_items,
+            "has_audio": self.has_audio,
             "duration": None if duration is None else float(duration),
             "arrays": {
                 **{
@@ -156,8 +169,8 @@ class FeatureStoreWriter:
         self,
         i: int,
         *,
-        latent_mean: ArrayLike,
-        latent_std: ArrayLike,
+        latent_mean: ArrayLike | None = None,
+        latent_std: ArrayLike | None = None,
         clip_f: ArrayLike,
         sync_f: ArrayLike,
         text_f: ArrayLike,
@@ -168,8 +181,8 @@ class FeatureStoreWriter:
         """Write item ``i`` (arrays of the per-item shapes; numpy or torch)."""
         self.write_batch(
             int(i),
-            latent_mean=_to_numpy(latent_mean)[None],
-            latent_std=_to_numpy(latent_std)[None],
+            latent_mean=None if latent_mean is None else _to_numpy(latent_mean)[None],
+            latent_std=None if latent_std is None else _to_numpy(latent_std)[None],
             clip_f=_to_numpy(clip_f)[None],
             sync_f=_to_numpy(sync_f)[None],
             text_f=_to_numpy(text_f)[None],
@@ -182,8 +195,8 @@ class FeatureStoreWriter:
         self,
         start: int,
         *,
-        latent_mean: ArrayLike,
-        latent_std: ArrayLike,
+        latent_mean: ArrayLike | None = None,
+        latent_std: ArrayLike | None = None,
         clip_f: ArrayLike,
         sync_f: ArrayLike,
         text_f: ArrayLike,
@@ -191,17 +204,23 @@ class FeatureStoreWriter:
         item_ids: Sequence[str] | None = None,
         captions: Sequence[str] | None = None,
     ) -> None:
-        """Write items ``start .. start + B - 1`` from arrays with a leading batch dimension."""
+        """Write items ``start .. start + B - 1`` from arrays with a leading batch dimension (the
+        latent arrays exactly when the store has audio)."""
         if self._closed:
             raise ValueError("the store writer is closed")
+        latents = {"latent_mean": latent_mean, "latent_std": latent_std}
+        given = [k for k, v in latents.items() if v is not None]
+        if self.has_audio and len(given) < 2:
+            raise ValueError(f"{self.path} is a store with audio: give latent_mean and latent_std")
+        if not self.has_audio and given:
+            raise ValueError(f"{self.path} is a store without audio: it takes no {' or '.join(given)}")
         arrays = {
-            "latent_mean": _to_numpy(latent_mean),
-            "latent_std": _to_numpy(latent_std),
+            **{k: _to_numpy(v) for k, v in latents.items() if v is not None},
             "clip_f": _to_numpy(clip_f),
             "sync_f": _to_numpy(sync_f),
             "text_f": _to_numpy(text_f),
         }
-        b = arrays["latent_mean"].shape[0] if arrays["latent_mean"].ndim else 0
+        b = arrays["text_f"].shape[0] if arrays["text_f"].ndim else 0
         if not start >= 0 or start + b > self.n_items or b < 1:
             raise ValueError(f"items {start}..{start + b - 1} are outside the store's 0..{self.n_items - 1}")
         for name, value in arrays.items():
@@ -250,13 +269,10 @@ class FeatureStoreWriter:
                 "shape": list(self._empty_text.shape),
                 "dtype": self.dtype.name,
             }
-        mean, std = _compute_latent_stats(self._arrays["latent_mean"])
-        self._meta.update(
-            complete=True,
-            ids=self._ids,
-            captions=self._captions,
-            latent_stats={"mean": mean.tolist(), "std": std.tolist()},
-        )
+        self._meta.update(complete=True, ids=self._ids, captions=self._captions)
+        if self.has_audio:
+            mean, std = _compute_latent_stats(self._arrays["latent_mean"])
+            self._meta["latent_stats"] = {"mean": mean.tolist(), "std": std.tolist()}
         _write_json_atomic(self.path / META_NAME, self._meta)
         self._arrays.clear()
         self._closed = True
@@ -273,7 +289,8 @@ class FeatureStoreWriter:
 
 class FeatureStore(Dataset):
     """Read-only view of a complete store. ``store[i]`` is a dict of tensors (float32 features,
-    bool ``has_video``, int ``index``); ``store.get_batch(indices)`` stacks several items."""
+    bool ``has_video``, int ``index``); ``store.get_batch(indices)`` stacks several items. The items
+    of a store without audio (:attr:`has_audio` false) have no ``latent_mean``/``latent_std``."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -290,7 +307,8 @@ class FeatureStore(Dataset):
             raise ValueError(f"feature store {self.path} is incomplete (its writer was not closed)")
         self.meta: dict[str, Any] = meta
         self.n_items = int(meta["n_items"])
-        self.shapes = {name: tuple(meta["arrays"][name]["shape"][1:]) for name in FEATURE_NAMES}
+        self.names = tuple(n for n in FEATURE_NAMES if n in meta["arrays"])
+        self.shapes = {name: tuple(meta["arrays"][name]["shape"][1:]) for name in self.names}
         for name, info in meta["arrays"].items():
             file = self.path / f"{name}.npy"
             if not file.is_file():
@@ -304,8 +322,7 @@ class FeatureStore(Dataset):
     def _open(self) -> dict[str, np.ndarray]:
         if self._arrays is None:
             self._arrays = {
-                name: np.load(self.path / f"{name}.npy", mmap_mode="r")
-                for name in (*FEATURE_NAMES, HAS_VIDEO)
+                name: np.load(self.path / f"{name}.npy", mmap_mode="r") for name in (*self.names, HAS_VIDEO)
             }
         return self._arrays
 
@@ -332,11 +349,25 @@ class FeatureStore(Dataset):
         return dict(self.meta.get("extra", {}))
 
     @property
+    def has_audio(self) -> bool:
+        """Whether the items carry audio latents (False: videos without sound, or prompts only)."""
+        return "latent_mean" in self.shapes
+
+    @property
     def latent_dim(self) -> int:
+        self._need_audio()
         return self.shapes["latent_mean"][1]
+
+    def _need_audio(self) -> None:
+        if not self.has_audio:
+            raise ValueError(
+                f"feature store {self.path} has no audio latents (it was extracted without audio)"
+            )
 
     def array(self, name: str) -> np.ndarray:
         """The read-only memory map of one stored array (``[N, ...]``)."""
+        if name in LATENT_NAMES:
+            self._need_audio()
         if name not in (*FEATURE_NAMES, HAS_VIDEO):
             raise ValueError(f"unknown array {name!r}; stored arrays are {[*FEATURE_NAMES, HAS_VIDEO]}")
         return self._open()[name]
@@ -354,7 +385,7 @@ class FeatureStore(Dataset):
             raise IndexError(f"indices must be in [0, {self.n_items}), got {idx.tolist()}")
         arrays = self._open()
         batch = {
-            name: torch.from_numpy(np.asarray(arrays[name][idx], dtype=np.float32)) for name in FEATURE_NAMES
+            name: torch.from_numpy(np.asarray(arrays[name][idx], dtype=np.float32)) for name in self.names
         }
         batch[HAS_VIDEO] = torch.from_numpy(np.array(arrays[HAS_VIDEO][idx], dtype=bool))
         batch["index"] = torch.from_numpy(idx.copy())

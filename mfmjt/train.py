@@ -51,7 +51,13 @@ from tqdm.auto import tqdm
 from mfmjt.config import NetworkConfig
 from mfmjt.data.compat import check_stores, fill_audio_only
 from mfmjt.data.mix import BatchSampler, MixedIndexStream, StoreMix, held_out_items
-from mfmjt.data.stores import TrainingStore, open_feature_store, store_has_video, store_latent_stats
+from mfmjt.data.stores import (
+    TrainingStore,
+    open_feature_store,
+    store_has_audio,
+    store_has_video,
+    store_latent_stats,
+)
 from mfmjt.meanflow import MeanFlowLoss, TrainingGuidance, drop_conditions, meanflow_loss, sample_guidance
 from mfmjt.model import MFMJTNetwork
 from mfmjt.model.network import read_metadata
@@ -361,6 +367,12 @@ def _fit(config: TrainConfig, info: _Dist, hooks: TrainHooks) -> TrainResult:
     data = open_stores(config)
     if hooks.wrap_store is not None:
         data.mix.stores[0] = hooks.wrap_store(data.mix.stores[0])
+    for store in data.mix.stores:
+        if not store_has_audio(store):
+            raise ValueError(
+                f"feature store {store.path} has no audio latents: "
+                "use mfmjt distill, whose teacher makes them"
+            )
     device, main = info.device, info.is_main
     out_dir = config.out_dir
     ckpt_path = out_dir / CHECKPOINT_NAME

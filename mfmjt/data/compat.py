@@ -22,10 +22,11 @@ _DIM_FIELDS = {
 
 
 def _real_arrays(store: TrainingStore) -> tuple[str, ...]:
-    """The arrays a store actually holds (an audio-text MMAudio store has no clip/sync)."""
+    """The arrays a store actually holds (an audio-text MMAudio store has no clip/sync, a store
+    without audio no latents)."""
     if isinstance(store, MMAudioStore) and not store.has_video:
         return ("latent_mean", "latent_std", "text_f")
-    return FEATURE_NAMES
+    return tuple(n for n in FEATURE_NAMES if n in store.shapes)
 
 
 def _expected_lengths(store: MMAudioStore, cfg: NetworkConfig) -> dict[str, int] | None:

@@ -1,4 +1,5 @@
-"""Command-line options of ``mfmjt extract`` for real media (``--videos`` / ``--audios``)."""
+"""Command-line options of ``mfmjt extract`` for real media (``--videos`` / ``--audios``) and for
+stores without audio (``--videos --no-audio``, ``--prompts``)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ cut into min(--max-clips-per-file, length // window) windows of duration + 0.1 s
 the start to the end of the file (MMAudio's partition); each clip keeps the first --duration seconds
 of its window and gets the id <id>_<k>; shorter files are listed as 'too short'. Audio is mono,
 peak-normalised to 0.95 (not with --no-peak-normalize). Unusable rows go to <out>/failed.tsv.
-Running the same command again resumes an interrupted run. Several GPUs: torchrun --nproc_per_node=N
+Stores without audio, for mfmjt distill (whose teacher makes the audio): --videos DIR --no-audio
+(frames and captions; the sound track is not read, silent videos are fine) or --prompts FILE (a
+caption table alone: text-only items). Native layout only. Running the same command again resumes an
+interrupted run. Several GPUs: torchrun --nproc_per_node=N
 -m mfmjt extract ... (each rank a share of the rows; rank 0 writes the store)."""
 
 
@@ -31,6 +35,17 @@ def add_media_arguments(parser: argparse.ArgumentParser) -> None:
     src = group.add_mutually_exclusive_group()
     src.add_argument("--videos", type=Path, default=None, help="folder of videos (audio-video-text set)")
     src.add_argument("--audios", type=Path, default=None, help="folder of audio files (audio-text set)")
+    src.add_argument(
+        "--prompts",
+        type=Path,
+        default=None,
+        help="caption table alone (id, label|caption): text-only items without audio, for mfmjt distill",
+    )
+    group.add_argument(
+        "--no-audio",
+        action="store_true",
+        help="with --videos: keep frames and captions only (no audio read, no latents), for mfmjt distill",
+    )
     group.add_argument("--tsv", type=Path, default=None, help="caption table (id, label|caption)")
     group.add_argument(
         "--features",
@@ -44,7 +59,8 @@ def add_media_arguments(parser: argparse.ArgumentParser) -> None:
         "--layout",
         choices=["native", "mmaudio"],
         default="native",
-        help="store format: native (mfmjt feature store) or mmaudio (MMAudio's training memmap)",
+        help="store format: native (mfmjt feature store) or mmaudio (MMAudio's training memmap; not for "
+        "stores without audio)",
     )
     group.add_argument(
         "--precision",
@@ -69,27 +85,32 @@ def add_media_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def wants_media(args: argparse.Namespace) -> bool:
-    return getattr(args, "videos", None) is not None or getattr(args, "audios", None) is not None
+    return any(getattr(args, name, None) is not None for name in ("videos", "audios", "prompts"))
 
 
 def run_media_extract(args: argparse.Namespace) -> int:
-    """``mfmjt extract --videos/--audios``; returns the exit code."""
+    """``mfmjt extract --videos/--audios/--prompts``; returns the exit code."""
     import torch
 
     from mfmjt.data.extract_media import ExtractMediaConfig, check_inputs, extract_media, pick_device
     from mfmjt.data.feature_stacks import resolve_feature_stack
     from mfmjt.data.tsv import TsvError
 
-    if args.tsv is None:
+    if args.prompts is not None and args.tsv is not None:
+        logger.error("--prompts FILE is the caption table itself: leave out --tsv")
+        return 2
+    if args.prompts is None and args.tsv is None:
         logger.error("--videos/--audios need --tsv FILE (columns id and label/caption)")
         return 2
     torch.set_num_threads(args.threads)
     try:
         config = ExtractMediaConfig(
             out=Path(args.out),
-            tsv=args.tsv,
+            tsv=args.prompts if args.prompts is not None else args.tsv,
             videos=args.videos,
             audios=args.audios,
+            prompts=args.prompts is not None,
+            no_audio=args.no_audio,
             duration=DEFAULT_MEDIA_DURATION if args.duration is None else args.duration,
             batch_size=args.batch_size,
             workers=DEFAULT_MEDIA_WORKERS if args.workers is None else args.workers,

@@ -1,4 +1,8 @@
-"""``mfmjt extract --videos/--audios``: real media + caption table -> training feature store.
+"""``mfmjt extract --videos/--audios/--prompts``: real media + caption table -> training feature store.
+
+Stores without audio, for distillation (:mod:`mfmjt.distill`): ``--videos --no-audio`` keeps the
+frames and captions of videos (their sound is not read: silent videos are fine) and ``--prompts``
+a caption table alone (text-only items); neither stores latents. Native layout only.
 
 Flow: read and check the table, find each row's file, decode rows in DataLoader worker processes
 (:mod:`mfmjt.data.sources`), encode clips in batches on the device (CLIP, Synchformer, text, VAE),
@@ -33,7 +37,6 @@ from tqdm import tqdm
 from mfmjt.config import AUDIO_MODES, MIN_DURATION, SYNC_FPS, AudioMode, SequenceLengths
 from mfmjt.data.feature_stacks import ResolvedStack
 from mfmjt.data.parts import (
-    ARRAY_NAMES,
     ChunkWriter,
     Failure,
     PartsIndex,
@@ -65,12 +68,15 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 
 @dataclass(frozen=True)
 class ExtractMediaConfig:
-    """One extraction run. Give exactly one of ``videos`` (audio-video-text) and ``audios`` (audio-text)."""
+    """One extraction run. Give exactly one of ``videos`` (audio-video-text; video-text with
+    ``no_audio``), ``audios`` (audio-text) and ``prompts`` (text only: ``tsv`` is all there is)."""
 
     out: Path
     tsv: Path
     videos: Path | None = None
     audios: Path | None = None
+    prompts: bool = False  # no media: one text-only item per row of ``tsv``, without audio
+    no_audio: bool = False  # videos: frames only, the audio track is not read, no latents stored
     duration: float = 8.0
     batch_size: int = 16  # clips per encoder batch
     workers: int = 4  # decoding processes (0: decode in this process)
@@ -85,8 +91,13 @@ class ExtractMediaConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if (self.videos is None) == (self.audios is None):
-            raise ValueError("give exactly one of videos (a folder of videos) and audios (a folder of audio)")
+        if (self.videos is not None) + (self.audios is not None) + bool(self.prompts) != 1:
+            raise ValueError(
+                "give exactly one of videos (a folder of videos), audios (a folder of audio) and prompts "
+                "(a caption table alone)"
+            )
+        if self.no_audio and self.videos is None:
+            raise ValueError("no_audio (--no-audio) goes with videos (--videos): audio files are all audio")
         if not (np.isfinite(self.duration) and self.duration >= MIN_DURATION):
             raise ValueError(f"duration must be at least {MIN_DURATION:.2f} s, got {self.duration}")
         for name in ("batch_size", "chunk_items", "max_clips_per_file"):
@@ -98,14 +109,31 @@ class ExtractMediaConfig:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.layout == "mmaudio" and not self.has_audio:
+            raise ValueError(
+                "stores without audio (--no-audio, --prompts) are written in the native layout only: "
+                "MMAudio's layout needs audio latents"
+            )
 
     @property
     def has_video(self) -> bool:
         return self.videos is not None
 
     @property
-    def media_dir(self) -> Path:
-        return Path(self.videos if self.videos is not None else self.audios)  # type: ignore[arg-type]
+    def has_audio(self) -> bool:
+        return self.audios is not None or (self.videos is not None and not self.no_audio)
+
+    @property
+    def media(self) -> str:
+        """What the items are made of: videos, videos-no-audio, audios or prompts."""
+        if self.prompts:
+            return "prompts"
+        return "audios" if self.audios is not None else ("videos" if self.has_audio else "videos-no-audio")
+
+    @property
+    def media_dir(self) -> Path | None:
+        media = self.videos if self.videos is not None else self.audios
+        return None if media is None else Path(media)
 
     @property
     def work_dir(self) -> Path:
@@ -158,13 +186,14 @@ def clip_spec(config: ExtractMediaConfig, stack: FeatureStack) -> ClipSpec:
         sync_frames=int(config.duration * SYNC_FPS),  # what decode_video gives for the duration
         peak_normalize=config.peak_normalize,
         max_clips_per_file=config.max_clips_per_file,
+        audio=config.has_audio,
     )
 
 
 def _settings(config: ExtractMediaConfig, resolved: ResolvedStack) -> dict[str, Any]:
     """What must not change between a run and its resumption."""
     return {
-        "media": "videos" if config.has_video else "audios",
+        "media": config.media,
         "duration": config.duration,
         "features": resolved.name,
         "sample_rate": resolved.stack.codec.sample_rate,
@@ -240,16 +269,18 @@ class BatchEncoder:
     @torch.inference_mode()
     def __call__(self, clips: Sequence[Clip]) -> dict[str, np.ndarray]:
         b = len(clips)
-        audio = torch.stack([c.audio for c in clips]).to(self.device)
-        mean, std = self.stack.codec.encode(audio)  # the VAE stays in float32, as in MMAudio
-        out = {"latent_mean": mean, "latent_std": std}
+        out = {}
+        if clips[0].audio is not None:  # (none for a store without audio)
+            audio = torch.stack([c.audio for c in clips]).to(self.device)
+            mean, std = self.stack.codec.encode(audio)  # the VAE stays in float32, as in MMAudio
+            out = {"latent_mean": mean, "latent_std": std}
         with self._autocast():
             out["text_f"] = self.stack.text([c.caption for c in clips])
             if clips[0].clip_frames is not None:
                 out["clip_f"] = self.stack.clip(torch.stack([c.clip_frames for c in clips]).to(self.device))
                 out["sync_f"] = self.stack.sync(torch.stack([c.sync_frames for c in clips]).to(self.device))
         arrays = {k: v.float().cpu().numpy() for k, v in out.items()}
-        if "clip_f" not in arrays:  # audio-text items: no video (has_video false)
+        if "clip_f" not in arrays:  # audio-text and text-only items: no video (has_video false)
             arrays["clip_f"] = np.zeros((b, self.lengths.clip, self.stack.clip.dim), np.float32)
             arrays["sync_f"] = np.zeros((b, self.lengths.sync, self.stack.sync.dim), np.float32)
         return arrays
@@ -308,6 +339,9 @@ def _load_inputs(
     config: ExtractMediaConfig, announce: bool = True
 ) -> tuple[list[CaptionRow], dict[str, Path]]:
     rows = read_caption_tsv(config.tsv)
+    if config.media_dir is None:  # prompts: the table is everything
+        (logger.info if announce else logger.debug)("%s: %d prompts", config.tsv, len(rows))
+        return rows, {}
     suffixes = VIDEO_SUFFIXES if config.has_video else AUDIO_FILE_SUFFIXES
     files = find_media(config.media_dir, tuple(suffixes))
     missing = sum(r.id not in files for r in rows)
@@ -356,13 +390,14 @@ def extract_shard(
 
     writer = ChunkWriter(parts, rank)
     encoder = BatchEncoder(resolved.stack, pick_device(config.device, rank), config.precision, lengths)
+    workers = 0 if config.prompts else config.workers  # nothing to decode
     loader = DataLoader(
         UnitDataset(todo, files, spec, video=config.has_video),
         batch_size=None,
-        num_workers=config.workers,
-        worker_init_fn=_worker_init if config.workers else None,
+        num_workers=workers,
+        worker_init_fn=_worker_init if workers else None,
         # about two encoder batches decoded ahead, so decoding overlaps the encoders
-        prefetch_factor=max(2, -(-2 * config.batch_size // config.workers)) if config.workers else None,
+        prefetch_factor=max(2, -(-2 * config.batch_size // workers)) if workers else None,
         persistent_workers=False,
     )
     pending_arrays: list[dict[str, np.ndarray]] = []
@@ -371,7 +406,7 @@ def extract_shard(
 
     def commit() -> None:
         arrays = (
-            {n: np.concatenate([a[n] for a in pending_arrays]) for n in ARRAY_NAMES}
+            {n: np.concatenate([a[n] for a in pending_arrays]) for n in pending_arrays[0]}
             if pending_items
             else None
         )
@@ -523,7 +558,7 @@ def finalize_store(config: ExtractMediaConfig, stack: FeatureStack | ResolvedSta
     failed = {u: f for u, f in index.failures.items() if u not in index.items}
     extra: dict[str, Any] = {
         "source": "mfmjt.data.extract_media",
-        "media": "videos" if config.has_video else "audios",
+        "media": config.media,
         "tsv": str(config.tsv),
         "feature_stack": resolved.name,
         "peak_normalize": config.peak_normalize,
@@ -531,6 +566,8 @@ def finalize_store(config: ExtractMediaConfig, stack: FeatureStack | ResolvedSta
         "failed_rows": len(failed),
         **({"features": features} if features else {}),
     }
+    if not config.has_audio:  # the latents the stack's codec would give (what a teacher must make)
+        extra["latent_shape"] = [_lengths(config, resolved).latent, int(resolved.stack.codec.latent_dim)]
     if config.layout == "native":
         lengths = _lengths(config, resolved)
         encoder = BatchEncoder(resolved.stack, pick_device(config.device), config.precision, lengths)

@@ -28,6 +28,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 ARRAY_NAMES = ("latent_mean", "latent_std", "clip_f", "sync_f", "text_f")
+CONDITION_ARRAYS = ("clip_f", "sync_f", "text_f")  # all a chunk of a store without audio holds
 VIDEO_ARRAYS = ("clip_f", "sync_f")  # all zero, and not saved, in a chunk without video items
 ITEMS_FILE = "items.json"
 _CHUNK_PREFIX = "chunk-"
@@ -97,12 +98,16 @@ class ChunkWriter:
         failures: Sequence[Failure] = (),
     ) -> Path | None:
         """Write one chunk: ``arrays`` (each ``[len(items), ...]``), the items' ``id``, ``caption``,
-        ``unit`` and ``has_video``, and failures. Nothing is written for an empty chunk."""
+        ``unit`` and ``has_video``, and failures (without the latent arrays for a store without
+        audio). Nothing is written for an empty chunk."""
         if not items and not failures:
             return None
         if items:
-            if arrays is None or set(arrays) != set(ARRAY_NAMES):
-                raise ValueError(f"a chunk needs the arrays {list(ARRAY_NAMES)}")
+            if arrays is None or set(arrays) not in (set(ARRAY_NAMES), set(CONDITION_ARRAYS)):
+                raise ValueError(
+                    f"a chunk needs the arrays {list(ARRAY_NAMES)} "
+                    f"(or {list(CONDITION_ARRAYS)} without audio)"
+                )
             bad = {k: v.shape for k, v in arrays.items() if v.shape[0] != len(items)}
             if bad:
                 raise ValueError(f"arrays {bad} do not have {len(items)} rows")
@@ -198,8 +203,8 @@ class StoreWriter(Protocol):
         self,
         start: int,
         *,
-        latent_mean: np.ndarray,
-        latent_std: np.ndarray,
+        latent_mean: np.ndarray | None = None,
+        latent_std: np.ndarray | None = None,
         clip_f: np.ndarray,
         sync_f: np.ndarray,
         text_f: np.ndarray,
@@ -218,7 +223,7 @@ WriterFactory = Callable[[int, dict[str, tuple[int, ...]]], StoreWriter]
 
 def _chunk_shapes(chunk: Path) -> dict[str, tuple[int, ...]]:
     meta = json.loads((chunk / ITEMS_FILE).read_text(encoding="utf-8"))
-    return {n: tuple(meta["shapes"][n]) for n in ARRAY_NAMES}
+    return {n: tuple(meta["shapes"][n]) for n in ARRAY_NAMES if n in meta["shapes"]}
 
 
 def item_shapes(index: PartsIndex) -> dict[str, tuple[int, ...]]:
@@ -255,17 +260,18 @@ def merge_parts(
     records = ordered_items(index, unit_order)
     if not records:
         raise ValueError("no item was extracted: nothing to merge")
-    writer = make_writer(len(records), item_shapes(index))
+    shapes = item_shapes(index)
+    writer = make_writer(len(records), shapes)
     if empty_text is not None:
         writer.set_empty_text(empty_text)
     opened: dict[Path, dict[str, np.ndarray]] = {}
     for start in range(0, len(records), batch_items):
         batch = records[start : start + batch_items]
-        arrays: dict[str, list[np.ndarray]] = {n: [] for n in ARRAY_NAMES}
+        arrays: dict[str, list[np.ndarray]] = {n: [] for n in shapes}
         for r in batch:
             if r.chunk not in opened:
                 opened[r.chunk] = _open_chunk(r.chunk)
-            for n in ARRAY_NAMES:
+            for n in shapes:
                 arrays[n].append(opened[r.chunk][n][r.row])
         writer.write_batch(
             start,

@@ -12,7 +12,10 @@ Follows MMAudio's training extraction (``training/extract_*_training_latents.py`
   ``duration`` seconds of its window. Clip ``k`` of file ``id`` is item ``<id>_<k>``. Files shorter
   than one window are refused. Peak normalisation uses the whole file, as MMAudio does.
 
-Silent audio (peak below 1e-6) is refused in both cases. Resampling uses the media module's decoder
+Without audio (``ClipSpec.audio`` false) a video row gives its frames only (the audio track is not
+read, so a video without sound is fine) and a row of a prompts-only table gives its caption only.
+
+Silent audio (peak below 1e-6) is refused where audio is read. Resampling uses the media module's decoder
 (libswresample) rather than MMAudio's torchaudio Kaiser filter.
 """
 
@@ -66,15 +69,16 @@ class ClipSpec:
     sync_frames: int
     peak_normalize: bool = True
     max_clips_per_file: int = MAX_CLIPS_PER_FILE
+    audio: bool = True  # False: no waveform is read (a store without audio)
 
 
 @dataclass
 class Clip:
-    """One item: its id, caption, waveform and (for videos) the two frame streams."""
+    """One item: its id, caption, waveform (unless without audio) and (for videos) the two frame streams."""
 
     id: str
     caption: str
-    audio: torch.Tensor  # float32 [samples]
+    audio: torch.Tensor | None = None  # float32 [samples]
     clip_frames: torch.Tensor | None = None  # uint8 [Tc, 3, 384, 384]
     sync_frames: torch.Tensor | None = None  # uint8 [Ts, 3, 224, 224]
 
@@ -124,9 +128,9 @@ def _read_audio(path: Path, spec: ClipSpec) -> np.ndarray:
 
 
 def video_clips(row: CaptionRow, path: Path, spec: ClipSpec) -> list[Clip]:
-    """The single clip of a video row (first ``spec.duration`` seconds)."""
-    audio = _read_audio(path, spec)
-    if len(audio) < spec.audio_samples:
+    """The single clip of a video row (first ``spec.duration`` seconds; frames only without audio)."""
+    audio = _read_audio(path, spec) if spec.audio else None
+    if audio is not None and len(audio) < spec.audio_samples:
         raise SkipUnit(
             TOO_SHORT,
             f"{path.name}: {len(audio) / spec.sample_rate:.2f} s of audio, {spec.duration:g} s needed",
@@ -143,7 +147,7 @@ def video_clips(row: CaptionRow, path: Path, spec: ClipSpec) -> list[Clip]:
         Clip(
             row.id,
             row.caption,
-            torch.from_numpy(audio[: spec.audio_samples].copy()),
+            None if audio is None else torch.from_numpy(audio[: spec.audio_samples].copy()),
             decoded.clip_frames[: spec.clip_frames],
             decoded.sync_frames[: spec.sync_frames],
         )
@@ -177,7 +181,10 @@ def audio_clips(row: CaptionRow, path: Path, spec: ClipSpec) -> list[Clip]:
 
 
 class UnitDataset(Dataset):
-    """Rows -> :class:`UnitResult`; runs in DataLoader worker processes (decoding only, no model)."""
+    """Rows -> :class:`UnitResult`; runs in DataLoader worker processes (decoding only, no model).
+
+    Neither video nor audio (``video`` false, ``spec.audio`` false): every row is one text-only item.
+    """
 
     def __init__(
         self, rows: list[CaptionRow], files: dict[str, Path], spec: ClipSpec, *, video: bool
@@ -192,6 +199,8 @@ class UnitDataset(Dataset):
 
     def __getitem__(self, i: int) -> UnitResult:
         row = self.rows[i]
+        if not self.video and not self.spec.audio:
+            return UnitResult(row.id, [Clip(row.id, row.caption)])
         path = self.files.get(row.id)
         try:
             if path is None:

@@ -78,6 +78,11 @@ def store_has_video(store: TrainingStore) -> np.ndarray:
     return np.asarray(store.array("has_video"), dtype=bool)
 
 
+def store_has_audio(store: TrainingStore) -> bool:
+    """Whether a store's items carry audio latents (a store extracted without audio has none)."""
+    return "latent_mean" in store.shapes
+
+
 def store_latent_stats(store: TrainingStore) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel ``(mean, std)`` [C] float32 over (items, time) of the stored posterior means
     (MMAudio's ``compute_latent_stats``: unbiased std)."""
@@ -99,6 +104,7 @@ __all__ = [
     "TrainingStore",
     "array_label",
     "open_feature_store",
+    "store_has_audio",
     "store_has_video",
     "store_latent_stats",
     "store_layout",

@@ -1,0 +1,168 @@
+"""Stores without audio: silent videos (``extract --videos --no-audio``) or prompts alone
+(``extract --prompts``) -> ``distill`` from the teacher's own samples -> a model that generates.
+
+The encoders are the small random stack of ``tests/stacks.py`` registered as ``mmaudio-16k``; the
+teacher is a small random flow-matching network of the stack's feature sizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from stacks import randomize, small_random_pipeline
+from test_extract_media import tone, write_mp4, write_tsv
+
+import mfmjt.sampler
+from mfmjt import media
+from mfmjt.cli import main
+from mfmjt.data.feature_stacks import ResolvedStack
+from mfmjt.feature_store import FeatureStore
+from mfmjt.features import registry
+from mfmjt.model import MFMJTNetwork, NetworkConfig
+from mfmjt.model.network import read_metadata
+from mfmjt.pipeline import load_pipeline
+
+DURATION = 1.0  # 8 CLIP frames, 16 sync tokens, 32 latents at 16 kHz
+TEACHER = dict(clip_dim=32, sync_dim=48, text_dim=32, hidden_dim=32, depth=2, fused_depth=1, num_heads=2)
+REFUSAL = "has no audio latents: use mfmjt distill, whose teacher makes them"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def small_stack(monkeypatch: pytest.MonkeyPatch) -> ResolvedStack:
+    """The small random stack under the name ``mmaudio-16k`` (extraction and exported models)."""
+    resolved = ResolvedStack("mmaudio-16k", small_random_pipeline().features, {"kind": "mmaudio_16k"})
+    kind = registry.feature_kind("mmaudio_16k")
+    small = dataclasses.replace(kind, load=lambda directory, params, device="cpu": resolved.stack)
+    monkeypatch.setitem(registry._KINDS, "mmaudio_16k", small)
+    return resolved
+
+
+@pytest.fixture
+def teacher_dir(tmp_path: Path) -> Path:
+    net = MFMJTNetwork(NetworkConfig.variant("tiny", **TEACHER))
+    randomize(net, 5)
+    return net.save_pretrained(tmp_path / "teacher", objective="flow_matching", variant="tiny")
+
+
+def distill_args(teacher: Path, store: Path, out: Path, steps: int = 3) -> list[str]:
+    return [
+        "distill", "--teacher", str(teacher), "--store", str(store), "--out", str(out), "--steps", str(steps),
+        "--batch-size", "2", "--warmup-steps", "0", "--teacher-sample-steps", "2", "--no-progress",
+    ]  # fmt: skip
+
+
+def assert_distilled_from_teacher_samples(run: Path, store: FeatureStore) -> None:
+    meta = read_metadata(run / "final")
+    assert meta["distillation"]["x_source"] == "teacher"  # auto chose the teacher: the store has no audio
+    samples = np.load(store.path / "teacher_samples.npy")
+    assert samples.shape == (len(store), 32, 20) and np.isfinite(samples).all() and samples.std() > 0
+    assert json.loads((store.path / "teacher_samples.json").read_text())["done"] == len(store)
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in log)
+
+
+def assert_generates(model: Path, **request) -> None:
+    result = load_pipeline(str(model), device="cpu").generate(duration=DURATION, steps=1, **request)
+    for audio in result.audio.values():
+        assert audio.shape[0] >= round(DURATION * result.sample_rate)
+        assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+
+
+def test_silent_videos_extract_without_audio_then_distil_and_generate(
+    tmp_path: Path,
+    small_stack: ResolvedStack,
+    teacher_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    write_mp4(folder / "a.mp4", 1.3, None, seed=1)  # no sound track at all
+    write_mp4(folder / "b.mp4", 1.3, None, seed=2)
+    write_mp4(folder / "c.mp4", 1.3, tone(1.3, 22050, 440), seed=3)  # its sound is not read
+    write_mp4(folder / "short.mp4", 0.4, None, seed=4)
+    rows = [("a", "a door"), ("lost", "no file"), ("b", "rain"), ("short", "brief"), ("c", "a bell")]
+    tsv = write_tsv(tmp_path / "set.tsv", "id\tlabel", rows)
+    store_dir = tmp_path / "store"
+    argv = ["extract", "--videos", str(folder), "--tsv", str(tsv), "--out", str(store_dir), "--no-audio",
+            "--duration", str(DURATION), "--workers", "0", "--batch-size", "2",
+            "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+
+    store = FeatureStore(store_dir)
+    assert not store.has_audio and json.loads((store_dir / "meta.json").read_text())["has_audio"] is False
+    assert not (store_dir / "latent_mean.npy").exists() and "latent_mean" not in store[0]
+    assert store.ids == ["a", "b", "c"] and bool(np.all(store.array("has_video")))
+    assert store.extra["media"] == "videos-no-audio" and store.extra["latent_shape"] == [32, 20]
+    failed = (store_dir / "failed.tsv").read_text().splitlines()[1:]
+    assert [line.split("\t")[:2] for line in failed] == [["lost", "missing file"], ["short", "too short"]]
+    decoded = media.decode_video(folder / "b.mp4", DURATION)
+    with torch.inference_mode():
+        clip_ref = small_stack.stack.clip(decoded.clip_frames[None])[0]
+        text_ref = small_stack.stack.text(["rain"])[0]
+    np.testing.assert_allclose(store[1]["clip_f"].numpy(), clip_ref.numpy(), rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(store[1]["text_f"].numpy(), text_ref.numpy(), rtol=1e-4, atol=2e-5)
+    with pytest.raises(ValueError, match="with --x-source teacher"):
+        main([*distill_args(teacher_dir, store_dir, tmp_path / "x"), "--x-source", "store"])
+
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=f"feature store {store_dir} {REFUSAL}"):
+        main(["train", "--store", str(store_dir), "--out", str(run), "--variant", "tiny", "--steps", "2",
+              *(f"--network={k}={v}" for k, v in TEACHER.items()), "--no-progress"])  # fmt: skip
+    assert not (run / "checkpoint_last.pt").exists()
+
+    assert main(distill_args(teacher_dir, store_dir, run)) == 0
+    assert_distilled_from_teacher_samples(run, store)
+    assert_generates(run / "final", video=folder / "a.mp4", prompt="a door")
+
+    # a second distillation from the same store reuses the samples: no teacher sampling at all
+    samples_mtime = (store_dir / "teacher_samples.npy").stat().st_mtime_ns
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("the teacher samples were made again")
+
+    monkeypatch.setattr(mfmjt.sampler, "sample", no_sampling)
+    assert main(distill_args(teacher_dir, store_dir, tmp_path / "run2", steps=1)) == 0
+    assert (store_dir / "teacher_samples.npy").stat().st_mtime_ns == samples_mtime
+
+
+def test_prompts_alone_extract_then_distil_and_generate(
+    tmp_path: Path, small_stack: ResolvedStack, teacher_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [("p0", "a dog barks"), ("p1", "waves on a beach"), ("p2", "an old clock ticks")]
+    prompts = write_tsv(tmp_path / "prompts.tsv", "id\tcaption", rows)
+    store_dir = tmp_path / "store"
+    argv = ["extract", "--prompts", str(prompts), "--out", str(store_dir), "--duration", str(DURATION),
+            "--device", "cpu", "--chunk-items", "2"]  # fmt: skip
+    assert main(argv) == 0
+    store = FeatureStore(store_dir)
+    assert not store.has_audio and store.ids == ["p0", "p1", "p2"] and store.captions[1] == "waves on a beach"
+    assert not np.any(store.array("has_video")) and not np.any(store.array("clip_f"))
+    assert store.shapes == {"clip_f": (8, 32), "sync_f": (16, 48), "text_f": (77, 32)}
+    with torch.inference_mode():
+        text_ref = small_stack.stack.text(["an old clock ticks"])[0]
+    np.testing.assert_allclose(store[2]["text_f"].numpy(), text_ref.numpy(), rtol=1e-4, atol=2e-5)
+    assert (store_dir / "failed.tsv").read_text() == "id\treason\tdetail\n"
+
+    with caplog.at_level(logging.ERROR):  # refused combinations, before anything is read
+        assert main([*argv[:5], "--layout", "mmaudio"]) == 2
+        assert main([*argv[:5], "--tsv", str(prompts)]) == 2
+    assert "native layout only" in caplog.text and "leave out --tsv" in caplog.text
+
+    run = tmp_path / "run"
+    assert main(distill_args(teacher_dir, store_dir, run)) == 0
+    assert_distilled_from_teacher_samples(run, store)
+    assert_generates(run / "final", prompt="a dog barks")

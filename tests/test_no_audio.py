@@ -166,3 +166,70 @@ def test_prompts_alone_extract_then_distil_and_generate(
     assert main(distill_args(teacher_dir, store_dir, run)) == 0
     assert_distilled_from_teacher_samples(run, store)
     assert_generates(run / "final", prompt="a dog barks")
+
+
+class KillingText:
+    """The stack's text encoder, counting calls; raises at call ``kill_at`` (a simulated kill)."""
+
+    def __init__(self, text, kill_at: int | None = None) -> None:
+        self.text, self.dim, self.kill_at, self.captions = text, text.dim, kill_at, []
+
+    def __call__(self, captions):
+        if self.kill_at is not None and len(self.captions) + 1 >= self.kill_at:
+            raise KeyboardInterrupt("simulated kill")
+        self.captions.append(list(captions))
+        return self.text(captions)
+
+
+def test_an_interrupted_prompts_extraction_resumes_and_the_export_command_generates(
+    tmp_path: Path, small_stack: ResolvedStack, teacher_dir: Path
+) -> None:
+    from mfmjt.data.extract_media import ExtractMediaConfig, extract_media
+    from mfmjt.features.base import FeatureStack
+
+    rows = [(f"p{i}", f"prompt number {i}") for i in range(4)]
+    prompts = write_tsv(tmp_path / "prompts.tsv", "id\tlabel", rows)
+    stack = small_stack.stack
+    cfg = dict(tsv=prompts, prompts=True, duration=DURATION, batch_size=1, chunk_items=1, device="cpu",
+               precision="fp32", progress=False)  # fmt: skip
+    killing = KillingText(stack.text, kill_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        killed = FeatureStack(stack.clip, stack.sync, killing, stack.codec)
+        extract_media(ExtractMediaConfig(out=tmp_path / "s", **cfg), killed)
+    again = KillingText(stack.text)
+    summary = extract_media(
+        ExtractMediaConfig(out=tmp_path / "s", **cfg),
+        FeatureStack(stack.clip, stack.sync, again, stack.codec),
+    )
+    assert summary.skipped == 2 and again.captions[:2] == [["prompt number 2"], ["prompt number 3"]]
+    extract_media(ExtractMediaConfig(out=tmp_path / "ref", **cfg), stack)
+    resumed, reference = FeatureStore(tmp_path / "s"), FeatureStore(tmp_path / "ref")
+    assert resumed.ids == reference.ids == [r[0] for r in rows]
+    np.testing.assert_array_equal(resumed.array("text_f"), reference.array("text_f"))
+
+    run = tmp_path / "run"
+    assert main([*distill_args(teacher_dir, tmp_path / "s", run), "--stop-after", "2"]) == 0
+    model = tmp_path / "model"
+    assert main(["export", str(run / "checkpoint_last.pt"), "--out", str(model)]) == 0
+    assert read_metadata(model)["features"]["kind"] == "mmaudio_16k"
+    assert_generates(model, prompt="prompt number 1")
+
+
+def test_a_store_for_another_codec_or_given_latents_is_refused(tmp_path: Path) -> None:
+    from mfmjt.distill import TeacherSampleConfig, fold_dt_embedding, teacher_samples
+    from mfmjt.feature_store import FeatureStoreWriter
+
+    shapes = {"clip_f": (8, 32), "sync_f": (16, 48), "text_f": (77, 32)}
+    conditions = {k: np.zeros((1, *v), np.float32) for k, v in shapes.items()}
+    writer = FeatureStoreWriter(
+        tmp_path / "s", 1, shapes, duration=DURATION, extra={"latent_shape": [16, 40]}
+    )
+    with pytest.raises(ValueError, match="store without audio: it takes no latent_mean"):
+        writer.write_batch(0, latent_mean=np.zeros((1, 16, 40), np.float32), **conditions)
+    writer.write_batch(0, **conditions)
+    store = FeatureStore(writer.close())
+    with pytest.raises(ValueError, match="has no audio latents"):
+        store.array("latent_mean")
+    teacher = fold_dt_embedding(MFMJTNetwork(NetworkConfig.variant("tiny", **TEACHER))).requires_grad_(False)
+    with pytest.raises(ValueError, match="codec of 40 latent channels, but the teacher makes 20"):
+        teacher_samples(store, teacher, "t", TeacherSampleConfig(steps=1), progress=False)

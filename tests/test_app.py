@@ -9,11 +9,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import write_clip
+from helpers import probe, video_path, write_clip
 from stacks import small_random_pipeline
 
 from mfmjt.pipeline import Pipeline
@@ -43,16 +42,6 @@ _demos: list = []
 def client_demo_service():
     """The service behind the module's live server."""
     return _demos[-1].mfmjt_service
-
-
-def probe(path: str | Path) -> dict[str, list[float]]:
-    """Durations in seconds of the video and audio streams of a media file."""
-    with av.open(str(path)) as container:
-        result: dict[str, list[float]] = {"video": [], "audio": []}
-        for stream in container.streams:
-            if stream.type in result:
-                result[stream.type].append(float(stream.duration * stream.time_base))
-        return result
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +105,6 @@ def t2a(client: Client, prompt: str, **settings) -> tuple:
     )
     args.update(settings)
     return client.predict(prompt, *args.values(), api_name="/text_to_audio")
-
-
-def video_path(value) -> str:
-    """gradio_client gives a Video output as a path (or a dict holding one)."""
-    return value["video"] if isinstance(value, dict) else value
 
 
 def test_compare_mode_returns_two_mp4s_with_one_video_and_one_audio_stream(client, clip):

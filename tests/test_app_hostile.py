@@ -20,8 +20,8 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import probe, video_path, write_clip
 from stacks import small_random_pipeline
-from test_app import probe, video_path, write_clip
 
 gr = pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
-from test_app import probe, write_clip
+from helpers import probe, write_clip
 
 from mfmjt.demo import plots, video_track
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import errno
 import logging
 import re
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from helpers import tone, write_mp4, write_tsv
 from stacks import small_random_pipeline
 
 from mfmjt import media
@@ -36,39 +35,6 @@ SAMPLES = 16384
 
 
 # ------------------------------------------------------------------------------- test inputs
-def tone(seconds: float, sample_rate: int, hz: float, amplitude: float = 0.3) -> np.ndarray:
-    t = np.arange(round(seconds * sample_rate)) / sample_rate
-    return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
-
-
-def write_mp4(path: Path, seconds: float, audio: np.ndarray | None, sample_rate: int = 22050, seed: int = 0):
-    """An H.264 mp4 (25 fps, 64x48 moving noise) with an AAC track of ``audio``, as a camera would."""
-    rng = np.random.default_rng(seed)
-    n_frames = round(seconds * 25)
-    with av.open(str(path), mode="w") as out:
-        v = out.add_stream("libx264", rate=Fraction(25))
-        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        a = out.add_stream("aac", rate=sample_rate, layout="mono") if audio is not None else None
-        for i in range(n_frames):
-            img = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
-            out.mux(v.encode(frame))
-        out.mux(v.encode(None))
-        if a is not None:
-            chunk = 1024
-            for start in range(0, len(audio), chunk):
-                block = audio[start : start + chunk]
-                frame = av.AudioFrame.from_ndarray(block[None], format="fltp", layout="mono")
-                frame.sample_rate, frame.pts = sample_rate, start
-                out.mux(a.encode(frame))
-            out.mux(a.encode(None))
-    return path
-
-
-def write_tsv(path: Path, header: str, rows: list[tuple[str, str]]) -> Path:
-    path.write_text("\n".join([header, *("\t".join(r) for r in rows)]) + "\n", encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")

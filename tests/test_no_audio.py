@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tone, write_mp4, write_tsv
 from stacks import randomize, small_random_pipeline
-from test_extract_media import tone, write_mp4, write_tsv
 
 import mfmjt.sampler
 from mfmjt import media

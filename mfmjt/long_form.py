@@ -184,8 +184,9 @@ class Stitcher:
 
 
 def window_latents(pipe: Pipeline) -> int:
-    """The training length in latent frames: the model's ``training_duration`` when it states one (a
-    saved model's config.json ``duration``), else the network's ``latent_seq_len`` (8 s for MMAudio)."""
+    """The window length in latent frames: the model's ``training_duration`` when it states one (a
+    saved model's recommended ``window``, else the duration of its training items), else the network's
+    ``latent_seq_len`` (8 s for MMAudio)."""
     seconds = getattr(pipe, "training_duration", None)
     if seconds:
         return round(float(seconds) * pipe.audio_mode.latent_rate)

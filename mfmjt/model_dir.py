@@ -51,15 +51,20 @@ _LEGACY_PROVENANCE = ("variant", "step", "duration", "source", "lineage", "train
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How a model is best sampled: steps, guidance strength ω and guidance rule."""
+    """How a model is best sampled: steps, guidance strength ω and guidance rule, and the longest clip
+    it generates in one pass (``window`` seconds; longer clips go in cross-faded windows of that length;
+    None: the length of its training items)."""
 
     steps: int
     cfg: float
     guidance: str = "scaled"  # "standard" | "scaled" | "both"
+    window: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
             raise ValueError(f"recommended steps must be a positive integer, got {self.steps!r}")
+        if self.window is not None and not (isinstance(self.window, (int, float)) and self.window > 0):
+            raise ValueError(f"recommended window must be a positive number of seconds, got {self.window!r}")
         check_cfg_strength(self.cfg)
         check_guidance(self.guidance)
 

@@ -683,7 +683,7 @@ def _load_directory(directory: Path, **kwargs: Any) -> Pipeline:
         description=config.description,
         audio_mode=mode,
         model_config=config,
-        training_duration=config.provenance.duration,
+        training_duration=config.recommended.window or config.provenance.duration,
         **kwargs,
     )
 

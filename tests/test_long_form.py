@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 
 import av
 import numpy as np
@@ -13,9 +15,9 @@ from stacks import small_random_pipeline
 from mfmjt import long_form, media
 from mfmjt.guidance import guide
 from mfmjt.long_form import Stitcher, WindowPlan, crossfade_gains, plan_windows
-from mfmjt.pipeline import load_pipeline
+from mfmjt.pipeline import default_model_dir, load_pipeline
 from mfmjt.sampler import predict_pair
-from mfmjt.synthetic import SceneConfig, make_scene
+from mfmjt.toy.scene import SceneConfig, make_scene
 
 SR = 16_000
 SPL = 512  # samples per latent frame
@@ -24,7 +26,11 @@ SPL = 512  # samples per latent frame
 # ------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def default_pipe():
-    return load_pipeline("default", device="cpu", max_duration=300.0)
+    """The embedded default with windows of its 4 s training items (its config.json recommends 8 s
+    windows; 4 s ones make more joins per second of test clip)."""
+    pipe = load_pipeline("default", device="cpu", max_duration=300.0)
+    pipe.training_duration = 4.0
+    return pipe
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +88,18 @@ def test_a_clip_within_one_window_is_one_window_and_bad_overlaps_are_refused():
         plan_windows(500, 125, 0)
 
 
-def test_window_length_is_the_models_training_length(default_pipe, small_pipe):
-    assert long_form.window_latents(default_pipe) == 125  # config.json "duration": 4.0
+def test_window_length_is_the_models_recommended_window_else_its_training_length(
+    default_pipe, small_pipe, tmp_path
+):
+    assert long_form.window_latents(load_pipeline("default")) == 250  # recommended "window": 8.0
+    assert long_form.window_latents(default_pipe) == 125  # set to its 4 s training items
     assert long_form.window_latents(small_pipe) == 50  # the tiny network's latent_seq_len
+    # a model directory that recommends no window: the duration of its training items (4 s)
+    config = json.loads((default_model_dir() / "config.json").read_text())
+    del config["recommended"]["window"]
+    shutil.copytree(default_model_dir(), tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    assert long_form.window_latents(load_pipeline(str(tmp_path / "m"))) == 125
 
 
 # ----------------------------------------------------------------------------------------- cross-fade

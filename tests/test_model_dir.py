@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import replace
@@ -48,7 +49,10 @@ def test_an_earlier_release_directory_loads_like_the_shipped_one(tmp_path):
     legacy = _legacy_copy(tmp_path)
     assert "format_version" not in json.loads((legacy / "config.json").read_text())
     old, new = read_model_config(legacy), read_model_config(default_model_dir())
-    assert new.format_version == FORMAT_VERSION and old == new
+    # the same model, less what was added since: the recommended 8 s window (the earlier release
+    # generated 8 s demo clips in one pass too)
+    assert new.format_version == FORMAT_VERSION and new.recommended.window == 8.0
+    assert old == dataclasses.replace(new, recommended=dataclasses.replace(new.recommended, window=None))
     assert old.features.kind == "offline" and old.features.files == ("codec.safetensors",)
     assert old.features.params["encoders"]["sync_features"] == "acceleration"
     assert old.provenance.step == 600 and old.provenance.variant == "tiny" and old.weights_dtype == "float16"
@@ -62,7 +66,7 @@ def test_an_earlier_release_directory_loads_like_the_shipped_one(tmp_path):
 def test_recommended_settings_follow_the_objective_and_the_config():
     assert SamplingSettings.for_objective("meanflow") == SamplingSettings(1, 1.5, "scaled")
     assert SamplingSettings.for_objective("flow_matching") == SamplingSettings(25, 4.5, "scaled")
-    assert load_pipeline("default", device="cpu").recommended == SamplingSettings(1, 1.5, "scaled")
+    assert load_pipeline("default", device="cpu").recommended == SamplingSettings(1, 1.5, "scaled", 8.0)
     net = NetworkConfig.variant("tiny")
     assert ModelConfig(network=net, objective="flow_matching").recommended.steps == 25
     own = ModelConfig(network=net, recommended=SamplingSettings(2, 2.0, "standard"))
@@ -91,7 +95,7 @@ def test_pipeline_save_pretrained_round_trips_network_codec_and_card(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["codec.safetensors", "config.json", "model.safetensors"]
     saved = json.loads((out / "config.json").read_text())
     assert saved["format_version"] == FORMAT_VERSION and saved["features"]["kind"] == "offline"
-    assert saved["recommended"] == {"steps": 1, "cfg": 1.5, "guidance": "scaled"}
+    assert saved["recommended"] == {"steps": 1, "cfg": 1.5, "guidance": "scaled", "window": 8.0}
     again = Pipeline.from_pretrained(out, device="cpu")
     assert (
         again.description == pipe.description

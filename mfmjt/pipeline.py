@@ -331,9 +331,18 @@ class Pipeline:
         """What :meth:`generate` feeds the network for these arguments: the conditions (and, with
         ``unconditional``, the empty ones CFG needs) and the seed's noise. For analyses that call the
         network themselves, e.g. to look at u_c and u_∅ of a one-step request."""
-        duration = _check_request(video, prompt, negative_prompt, duration, seed)
+        request = GenerationRequest(video, prompt, negative_prompt, duration, seed=seed)
+        request = request.validate(Limits(max_steps=MAX_STEPS), self.objective)
         with self._lock:
-            return self._prepare(video, prompt, negative_prompt, duration, int(seed), unconditional, {})
+            return self._prepare(
+                video,
+                request.prompt,
+                request.negative_prompt,
+                request.duration,
+                request.seed,
+                unconditional,
+                {},
+            )
 
     def _prepare(
         self,
@@ -570,23 +579,6 @@ def _settings(
         guidance_in_network=in_network,
         seed=seed,
     )
-
-
-def _check_request(
-    video: str | Path | None, prompt: str, negative_prompt: str, duration: float | None, seed: int
-) -> float | None:
-    """Validate a request's inputs (ValueError with a user-facing message); the duration as a float."""
-    if not isinstance(prompt, str) or not isinstance(negative_prompt, str):
-        raise ValueError("prompt and negative_prompt must be strings")
-    if isinstance(seed, bool) or int(seed) != seed or not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    if duration is not None:
-        duration = float(duration)
-        if not math.isfinite(duration) or duration <= 0:
-            raise ValueError(f"duration must be a positive number of seconds, got {duration}")
-    if video is None and not prompt.strip():
-        raise ValueError("give a video, a prompt, or both")
-    return duration
 
 
 def default_model_dir() -> Path:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -132,3 +135,17 @@ def probe(path: str | Path) -> dict[str, list[float]]:
 def video_path(value: object) -> str:
     """gradio_client gives a Video output as a path (or a dict holding one)."""
     return value["video"] if isinstance(value, dict) else value  # type: ignore[return-value]
+
+
+@contextmanager
+def served(demo: Any, **launch_kwargs: Any) -> Iterator[str]:
+    """Launch a Gradio ``demo`` on a free loopback port; yields its URL and closes it afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch_kwargs = {"prevent_thread_lock": True, "quiet": True, **launch_kwargs}
+    demo.launch(server_name="127.0.0.1", server_port=port, **launch_kwargs)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import probe, video_path, write_clip
+from helpers import probe, served, video_path, write_clip
 from stacks import small_random_pipeline
 
 from mfmjt.pipeline import Pipeline
@@ -53,21 +52,9 @@ def pipe() -> Pipeline:
 def client(pipe: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     demo = app.build_demo({"random": lambda: pipe})
     _demos.append(demo)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **app.LAUNCH_KWARGS
-    )
-    try:
-        yield Client(
-            f"http://127.0.0.1:{port}/",
-            verbose=False,
-            analytics_enabled=False,
-            download_files=str(tmp_path_factory.mktemp("downloads")),
-        )
-    finally:
-        demo.close()
+    with served(demo, **app.LAUNCH_KWARGS) as url:
+        downloads = str(tmp_path_factory.mktemp("downloads"))
+        yield Client(url, verbose=False, analytics_enabled=False, download_files=downloads)
 
 
 @pytest.fixture(scope="module")

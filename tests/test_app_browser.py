@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import write_clip
+from helpers import served, write_clip
 from stacks import small_random_pipeline
 
 # Gradio's queue trips pandas deprecation warnings in its own code
@@ -57,16 +56,8 @@ def url() -> Iterator[str]:
     else:
         loaders = {"random": lambda: small_random_pipeline(max_duration=3.0)}
     demo = app.build_demo(loaders)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **app.LAUNCH_KWARGS
-    )
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    with served(demo, **app.LAUNCH_KWARGS) as address:
+        yield address
 
 
 @pytest.mark.browser

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import probe, video_path, write_clip
+from helpers import probe, served, video_path, write_clip
 from stacks import small_random_pipeline
 
 gr = pytest.importorskip("gradio")
@@ -58,20 +57,9 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     pipe = small_random_pipeline(max_duration=MAX_DURATION)
     demo = app.build_demo({"random": lambda: pipe, "same": lambda: pipe})  # two: the model is an input
     _demos.append(demo)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    kwargs = {**app.LAUNCH_KWARGS, "max_file_size": UPLOAD_LIMIT}
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **kwargs)
-    try:
-        yield Client(
-            f"http://127.0.0.1:{port}/",
-            verbose=False,
-            analytics_enabled=False,
-            download_files=str(tmp_path_factory.mktemp("downloads")),
-        )
-    finally:
-        demo.close()
+    with served(demo, **{**app.LAUNCH_KWARGS, "max_file_size": UPLOAD_LIMIT}) as url:
+        downloads = str(tmp_path_factory.mktemp("downloads"))
+        yield Client(url, verbose=False, analytics_enabled=False, download_files=downloads)
 
 
 @pytest.fixture(scope="module")

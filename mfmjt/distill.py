@@ -72,11 +72,11 @@ def load_teacher(name: str | Path, device: torch.device | str = "cpu") -> MFMJTN
         net.load_mmaudio_state_dict(state)
     elif str(name) in MMAUDIO_NAMES:
         from mfmjt.features.audio import read_state_dict
-        from mfmjt.hub import resolve_pipeline_files
+        from mfmjt.hub import pipeline_weights, resolve_file
 
         variant = MMAUDIO_NAMES[str(name)]
-        net = MFMJTNetwork(NetworkConfig.variant(variant))
-        net.load_mmaudio_state_dict(read_state_dict(resolve_pipeline_files(variant).network))
+        net = MFMJTNetwork(NetworkConfig.variant(variant))  # the network file only: no encoders needed
+        net.load_mmaudio_state_dict(read_state_dict(resolve_file(pipeline_weights(variant).network)))
     elif str(name).count("/") == 1:
         from huggingface_hub import snapshot_download
 

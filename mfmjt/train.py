@@ -231,10 +231,12 @@ def read_empty_text(path: str | Path, length: int, dim: int) -> torch.Tensor:
 
 def _registry_network(name: str) -> Any:
     """The registry entry (``mfmjt.hub.PipelineWeights``) of an MMAudio network name, or None."""
-    from mfmjt.hub import PIPELINES
+    from mfmjt.hub import pipeline_weights
 
-    key = name.lower().removeprefix("mmaudio-").removeprefix("mmaudio_").replace("-", "_")
-    return PIPELINES.get(key)
+    try:
+        return pipeline_weights(name.lower())
+    except ValueError:
+        return None
 
 
 def _load_initial_weights(net: MFMJTNetwork, source: str | Path, variant: str | None = None) -> None:

@@ -24,7 +24,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -624,8 +624,3 @@ def extract_media(config: ExtractMediaConfig, stack: FeatureStack | ResolvedStac
             logger.info("%s", line)
         logger.info("store: %d items in total, %d rows failed", final.items, sum(final.failed.values()))
     return summary
-
-
-def config_dict(config: ExtractMediaConfig) -> dict[str, Any]:
-    """The config as plain JSON values (for logs)."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}

@@ -6,7 +6,6 @@ the same stack again (``meta.json`` ``extra["features"]``, plus files to copy in
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -17,8 +16,6 @@ import torch
 
 from mfmjt.features.base import FeatureStack
 from mfmjt.features.registry import feature_kind
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass

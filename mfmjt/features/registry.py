@@ -49,17 +49,6 @@ def feature_kind(name: str) -> FeatureKind:
         raise ValueError(f"unknown feature stack {name!r}; known: {sorted(_KINDS)}") from None
 
 
-def known_kinds() -> list[str]:
-    return sorted(_KINDS)
-
-
-def load_feature_stack(
-    name: str, directory: str | Path, params: Mapping[str, Any], device: torch.device | str = "cpu"
-) -> FeatureStack:
-    """The stack of kind ``name`` described by ``params`` (its files in ``directory``)."""
-    return feature_kind(name).load(Path(directory), params, device)
-
-
 def kind_of(stack: FeatureStack) -> FeatureKind:
     """The registered kind a stack belongs to (for writing it into a model directory)."""
     for kind in _KINDS.values():

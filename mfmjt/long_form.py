@@ -184,10 +184,10 @@ class Stitcher:
 
 
 def window_latents(pipe: Pipeline) -> int:
-    """The window length in latent frames: the model's ``training_duration`` when it states one (a
+    """The window length in latent frames: the model's ``window_seconds`` when it states one (a
     saved model's recommended ``window``, else the duration of its training items), else the network's
     ``latent_seq_len`` (8 s for MMAudio)."""
-    seconds = getattr(pipe, "training_duration", None)
+    seconds = pipe.window_seconds
     if seconds:
         return round(float(seconds) * pipe.audio_mode.latent_rate)
     return int(pipe.network.config.latent_seq_len)

@@ -130,7 +130,7 @@ class Pipeline:
         dtype: torch.dtype | None = None,
         max_duration: float = 30.0,
         description: str = "",
-        training_duration: float | None = None,
+        window_seconds: float | None = None,
         model_config: ModelConfig | None = None,
         precision: str | None = None,
         compile: bool | str = False,
@@ -158,7 +158,7 @@ class Pipeline:
             )
         self.max_duration = float(max_duration)
         # seconds per window for clips longer than this (None: the network's latent_seq_len)
-        self.training_duration = training_duration
+        self.window_seconds = window_seconds
         self.model_config = model_config  # what config.json said, when loaded from a model directory
         self._video_cache: _LRU = _LRU(4)
         self._text_cache: _LRU = _LRU(64)
@@ -675,7 +675,7 @@ def _load_directory(directory: Path, **kwargs: Any) -> Pipeline:
         description=config.description,
         audio_mode=mode,
         model_config=config,
-        training_duration=config.recommended.window or config.provenance.duration,
+        window_seconds=config.recommended.window or config.provenance.duration,
         **kwargs,
     )
 

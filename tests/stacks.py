@@ -59,5 +59,5 @@ def small_random_pipeline(max_duration: float = 3.0, *, one_window: bool = True)
         name="small random stack",
         device="cpu",
         max_duration=max_duration,
-        training_duration=max_duration if one_window else None,
+        window_seconds=max_duration if one_window else None,
     )

@@ -29,7 +29,7 @@ def default_pipe():
     """The embedded default with windows of its 4 s training items (its config.json recommends 8 s
     windows; 4 s ones make more joins per second of test clip)."""
     pipe = load_pipeline("default", device="cpu", max_duration=300.0)
-    pipe.training_duration = 4.0
+    pipe.window_seconds = 4.0
     return pipe
 
 

@@ -43,15 +43,14 @@ FEATURE_STACKS: dict[str, Callable[[torch.device | str], ResolvedStack]] = {
 
 def model_dir_stack(directory: str | Path, device: torch.device | str = "cpu") -> ResolvedStack:
     """The stack a saved model directory uses, loaded through :mod:`mfmjt.features.registry`."""
-    from mfmjt.model.network import read_metadata
-    from mfmjt.model_dir import read_model_config
+    from mfmjt.model_dir import flat_metadata, read_model_config
 
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise ValueError(f"{directory} is not a model directory (no config.json)")
     config = read_model_config(directory)
     stack = feature_kind(config.features.kind).load(directory, config.features.params, device)
-    spec = dict(read_metadata(directory).get("features") or {"kind": config.features.kind})
+    spec = flat_metadata(config)["features"]  # config.json read once
     files = {name: directory / name for name in config.features.files}
     return ResolvedStack(f"{directory} ({config.features.kind})", stack, spec, files)
 

@@ -1,10 +1,14 @@
-"""Audio for clips longer than the model's training length: overlapping windows, cross-faded.
+"""Planning and stitching audio for clips longer than one window: overlapping windows, cross-faded.
+
+:class:`mfmjt.pipeline.Pipeline` runs the request (decoding, encoders, sampling); this module only says
+where the windows lie and how their audio is joined.
 
 A request longer than one training-length window is cut into windows of exactly that length on the
 latent-frame grid: a fixed hop of ``window - overlap`` latent frames, with the last window aligned to
 the end of the clip (its overlap with the previous one can be larger). Every window is generated as
 an ordinary clip of the training length: its own video features (the frames of its time span,
-decoded in one pass over the file, see :func:`mfmjt.media.decode_video_windows`), the prompt, and
+decoded in one pass over the file, see :func:`mfmjt.media.decode_video_windows`, or taken from
+``Pipeline.decode_video``), the prompt, and
 its slice of one noise sequence drawn from the request's seed for the whole length, so the windows
 start from the same noise where they overlap. Joins are cross-faded over ``overlap`` latent frames,
 centred in the overlap.
@@ -26,8 +30,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,10 +38,9 @@ import numpy as np
 import torch
 
 from mfmjt import media
-from mfmjt.config import CLIP_FPS, MIN_DURATION, SYNC_FPS, SequenceLengths
 
 if TYPE_CHECKING:
-    from mfmjt.pipeline import GenerationResult, Pipeline, ProgressCallback
+    from mfmjt.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -208,17 +209,22 @@ def plan_request(
     duration: float | None,
     default_duration: float,
     overlap: float = DEFAULT_OVERLAP,
+    *,
+    available: float | None = None,
+    message: str | None = None,
 ) -> LongFormRequest | None:
     """The window plan for a request, or None when it fits in one window (the ordinary path).
 
-    The video's length comes from packet timestamps (no decoding); files that cannot be probed are
-    left to the ordinary path, which reports what is wrong with them.
+    The video's length is ``available`` (seconds, e.g. of a clip already decoded), else measured from
+    packet timestamps (:func:`mfmjt.media.probe_video_duration`, no decoding; the same rule for the
+    length as decoding). Files that cannot be probed are left to the ordinary path, which reports what
+    is wrong with them. ``message`` replaces the note on what was cut (e.g. the decoder's own).
     """
     rate = pipe.audio_mode.latent_rate
     window = window_latents(pipe)
     if duration is not None and math.ceil(duration * rate) <= window:
         return None
-    limit = pipe.max_duration
+    limit, given = pipe.max_duration, message
     message = ""
     if video is None:
         requested = default_duration if duration is None else duration
@@ -226,10 +232,11 @@ def plan_request(
         if requested > limit:
             message = f"Generated the first {limit:g} s: the limit of this demo."
     else:
-        try:
-            available = media.probe_video_duration(video)
-        except media.MediaError:
-            return None
+        if available is None:
+            try:
+                available = media.probe_video_duration(video)
+            except media.MediaError:
+                return None
         used = min(available, limit, math.inf if duration is None else duration)
         if duration is not None and used < duration:
             if limit < duration and available > limit:
@@ -243,7 +250,7 @@ def plan_request(
     if total <= window:
         return None
     plan = plan_windows(total, window, max(1, min(round(overlap * rate), window // 3)))
-    return LongFormRequest(plan, used, message)
+    return LongFormRequest(plan, used, given if given is not None else message)
 
 
 def window_seed_noise(seed: int, total: int, latent_dim: int) -> torch.Tensor:
@@ -252,147 +259,8 @@ def window_seed_noise(seed: int, total: int, latent_dim: int) -> torch.Tensor:
     return torch.randn(1, total, latent_dim, generator=generator)
 
 
-def _hold_last(frames: torch.Tensor, count: int) -> torch.Tensor:
+def hold_last(frames: torch.Tensor, count: int) -> torch.Tensor:
     """``frames`` extended to ``count`` by repeating the last one."""
     if len(frames) >= count:
         return frames[:count]
     return torch.cat([frames, frames[-1:].expand(count - len(frames), *frames.shape[1:])])
-
-
-def _video_windows(
-    pipe: Pipeline, video: str | Path, plan: WindowPlan, timings: dict[str, float]
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, float]]:
-    """(clip features, sync features, latent frames, seconds of video) per window, decoded in one pass.
-
-    A window whose frames end less than ``PAD_TOLERANCE`` early (the last window may reach up to a
-    latent frame past the video) holds the last frame; one that ends earlier is generated at the
-    length it has, and is the last; one with too few frames to use ends the clip before it.
-    """
-    rate = pipe.audio_mode.latent_rate
-    spans = [(w.start / rate, w.length / rate) for w in plan.windows]
-    decoded_windows = media.decode_video_windows(video, spans)
-    try:
-        for w, (_, length) in zip(plan.windows, spans, strict=True):
-            t0 = time.perf_counter()
-            try:
-                decoded = next(decoded_windows)
-            except media.MediaError as exc:  # frames end before this window has enough of them
-                if w.index == 0:
-                    raise
-                logger.warning("%s", exc)
-                return
-            _add(timings, "decode_video", t0)
-            latents, seconds = w.length, length
-            if decoded.duration < length - PAD_TOLERANCE:  # the frames end before the timestamps said
-                latents = max(1, min(w.length, math.ceil(decoded.duration * rate)))
-                seconds = decoded.duration
-                logger.warning("%s", decoded.message)
-                clip, sync = decoded.clip_frames, decoded.sync_frames
-            else:
-                clip = _hold_last(decoded.clip_frames, int(length * CLIP_FPS + 1e-9))
-                sync = _hold_last(decoded.sync_frames, int(length * SYNC_FPS + 1e-9))
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                clip_f = pipe.features.clip(clip[None].to(pipe.device)).float()
-                _add(timings, "clip_features", t0)
-                t0 = time.perf_counter()
-                sync_f = pipe.features.sync(sync[None].to(pipe.device)).float()
-                _add(timings, "sync_features", t0)
-            yield clip_f, sync_f, latents, seconds
-            if latents < w.length:
-                return
-    finally:
-        decoded_windows.close()
-
-
-def _text_windows(
-    pipe: Pipeline, plan: WindowPlan
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, float]]:
-    rate = pipe.audio_mode.latent_rate
-    for w in plan.windows:
-        lengths = SequenceLengths.for_duration(max(w.length / rate, MIN_DURATION), pipe.audio_mode)
-        clip_f, sync_f, _ = pipe.network.empty_features(1, lengths.clip, lengths.sync, text=False)
-        yield clip_f, sync_f, w.length, w.length / rate
-
-
-def generate_long_form(
-    pipe: Pipeline,
-    request: LongFormRequest,
-    video: str | Path | None,
-    prompt: str,
-    negative_prompt: str,
-    steps: int,
-    w: float,
-    modes: tuple[str, ...],
-    seed: int,
-    progress: ProgressCallback | None,
-    in_network: bool,
-    fade: str = "adaptive",
-) -> GenerationResult:
-    """Generate every window of ``request.plan`` and cross-fade them into audio of exactly
-    ``duration * sample_rate`` samples per mode.
-
-    ``progress(done, total)`` counts sampling steps over all windows (one per window at one step).
-    """
-    from mfmjt.guidance import needs_unconditional
-    from mfmjt.pipeline import _settings
-
-    t_start = time.perf_counter()
-    plan, net, rate = request.plan, pipe.network, pipe.audio_mode.latent_rate
-    unconditional = needs_unconditional(w) and not in_network
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    text_f = pipe._text_features(prompt)
-    negative_f = pipe._text_features(negative_prompt) if negative_prompt else None
-    timings["text_features"] = time.perf_counter() - t0
-    noise = window_seed_noise(seed, plan.total, net.config.latent_dim).to(pipe.device)
-    stitcher = Stitcher(plan, pipe.audio_mode.samples_per_latent, len(modes), fade)
-    windows = _text_windows(pipe, plan) if video is None else _video_windows(pipe, video, plan, timings)
-    total_steps = len(plan.windows) * steps
-    duration, message, end = request.duration, request.message, 0.0
-    for k, (clip_f, sync_f, latents, seconds) in enumerate(windows):
-        window = plan.windows[k]
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            cond = net.preprocess_conditions(clip_f, sync_f, text_f, latents)
-            uncond = None
-            if unconditional:
-                uncond = net.empty_conditions(1, latents, clip_f.shape[1], sync_f.shape[1], negative_f)
-            _add(timings, "conditions", t0)
-            t0 = time.perf_counter()
-            step_progress = None
-            if progress is not None:
-                step_progress = lambda i, n, k=k: progress(k * steps + i, total_steps)  # noqa: E731
-            window_noise = noise[:, window.start : window.start + latents]
-            z0 = pipe._sample(window_noise, cond, uncond, steps, w, modes, in_network, step_progress)
-            _add(timings, "network", t0)
-            t0 = time.perf_counter()
-            waves = pipe._decode(z0, modes)
-            _add(timings, "audio_decode", t0)
-        if steps == 1 and progress is not None:
-            progress(k + 1, total_steps)
-        if k > 0 and window.start + latents < plan.fade(k)[1]:
-            break  # the video's frames ended before this window reaches its cross-fade
-        stitcher.add(k, waves)
-        end = window.start / rate + seconds
-        if latents < window.length:
-            break
-    if end < duration - 1e-9:  # the video's frames ended before its timestamps said
-        duration = end
-        note = f"the video's frames end at {duration:.2f} s; the audio stops there"
-        message = f"{message}; {note}" if message else note
-    n = round(duration * pipe.sample_rate)
-    timings["total"] = time.perf_counter() - t_start
-    logger.info("%.2f s of audio from windows of %.2f s", duration, plan.window / rate)
-    audio = {m: stitcher.audio[i, :n].copy() for i, m in enumerate(modes)}
-    settings = dict(
-        _settings(prompt, negative_prompt, steps, w, modes, in_network, seed),
-        windows=len(plan.windows),
-        window_seconds=plan.window / rate,
-        overlap_seconds=plan.overlap / rate,
-    )
-    return pipe._result(audio, duration, timings, settings, video, message)
-
-
-def _add(timings: dict[str, float], stage: str, since: float) -> None:
-    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - since

@@ -16,8 +16,8 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from mfmjt import long_form, media
-from mfmjt.config import AUDIO_MODES, NetworkConfig, SequenceLengths
+from mfmjt.config import AUDIO_MODES, CLIP_FPS, MIN_DURATION, SYNC_FPS, NetworkConfig, SequenceLengths
 from mfmjt.features.base import FeatureStack
-from mfmjt.guidance import check_guidance, guide, needs_unconditional
+from mfmjt.guidance import guide, needs_unconditional
 from mfmjt.model.network import Conditions, MFMJTNetwork
 from mfmjt.model_dir import ModelConfig, SamplingSettings
-from mfmjt.request import GenerationRequest, Limits
+from mfmjt.request import GenerationRequest, Limits, Sampling
 from mfmjt.sampler import predict_pair, sample
 
 logger = logging.getLogger(__name__)
@@ -269,9 +269,9 @@ class Pipeline:
         prompt: str = "",
         negative_prompt: str = "",
         duration: float | None = None,
-        steps: int = 1,
-        cfg_strength: float = 1.5,
-        guidance: str = "scaled",
+        steps: int | None = None,
+        cfg_strength: float | None = None,
+        guidance: str | None = None,
         seed: int = 0,
         progress: ProgressCallback | None = None,
         guidance_in_network: bool | None = None,
@@ -279,44 +279,78 @@ class Pipeline:
     ) -> GenerationResult:
         """Generate audio for a video (or, with ``video=None``, for the prompt alone).
 
-        ``guidance_in_network`` (default: when the network has a guidance embedding and there is no
-        negative prompt) guides in one forward; False forces CFG's conditional + unconditional pair.
-        ``decoded`` is ``video`` already decoded (``media.decode_video(video, duration, max_duration=...)``),
-        so that a caller can decode outside a GPU reservation.
+        ``steps``, ``cfg_strength`` and ``guidance`` left None are the model's (:attr:`recommended`,
+        resolved by :class:`mfmjt.request.Sampling`): one step at ω 1.5 for a MeanFlow model, 25 steps
+        at ω 4.5 for a flow-matching one. ``guidance_in_network`` (default: when the network has a
+        guidance embedding and there is no negative prompt) guides in one forward; False forces CFG's
+        conditional + unconditional pair. ``decoded`` is ``video`` already decoded by
+        :meth:`decode_video` (for the same ``duration``), so that a caller can decode outside a GPU
+        reservation; the video is then not decoded again.
         Raises ValueError (``media.MediaError`` for unusable files) with a user-facing message.
         """
         request = GenerationRequest(
             video, prompt, negative_prompt, duration, steps, cfg_strength, guidance, seed
-        )
-        request = request.validate(Limits(max_steps=MAX_STEPS), self.objective)
-        modes, w, duration = check_guidance(request.guidance), request.cfg_strength, request.duration
-        prompt, negative_prompt, steps, seed = (
-            request.prompt,
-            request.negative_prompt,
-            request.steps,
-            request.seed,
-        )
-        embedded = self.network.config.guidance_embed
-        if guidance_in_network and not embedded:
-            raise ValueError("this model has no guidance embedding: it can only use CFG's two forwards")
-        if guidance_in_network and negative_prompt:
-            raise ValueError("a negative prompt needs CFG's two forwards; leave guidance_in_network unset")
-        if guidance_in_network is None:
-            guidance_in_network = embedded and not negative_prompt
+        ).validate(Limits(max_steps=MAX_STEPS), self.recommended)
+        if request.video is not None:
+            request = replace(request, video=_video_file(request.video))
+        in_network = self._guidance_in_network(guidance_in_network, request.negative_prompt)
         with self._lock:
-            return self._generate(
-                video,
-                prompt,
-                negative_prompt,
-                duration,
-                int(steps),
-                w,
-                modes,
-                int(seed),
-                progress,
-                guidance_in_network,
-                decoded,
-            )
+            return self._generate(request, in_network, progress, decoded)
+
+    def sampling(
+        self, steps: int | None = None, cfg_strength: float | None = None, guidance: str | None = None
+    ) -> Sampling:
+        """The settings :meth:`generate` samples with for these arguments (None: the model's), checked."""
+        request = GenerationRequest(prompt="-", steps=steps, cfg_strength=cfg_strength, guidance=guidance)
+        return request.validate(Limits(max_steps=MAX_STEPS), self.recommended).sampling
+
+    def _guidance_in_network(self, asked: bool | None, negative_prompt: str) -> bool:
+        embedded = bool(self.network.config.guidance_embed)
+        if asked and not embedded:
+            raise ValueError("this model has no guidance embedding: it can only use CFG's two forwards")
+        if asked and negative_prompt:
+            raise ValueError("a negative prompt needs CFG's two forwards; leave guidance_in_network unset")
+        return embedded and not negative_prompt if asked is None else bool(asked)
+
+    def decode_video(self, video: str | Path, duration: float | None = None) -> media.DecodedVideo:
+        """``video`` decoded once, as :meth:`generate` will use it (pass the result as ``decoded=`` with the
+        same ``duration``): the first ``duration`` seconds (None: all) up to ``max_duration``; a clip longer
+        than one window is decoded in this model's windows (``decoded.windows``), in one pass.
+        Raises ValueError (``media.MediaError`` for unusable files) with a user-facing message."""
+        request = GenerationRequest(video=video, duration=duration).validate(
+            Limits(max_steps=MAX_STEPS), self.recommended
+        )
+        path = _video_file(request.video)
+        long = long_form.plan_request(self, path, request.duration, DEFAULT_T2A_DURATION)
+        if long is None:
+            return media.decode_video(path, request.duration, max_duration=self.max_duration)
+        spans = self._spans(long.plan)
+        windows: list[media.DecodedVideo] = []
+        try:
+            for window in media.decode_video_windows(path, spans):
+                windows.append(window)
+        except media.MediaError as exc:  # the frames end before a later window starts
+            if not windows:
+                raise
+            logger.warning("%s", exc)
+        first = windows[0]
+        empty = first.clip_frames[:0], first.sync_frames[:0]
+        return replace(
+            first,
+            clip_frames=empty[0],
+            sync_frames=empty[1],
+            duration=long.duration,
+            truncated=bool(long.message),
+            message=long.message,
+            decoded_frames=windows[-1].decoded_frames,
+            windows=tuple(windows),
+            spans=tuple(spans),
+        )
+
+    def _spans(self, plan: long_form.WindowPlan) -> list[tuple[float, float]]:
+        """(start, length) seconds of each window of ``plan``."""
+        rate = self.audio_mode.latent_rate
+        return [(w.start / rate, w.length / rate) for w in plan.windows]
 
     def prepare(
         self,
@@ -332,7 +366,8 @@ class Pipeline:
         ``unconditional``, the empty ones CFG needs) and the seed's noise. For analyses that call the
         network themselves, e.g. to look at u_c and u_∅ of a one-step request."""
         request = GenerationRequest(video, prompt, negative_prompt, duration, seed=seed)
-        request = request.validate(Limits(max_steps=MAX_STEPS), self.objective)
+        request = request.validate(Limits(max_steps=MAX_STEPS), self.recommended)
+        video = None if request.video is None else _video_file(request.video)
         with self._lock:
             return self._prepare(
                 video,
@@ -393,57 +428,213 @@ class Pipeline:
 
     def _generate(
         self,
-        video: str | Path | None,
-        prompt: str,
-        negative_prompt: str,
-        duration: float | None,
-        steps: int,
-        w: float,
-        modes: tuple[str, ...],
-        seed: int,
-        progress: ProgressCallback | None,
+        request: GenerationRequest,
         in_network: bool,
-        decoded: media.DecodedVideo | None = None,
+        progress: ProgressCallback | None,
+        decoded: media.DecodedVideo | None,
     ) -> GenerationResult:
-        long = long_form.plan_request(self, video, duration, DEFAULT_T2A_DURATION)
-        if long is not None:  # longer than one training-length window
-            return long_form.generate_long_form(
-                self, long, video, prompt, negative_prompt, steps, w, modes, seed, progress, in_network
-            )
-        timings: dict[str, float] = {}
+        """A validated request: one window, or cross-faded windows for a clip longer than one."""
         t_start = time.perf_counter()
-        unconditional = needs_unconditional(w) and not in_network
-        req = self._prepare(video, prompt, negative_prompt, duration, seed, unconditional, timings, decoded)
-        duration, noise, cond, uncond = req.duration, req.noise, req.cond, req.uncond
-
+        timings: dict[str, float] = {}
+        video, sampling = request.video, request.sampling
+        windows: Iterator[media.DecodedVideo] | None = None  # a long clip's decoded windows
+        if decoded is not None and decoded.windows:
+            long = long_form.plan_request(
+                self, video, None, DEFAULT_T2A_DURATION, available=decoded.duration, message=decoded.message
+            )
+            if long is None or tuple(self._spans(long.plan)) != decoded.spans:
+                raise ValueError(
+                    "decoded was made for another model or duration; decode with this pipeline's decode_video"
+                )
+            windows = iter(decoded.windows)
+        elif decoded is not None:
+            long = long_form.plan_request(
+                self,
+                video,
+                request.duration,
+                DEFAULT_T2A_DURATION,
+                available=decoded.duration,
+                message=decoded.message,
+            )
+            if long is not None:  # decoded as one clip but longer than a window: windows from the file
+                logger.info("decoded is not in this model's windows; decoding them from %s", video)
+                decoded = None
+        else:
+            long = long_form.plan_request(self, video, request.duration, DEFAULT_T2A_DURATION)
+        if long is not None:
+            return self._generate_windows(request, long, in_network, progress, windows, timings, t_start)
+        unconditional = needs_unconditional(sampling.cfg_strength) and not in_network
+        req = self._prepare(
+            video,
+            request.prompt,
+            request.negative_prompt,
+            request.duration,
+            request.seed,
+            unconditional,
+            timings,
+            decoded,
+        )
         start = time.perf_counter()
         with torch.inference_mode():
-            z0 = self._sample(noise, cond, uncond, steps, w, modes, in_network, progress, req.one_step_key)
+            z0 = self._sample(
+                req.noise, req.cond, req.uncond, sampling, in_network, progress, req.one_step_key
+            )
             timings["network"] = time.perf_counter() - start
             start = time.perf_counter()
-            waves = self._decode(z0, modes)
+            waves = self._decode(z0, sampling.modes)
             timings["audio_decode"] = time.perf_counter() - start
-        if steps == 1 and progress is not None:
+        if sampling.steps == 1 and progress is not None:
             progress(1, 1)
         timings["total"] = time.perf_counter() - t_start
-        audio = {m: waves[i].astype(np.float32) for i, m in enumerate(modes)}
-        settings = _settings(prompt, negative_prompt, steps, w, modes, in_network, seed)
-        return self._result(audio, duration, timings, settings, video, req.message)
+        audio = {m: waves[i].astype(np.float32) for i, m in enumerate(sampling.modes)}
+        return self._result(audio, req.duration, timings, _settings(request, in_network), video, req.message)
+
+    def _generate_windows(
+        self,
+        request: GenerationRequest,
+        long: long_form.LongFormRequest,
+        in_network: bool,
+        progress: ProgressCallback | None,
+        decoded_windows: Iterator[media.DecodedVideo] | None,
+        timings: dict[str, float],
+        t_start: float,
+        fade: str = "adaptive",
+    ) -> GenerationResult:
+        """Generate every window of ``long.plan`` and cross-fade them (:class:`long_form.Stitcher`) into
+        audio of exactly ``duration * sample_rate`` samples per mode. ``progress(done, total)`` counts
+        sampling steps over all windows (one per window at one step)."""
+        plan, net, rate = long.plan, self.network, self.audio_mode.latent_rate
+        sampling = request.sampling
+        steps, modes = sampling.steps, sampling.modes
+        unconditional = needs_unconditional(sampling.cfg_strength) and not in_network
+        t0 = time.perf_counter()
+        text_f = self._text_features(request.prompt)
+        negative_f = self._text_features(request.negative_prompt) if request.negative_prompt else None
+        timings["text_features"] = time.perf_counter() - t0
+        noise = long_form.window_seed_noise(request.seed, plan.total, net.config.latent_dim).to(self.device)
+        stitcher = long_form.Stitcher(plan, self.audio_mode.samples_per_latent, len(modes), fade)
+        if request.video is None:
+            windows = self._text_windows(plan)
+        else:
+            if decoded_windows is None:
+                decoded_windows = media.decode_video_windows(request.video, self._spans(plan))
+            windows = self._video_windows(plan, decoded_windows, timings)
+        total_steps = len(plan.windows) * steps
+        duration, message, end = long.duration, long.message, 0.0
+        for k, (clip_f, sync_f, latents, seconds) in enumerate(windows):
+            window = plan.windows[k]
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                cond = net.preprocess_conditions(clip_f, sync_f, text_f, latents)
+                uncond = None
+                if unconditional:
+                    uncond = net.empty_conditions(1, latents, clip_f.shape[1], sync_f.shape[1], negative_f)
+                _add(timings, "conditions", t0)
+                t0 = time.perf_counter()
+                step_progress = None
+                if progress is not None:
+                    step_progress = lambda i, n, k=k: progress(k * steps + i, total_steps)  # noqa: E731
+                window_noise = noise[:, window.start : window.start + latents]
+                z0 = self._sample(window_noise, cond, uncond, sampling, in_network, step_progress)
+                _add(timings, "network", t0)
+                t0 = time.perf_counter()
+                waves = self._decode(z0, modes)
+                _add(timings, "audio_decode", t0)
+            if steps == 1 and progress is not None:
+                progress(k + 1, total_steps)
+            if k > 0 and window.start + latents < plan.fade(k)[1]:
+                break  # the video's frames ended before this window reaches its cross-fade
+            stitcher.add(k, waves)
+            end = window.start / rate + seconds
+            if latents < window.length:
+                break
+        if end < duration - 1e-9:  # the video's frames ended before its timestamps said
+            duration = end
+            note = f"the video's frames end at {duration:.2f} s; the audio stops there"
+            message = f"{message}; {note}" if message else note
+        n = round(duration * self.sample_rate)
+        timings["total"] = time.perf_counter() - t_start
+        logger.info("%.2f s of audio from windows of %.2f s", duration, plan.window / rate)
+        audio = {m: stitcher.audio[i, :n].copy() for i, m in enumerate(modes)}
+        settings = dict(
+            _settings(request, in_network),
+            windows=len(plan.windows),
+            window_seconds=plan.window / rate,
+            overlap_seconds=plan.overlap / rate,
+        )
+        return self._result(audio, duration, timings, settings, request.video, message)
+
+    def _video_windows(
+        self, plan: long_form.WindowPlan, decoded: Iterator[media.DecodedVideo], timings: dict[str, float]
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, float]]:
+        """(clip features, sync features, latent frames, seconds of video) per window of ``plan`` from its
+        ``decoded`` frames.
+
+        A window whose frames end less than ``long_form.PAD_TOLERANCE`` early (the last window may reach
+        up to a latent frame past the video) holds the last frame; one that ends earlier is generated at
+        the length it has, and is the last; one with too few frames to use ends the clip before it.
+        """
+        rate = self.audio_mode.latent_rate
+        try:
+            for w in plan.windows:
+                length = w.length / rate
+                t0 = time.perf_counter()
+                try:
+                    window = next(decoded)
+                except StopIteration:
+                    return
+                except media.MediaError as exc:  # frames end before this window has enough of them
+                    if w.index == 0:
+                        raise
+                    logger.warning("%s", exc)
+                    return
+                _add(timings, "decode_video", t0)
+                latents, seconds = w.length, length
+                if window.duration < length - long_form.PAD_TOLERANCE:  # the frames end early
+                    latents = max(1, min(w.length, math.ceil(window.duration * rate)))
+                    seconds = window.duration
+                    logger.warning("%s", window.message)
+                    clip, sync = window.clip_frames, window.sync_frames
+                else:
+                    clip = long_form.hold_last(window.clip_frames, int(length * CLIP_FPS + 1e-9))
+                    sync = long_form.hold_last(window.sync_frames, int(length * SYNC_FPS + 1e-9))
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    clip_f = self.features.clip(clip[None].to(self.device)).float()
+                    _add(timings, "clip_features", t0)
+                    t0 = time.perf_counter()
+                    sync_f = self.features.sync(sync[None].to(self.device)).float()
+                    _add(timings, "sync_features", t0)
+                yield clip_f, sync_f, latents, seconds
+                if latents < w.length:
+                    return
+        finally:
+            close = getattr(decoded, "close", None)
+            if close is not None:
+                close()
+
+    def _text_windows(
+        self, plan: long_form.WindowPlan
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, float]]:
+        rate = self.audio_mode.latent_rate
+        for w in plan.windows:
+            lengths = SequenceLengths.for_duration(max(w.length / rate, MIN_DURATION), self.audio_mode)
+            clip_f, sync_f, _ = self.network.empty_features(1, lengths.clip, lengths.sync, text=False)
+            yield clip_f, sync_f, w.length, w.length / rate
 
     def _sample(
         self,
         noise: torch.Tensor,
         cond: Conditions,
         uncond: Conditions | None,
-        steps: int,
-        w: float,
-        modes: tuple[str, ...],
+        sampling: Sampling,
         in_network: bool,
         progress: ProgressCallback | None,
         one_step_key: tuple | None = None,
     ) -> dict[str, torch.Tensor]:
         """z_0 per guidance mode from the noise ``z_1`` (under inference mode); at one step with CFG the
         u_c, u_∅ of the last request with the same ``one_step_key`` are reused (None: never)."""
+        steps, w, modes = sampling.steps, sampling.cfg_strength, sampling.modes
         if steps == 1 and not in_network:
             return self._one_step_sample(one_step_key, noise, cond, uncond, w, modes)
         return sample(
@@ -453,7 +644,7 @@ class Pipeline:
             uncond,
             steps=steps,
             cfg_strength=w,
-            guidance="both" if len(modes) == 2 else modes[0],
+            guidance=sampling.guidance,
             progress=progress if steps > 1 else None,
             guidance_in_network=in_network,
         )
@@ -560,25 +751,31 @@ MMAUDIO_NAMES = {
 }
 
 
-def _settings(
-    prompt: str,
-    negative_prompt: str,
-    steps: int,
-    w: float,
-    modes: tuple[str, ...],
-    in_network: bool,
-    seed: int,
-) -> dict[str, Any]:
-    """A result's ``settings``: what was asked for."""
+def _settings(request: GenerationRequest, in_network: bool) -> dict[str, Any]:
+    """A result's ``settings``: what was asked for, with the model's defaults filled in."""
     return dict(
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        steps=steps,
-        cfg_strength=w,
-        guidance="both" if len(modes) == 2 else modes[0],
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        steps=request.steps,
+        cfg_strength=request.cfg_strength,
+        guidance=request.guidance,
         guidance_in_network=in_network,
-        seed=seed,
+        seed=request.seed,
     )
+
+
+def _video_file(video: str | Path) -> Path:
+    """``video`` as an existing file, or a one-sentence error (a folder, a missing file)."""
+    path = Path(video)
+    if path.is_dir():
+        raise media.MediaError(
+            f"{path} is a folder, not a video: give one video file (the CLI takes folders)"
+        )
+    return media.check_file(path)
+
+
+def _add(timings: dict[str, float], stage: str, since: float) -> None:
+    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - since
 
 
 def default_model_dir() -> Path:

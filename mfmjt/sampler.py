@@ -3,18 +3,53 @@
 One step is the special case z_0 = z_1 - u(z_1, 0, 1). A flow-matching network (Δt ignored)
 sampled with many steps is plain Euler integration. A network with a guidance embedding (guidance
 learnt in training) is guided in one forward per step and mode; others use CFG's two forwards.
+
+The sampler knows only tensors: it drives any :class:`VelocityModel` (the MF-MJT network is one)
+over any :class:`BatchConditions`, and imports nothing of the network.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import torch
 
 from mfmjt.guidance import check_cfg_strength, check_guidance, guide, needs_unconditional
-from mfmjt.model.network import Conditions, MFMJTNetwork
 
 ProgressCallback = Callable[[int, int], None]
+C = TypeVar("C", bound="BatchConditions")
+
+
+class BatchConditions(Protocol):
+    """A batch of conditions the velocity model reads (``mfmjt.model.network.Conditions`` is one)."""
+
+    @property
+    def batch_size(self) -> int: ...
+
+    def cat(self: C, other: C) -> C: ...
+
+    def repeat(self: C, times: int) -> C: ...
+
+
+class VelocityModel(Protocol):
+    """What the sampler calls: the average velocity u(z_t, r = t - Δt, t) (t = 1 noise, t = 0 data),
+    optionally guided at ω in one forward (``scaled``: the guidance rule per row)."""
+
+    def predict(
+        self,
+        latent: torch.Tensor,
+        t: torch.Tensor,
+        dt: torch.Tensor,
+        conditions: Any,
+        cfg_strength: float | None = None,
+        scaled: bool | torch.Tensor = False,
+    ) -> torch.Tensor: ...
+
+
+def learnt_guidance(net: Any) -> bool:
+    """Whether ``net`` has guidance learnt in training (a guidance embedding in its config)."""
+    return bool(getattr(getattr(net, "config", None), "guidance_embed", False))
 
 
 def time_grid(steps: int) -> torch.Tensor:
@@ -25,11 +60,11 @@ def time_grid(steps: int) -> torch.Tensor:
 
 
 def predict_pair(
-    net: MFMJTNetwork,
+    net: VelocityModel,
     z: torch.Tensor,
     t: torch.Tensor,
     dt: torch.Tensor,
-    pair_conditions: Conditions,
+    pair_conditions: BatchConditions,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(u_c, u_∅) from one batched forward.
 
@@ -49,10 +84,10 @@ def predict_pair(
 
 @torch.no_grad()
 def sample(
-    net: MFMJTNetwork,
+    net: VelocityModel,
     noise: torch.Tensor,
-    conditions: Conditions,
-    unconditional: Conditions | None = None,
+    conditions: BatchConditions,
+    unconditional: BatchConditions | None = None,
     *,
     steps: int = 1,
     cfg_strength: float = 1.5,
@@ -75,7 +110,7 @@ def sample(
             f"noise batch {noise.shape[0]} differs from the conditions batch {conditions.batch_size}"
         )
     if guidance_in_network is None:
-        guidance_in_network = net.config.guidance_embed
+        guidance_in_network = learnt_guidance(net)
     if guidance_in_network:
         return _sample_guidance_in_network(net, noise, conditions, grid, w, modes, progress)
     guided = needs_unconditional(w)
@@ -106,9 +141,9 @@ def sample(
 
 
 def _sample_guidance_in_network(
-    net: MFMJTNetwork,
+    net: VelocityModel,
     noise: torch.Tensor,
-    conditions: Conditions,
+    conditions: BatchConditions,
     grid: torch.Tensor,
     w: float,
     modes: tuple[str, ...],

@@ -55,11 +55,11 @@ class _StepBar:
 
 def sampling_settings(args: argparse.Namespace, recommended: SamplingSettings) -> tuple[int, float, str]:
     """(steps, ω, guidance) of ``mfmjt generate``: what the user gave, else the loaded model's
-    recommendation (ω: the recommended one at the recommended steps, else 1.5 at one step, 4.5 above)."""
-    steps = args.steps if args.steps is not None else recommended.steps
-    cfg = args.cfg if args.cfg is not None else recommended.cfg_for(steps)
-    guidance = args.guidance if args.guidance is not None else recommended.guidance
-    return steps, cfg, guidance
+    recommendation (:meth:`mfmjt.request.Sampling.resolve`)."""
+    from mfmjt.request import Sampling
+
+    resolved = Sampling(args.steps, args.cfg, args.guidance).resolve(recommended)
+    return resolved.steps, resolved.cfg_strength, resolved.guidance
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -95,13 +95,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from mfmjt.request import GenerationRequest, Limits
 
     try:  # the settings once, before any video: the same check as the pipeline and the demo
-        checked = GenerationRequest(**{**settings, "prompt": settings["prompt"] or "-"}).validate(
-            Limits(max_steps=MAX_STEPS), pipe.objective
+        GenerationRequest(**{**settings, "prompt": settings["prompt"] or "-"}).validate(
+            Limits(max_steps=MAX_STEPS), pipe.recommended
         )
     except ValueError as err:
         logger.error("%s", err)
         return 2
-    settings["cfg_strength"] = checked.cfg_strength  # resolves the default ω for the model and steps
     failures = 0
     jobs: list[Path | None] = list(videos) if videos else [None]
     for video in tqdm(jobs, desc="generating", unit="clip", disable=len(jobs) < 2):

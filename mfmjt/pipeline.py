@@ -156,7 +156,7 @@ class Pipeline:
             raise ValueError(
                 f"codec sample rate {features.codec.sample_rate} != {self.audio_mode.sample_rate}"
             )
-        self.max_duration = float(max_duration)
+        self.max_duration = check_max_duration(max_duration)
         # seconds per window for clips longer than this (None: the network's latent_seq_len)
         self.window_seconds = window_seconds
         self.model_config = model_config  # what config.json said, when loaded from a model directory
@@ -764,13 +764,37 @@ def _settings(request: GenerationRequest, in_network: bool) -> dict[str, Any]:
     )
 
 
+def _model_name(name: Any) -> str:
+    """``name`` as text, or a one-sentence error."""
+    if isinstance(name, Path):
+        name = str(name)
+    if not isinstance(name, str) or not name.strip():
+        shown = "nothing" if name is None else f"{type(name).__name__} {name!r}"[:60]
+        raise ValueError(
+            f"the model must be named: 'default', an MMAudio network, a model directory or a HF repo id "
+            f"(got {shown})"
+        )
+    return name
+
+
+def check_max_duration(value: Any) -> float:
+    """``max_duration`` as seconds, at least one Synchformer segment (0.64 s), or a one-sentence error."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError, OverflowError):
+        seconds = math.nan
+    if isinstance(value, bool) or not (math.isfinite(seconds) and seconds >= MIN_DURATION):
+        raise ValueError(
+            f"max_duration must be a number of seconds, at least {MIN_DURATION:g}; got {value!r}"
+        )
+    return seconds
+
+
 def _video_file(video: str | Path) -> Path:
     """``video`` as an existing file, or a one-sentence error (a folder, a missing file)."""
     path = Path(video)
     if path.is_dir():
-        raise media.MediaError(
-            f"{path} is a folder, not a video: give one video file (the CLI takes folders)"
-        )
+        raise media.MediaError(f"{path} is a folder, not a video: give one video file")
     return media.check_file(path)
 
 
@@ -892,6 +916,8 @@ def load_pipeline(
 
     ``precision`` ("auto", "fp32", "bf16", "fp16") and ``compile`` select the fast path
     (:mod:`mfmjt.acceleration`); call :meth:`Pipeline.warm_up` after loading when compiling."""
+    name = _model_name(name)
+    max_duration = check_max_duration(max_duration)
     kwargs: dict[str, Any] = dict(
         device=device, dtype=dtype, max_duration=max_duration, precision=precision, compile=compile
     )

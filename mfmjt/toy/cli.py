@@ -74,9 +74,16 @@ def add_evaluate_arguments(ev: argparse.ArgumentParser) -> None:
         "validation set). Training scenes use seeds below 1000000",
     )
     ev.add_argument("--duration", type=float, default=4.0, help="seconds per clip")
-    ev.add_argument("--steps", type=int, default=1)
-    ev.add_argument("--cfg", type=float, default=None, help="ω (default 1.5 at one step, else 4.5)")
-    ev.add_argument("--guidance", choices=["standard", "scaled", "both"], default="scaled")
+    ev.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    ev.add_argument(
+        "--cfg",
+        type=float,
+        default=None,
+        help="ω (default: the model's at its steps, else 1.5 at one step, 4.5)",
+    )
+    ev.add_argument(
+        "--guidance", choices=["standard", "scaled", "both"], default=None, help="default: the model's"
+    )
     ev.add_argument(
         "--seed",
         type=int,
@@ -103,10 +110,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from mfmjt.toy.evaluate import EvalSettings, run_evaluation, summary_lines
 
     torch.set_num_threads(args.threads)
-    cfg = args.cfg if args.cfg is not None else (1.5 if args.steps == 1 else 4.5)
     settings = EvalSettings(
         args.steps,
-        cfg,
+        args.cfg,
         args.guidance,
         use_caption=not args.no_caption,
         seed=args.seed,

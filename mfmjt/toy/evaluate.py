@@ -55,17 +55,29 @@ CACHE_VERSION = 1
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """How clips are generated. ``use_caption``: the scene's caption is the prompt (as in training)."""
+    """How clips are generated. ``use_caption``: the scene's caption is the prompt (as in training).
+    ``steps``, ``cfg`` and ``guidance`` None are the model's (:meth:`resolve`, as ``Pipeline.generate``)."""
 
-    steps: int = 1
-    cfg: float = 1.5
-    guidance: str = "scaled"  # "standard" | "scaled" | "both"
+    steps: int | None = None
+    cfg: float | None = None
+    guidance: str | None = None  # "standard" | "scaled" | "both"
     use_caption: bool = True
     seed: int = 0  # the clip of scene s uses generation seed ``seed + s``
     guidance_in_network: bool | None = None  # None: the model's own way (see Pipeline.generate)
 
+    def resolve(self, pipeline: Any) -> EvalSettings:
+        """A copy with the sampling settings left None filled from ``pipeline.recommended``."""
+        from dataclasses import replace
+
+        from mfmjt.request import Sampling
+
+        s = Sampling(self.steps, self.cfg, self.guidance).resolve(pipeline.recommended)
+        return replace(self, steps=s.steps, cfg=s.cfg_strength, guidance=s.guidance)
+
     @property
     def label(self) -> str:
+        if self.steps is None or self.cfg is None or self.guidance is None:
+            return "the model's sampling settings"
         label = f"{self.steps} step{'s' if self.steps > 1 else ''}, ω={self.cfg:g}, {self.guidance}"
         return label + (", two-pass CFG" if self.guidance_in_network is False else "")
 
@@ -193,6 +205,7 @@ def evaluate_model(
     mode (two for ``guidance="both"``). Deterministic: scene ``s`` uses seed ``settings.seed + s``."""
     if not scenes:
         raise ValueError("no scenes to evaluate")
+    settings = settings.resolve(pipeline)
     durations = {s.duration for s in scenes}
     # warm up (tokenizer, allocator) on a text-only request so the first clip's time is not inflated
     pipeline.generate(prompt="warm up", duration=min(durations), steps=1, cfg_strength=1.0)

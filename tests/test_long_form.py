@@ -10,6 +10,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from helpers import cfr, write_video
 from stacks import small_random_pipeline
 
 from mfmjt import long_form, media
@@ -200,21 +201,23 @@ def test_a_window_past_the_end_comes_back_short_and_one_beyond_it_is_an_error(sc
 def test_a_window_a_frame_short_of_the_end_holds_the_last_frame_and_one_far_short_stops(
     default_pipe, scene_12s
 ):
+    def windows_of(plan):
+        decoded = media.decode_video_windows(scene_12s, default_pipe._spans(plan))
+        return default_pipe._video_windows(plan, decoded, {})
+
     ends_at_video_end = WindowPlan(375, 125, 31, (long_form.Window(0, 250, 375),))  # 8 s + 4 s
-    clip_f, sync_f, latents, _ = next(
-        long_form._video_windows(default_pipe, scene_12s, ends_at_video_end, {})
-    )
+    clip_f, sync_f, latents, _ = next(windows_of(ends_at_video_end))
     # the frames end at 11.96 s: 99 sync targets, the 100th holds the last frame
     assert latents == 125 and clip_f.shape[1] == 32 and sync_f.shape[1] == 88  # as for any 4 s window
     past_the_end = WindowPlan(385, 125, 31, (long_form.Window(0, 260, 385),))  # 8.32 s + 4 s
-    windows = list(long_form._video_windows(default_pipe, scene_12s, past_the_end, {}))
+    windows = list(windows_of(past_the_end))
     assert [w[2] for w in windows] == [114]  # ceil(3.64 s x 31.25): generated short, then stop
 
 
 # -------------------------------------------------------------------------------- generation: short
 def test_clips_within_the_training_length_take_the_unchanged_path(small_pipe, monkeypatch):
     called = []
-    monkeypatch.setattr(long_form, "generate_long_form", lambda *a, **k: called.append(1))
+    monkeypatch.setattr(type(small_pipe), "_generate_windows", lambda *a, **k: called.append(1))
     res = small_pipe.generate(prompt="rain", duration=1.6, cfg_strength=2.0, guidance="standard", seed=4)
     assert not called and "windows" not in res.settings  # 1.6 s = 50 latent frames: one window
     req = small_pipe.prepare(prompt="rain", duration=1.6, seed=4)
@@ -338,3 +341,42 @@ def test_a_two_minute_video_gives_audio_for_its_whole_length_without_seams(
     assert len(plan.windows) == 40 and seen == [(k, 40) for k in range(1, 41)]
     assert res.duration == 119.96 and res.audio["scaled"].shape == (1_919_360,)  # 119.96 s exactly
     _check_seams(res, windows, plan, tolerance_db=2.0)
+
+
+# ------------------------------------------------------------------ one measure of length, one decode
+def _clip_at(tmp_path, fps: int, seconds: float = 20.0):
+    """A ``seconds`` clip at ``fps``: H.264 mp4, or a gif at 10 fps (frames shown 0.1 s each)."""
+    gif = fps == 10
+    path = tmp_path / f"clip_{fps}fps.{'gif' if gif else 'mp4'}"
+    codec, pix_fmt = ("gif", "rgb8") if gif else ("libx264", "yuv420p")
+    return write_video(path, cfr(fps, seconds), (64, 48), codec, fps, pix_fmt=pix_fmt)
+
+
+@pytest.mark.parametrize("fps", [1, 5, 10])
+def test_low_frame_rate_clips_longer_than_a_window_give_audio_for_the_whole_video(small_pipe, tmp_path, fps):
+    # the last frame of a 1, 5 or 10 fps clip is shown 1, 0.2 or 0.1 s: the video lasts to its end (20 s),
+    # measured alike from packets (the window plan) and from decoded frames (one window)
+    path = _clip_at(tmp_path, fps)
+    assert media.probe_video_duration(path) == 20.0
+    assert media.decode_video(path, max_duration=300).duration == 20.0
+    res = small_pipe.generate(video=path, seed=1, cfg_strength=1.0)
+    assert res.settings["windows"] > 1 and res.duration == 20.0 and res.message == ""
+    assert res.audio["scaled"].shape == (20 * SR,)
+    assert np.abs(res.audio["scaled"][-SR // 10 :]).max() > 0  # audio up to the end
+
+
+def test_a_long_clip_is_decoded_once_and_not_again_when_decoded_is_given(small_pipe, tmp_path, monkeypatch):
+    path = write_video(tmp_path / "c.mp4", cfr(12, 5.0), (64, 48), "libx264", 12)
+    from mfmjt.media import frames
+
+    passes = []
+    loop = frames._decode_grids
+    monkeypatch.setattr(frames, "_decode_grids", lambda *a, **k: passes.append(1) or loop(*a, **k))
+    direct = small_pipe.generate(video=path, seed=3, cfg_strength=1.0)
+    assert len(passes) == 1 and direct.settings["windows"] > 1 and direct.duration == 5.0
+    decoded = small_pipe.decode_video(path)
+    assert len(passes) == 2 and len(decoded.windows) == direct.settings["windows"]
+    again = small_pipe.generate(video=path, seed=3, cfg_strength=1.0, decoded=decoded)
+    assert len(passes) == 2  # generate(decoded=...) does not decode the video again
+    np.testing.assert_array_equal(again.audio["scaled"], direct.audio["scaled"])
+    assert again.timings.get("decode_video", 0.0) < 0.05

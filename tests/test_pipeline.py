@@ -14,7 +14,9 @@ from stacks import randomize, small_random_pipeline
 from mfmjt import media
 from mfmjt.guidance import guide
 from mfmjt.model import MFMJTNetwork
+from mfmjt.model_dir import ModelConfig, SamplingSettings
 from mfmjt.pipeline import Pipeline
+from mfmjt.request import Sampling
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +201,66 @@ def test_cli_generate_processes_a_folder_and_skips_unreadable_files(
         for mode in ("standard", "scaled")
         for ext in ("flac", "mp4")
     )
+
+
+# ----------------------------------------------------------------------------- sampling settings
+def test_a_flow_matching_model_given_nothing_samples_its_multi_step_recommendation(small_stack_pipeline):
+    pipe = small_stack_pipeline
+    try:
+        pipe.objective = "flow_matching"  # recommends 25 steps at ω 4.5 (SamplingSettings.for_objective)
+        calls = []
+        res = pipe.generate(prompt="rain", duration=1.0, seed=2, progress=lambda i, n: calls.append(n))
+        assert (res.settings["steps"], res.settings["cfg_strength"]) == (25, 4.5) and calls[-1] == 25
+        given = pipe.generate(
+            prompt="rain", duration=1.0, seed=2, steps=25, cfg_strength=4.5, guidance="scaled"
+        )
+        np.testing.assert_array_equal(res.audio["scaled"], given.audio["scaled"])
+        assert pipe.sampling() == pipe.sampling(25) == Sampling(25, 4.5, "scaled")
+        assert pipe.sampling(1) == Sampling(1, 1.5, "scaled")  # one step of it: ω 1.5
+    finally:
+        pipe.objective = "meanflow"
+    assert small_stack_pipeline.sampling() == Sampling(1, 1.5, "scaled")
+
+
+def test_a_model_directorys_own_recommendation_is_the_default(small_stack_pipeline):
+    pipe = small_stack_pipeline
+    own = SamplingSettings(2, 2.0, "standard")
+    try:
+        pipe.model_config = ModelConfig(network=pipe.network.config, recommended=own)
+        res = pipe.generate(prompt="rain", duration=1.0, seed=2)
+        assert list(res.audio) == ["standard"] and (res.settings["steps"], res.settings["cfg_strength"]) == (
+            2,
+            2.0,
+        )
+    finally:
+        pipe.model_config = None
+
+
+# ------------------------------------------------------------------------ plain sentences for misuse
+@pytest.mark.parametrize(
+    "name,kwargs,message",
+    [
+        (None, {}, r"the model must be named: .* \(got nothing\)"),
+        ("", {}, "the model must be named"),
+        (["default"], {}, "the model must be named"),
+        ("default", dict(max_duration=0), "max_duration must be at least 0.64 seconds, got 0"),
+        ("default", dict(max_duration=-5.0), "max_duration must be at least"),
+        ("default", dict(max_duration=float("nan")), "max_duration must be at least 0.64 seconds, got nan"),
+        ("default", dict(max_duration="long"), "max_duration must be at least"),
+    ],
+)
+def test_load_pipeline_refuses_bad_arguments_in_one_sentence(name, kwargs, message):
+    from mfmjt.pipeline import load_pipeline
+
+    with pytest.raises(ValueError, match=message) as info:
+        load_pipeline(name, **kwargs)
+    assert "\n" not in str(info.value) and not isinstance(info.value, (TypeError, AttributeError))
+
+
+def test_generate_refuses_a_folder_or_a_missing_file_in_one_sentence(small_stack_pipeline, tmp_path):
+    with pytest.raises(media.MediaError, match="is a folder, not a video: give one video file"):
+        small_stack_pipeline.generate(video=tmp_path)
+    with pytest.raises(media.MediaError, match="file not found"):
+        small_stack_pipeline.generate(video=tmp_path / "missing.mp4")
+    with pytest.raises(media.MediaError, match="is a folder"):
+        small_stack_pipeline.decode_video(tmp_path)

@@ -102,7 +102,7 @@ class _Resized:
 
     def __init__(self, transform: Any, size: int) -> None:
         self.transform, self.size = transform, size
-        self.done: dict[int, torch.Tensor] = {}  # index -> [3, size, size] (channels-last strides)
+        self.done: dict[int, torch.Tensor] = {}  # index -> [size, size, 3]
         self._pending: list[tuple[int, np.ndarray]] = []
         self._pending_bytes = 0
         self.last: int | None = None  # index of the newest source frame added
@@ -122,7 +122,8 @@ class _Resized:
         if self._pending:
             # [T, 3, H, W] with channels-last strides, as MMAudio builds it (and fast for uint8 resizes)
             batch = torch.from_numpy(np.stack([image for _, image in self._pending])).permute(0, 3, 1, 2)
-            for (index, _), frame in zip(self._pending, self.transform(batch), strict=True):
+            resized = self.transform(batch).permute(0, 2, 3, 1).contiguous()  # [T, size, size, 3]
+            for (index, _), frame in zip(self._pending, resized, strict=True):
                 self.done[index] = frame
             self._pending, self._pending_bytes = [], 0
 
@@ -131,11 +132,8 @@ class _Resized:
         self._flush()
         if not indices:
             return torch.zeros((0, 3, self.size, self.size), dtype=torch.uint8)
-        unique = sorted(set(indices))
-        stacked = torch.stack([self.done[i].permute(1, 2, 0) for i in unique])  # [U, size, size, 3]
-        where = {i: k for k, i in enumerate(unique)}
-        pick = torch.tensor([where[i] for i in indices])
-        return stacked[pick].permute(0, 3, 1, 2).contiguous()
+        frames = torch.stack([self.done[i] for i in indices])  # [len, size, size, 3]
+        return frames.permute(0, 3, 1, 2).contiguous()
 
     def forget_before(self, index: int) -> None:
         for i in [i for i in self.done if i < index]:

@@ -579,3 +579,18 @@ def test_mux_failure_leaves_no_file_behind(tmp_path: Path) -> None:
     with pytest.raises(MediaError, match="no video stream"):
         mux_audio_into_video(sound, tone(1.0, 16_000), 16_000, outdir / "x.mp4", 1.0)
     assert not outdir.exists() or list(outdir.iterdir()) == []
+
+
+def test_a_request_beyond_the_work_budget_is_refused_before_decoding(
+    video: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mfmjt.media import check_work, container
+
+    check_work("x.mp4", 3840, 2160, 30.0, 30.0)  # 4K at 30 fps for 30 s fits
+    with pytest.raises(MediaError, match=r"3840x2160 pixels at 30 fps: 40.0 s .* at most 34.1 s"):
+        check_work("x.mp4", 3840, 2160, 30.0, 40.0)
+    path = video("h264_25fps_1.28s")  # 320 x 180 at 25 fps
+    monkeypatch.setattr(container, "MAX_REQUEST_PIXELS", 320 * 180 * 25 * 1.0)  # one second of it
+    with pytest.raises(MediaError, match="more than one request may decode; ask for at most 1.0 s"):
+        decode_video(path)
+    assert decode_video(path, 0.64).duration == 0.64

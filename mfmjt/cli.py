@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mfmjt.media import VIDEO_SUFFIXES
 from mfmjt.model_dir import SamplingSettings
+from mfmjt.resolve import accepted_names
 from mfmjt.toy.cli import add_evaluate_arguments, add_extract_arguments, add_toy_commands
 
 logger = logging.getLogger("mfmjt")
@@ -126,9 +127,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from mfmjt.hub import convert_command
+    from mfmjt.resolve import convert_model
 
-    out = convert_command(args.checkpoint, args.out, variant=args.variant)
+    out = convert_model(args.checkpoint, args.out, variant=args.variant)
     logger.info("wrote %s", out)
     return 0
 
@@ -162,9 +163,9 @@ def cmd_deepen(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mfmjt.train import TrainConfig, train
+    from mfmjt.train import train, train_config_from_args
 
-    out = train(TrainConfig.from_args(args))
+    out = train(train_config_from_args(args))
     logger.info("training output: %s", out)
     return 0
 
@@ -212,8 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--model",
         default="default",
-        help="'default', an MMAudio network (mmaudio-small-16k, mmaudio-small-44k, mmaudio-medium-44k, "
-        "mmaudio-large-44k, mmaudio-large-44k-v2), a model directory or a HF repo id",
+        help=accepted_names(),
     )
     gen.add_argument("--device", default=None)
     gen.add_argument(
@@ -236,13 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", default="outputs")
     gen.set_defaults(func=cmd_generate)
 
-    conv = sub.add_parser("convert", help="MMAudio .pth network -> model.safetensors + config.json")
-    conv.add_argument(
-        "checkpoint",
-        help="MMAudio network .pth, or a network name (mmaudio-small-16k, ..., mmaudio-large-44k-v2)",
+    conv = sub.add_parser(
+        "convert",
+        help="any model (an MMAudio .pth or name, ...) -> a model directory (config.json + weights)",
     )
+    conv.add_argument("checkpoint", help=f"the model: {accepted_names()}")
     conv.add_argument("out")
-    conv.add_argument("--variant", default=None, help="network variant (default: inferred from shapes)")
+    conv.add_argument(
+        "--variant", default=None, help="network variant of a checkpoint file (default: inferred from shapes)"
+    )
     conv.set_defaults(func=cmd_convert)
 
     ext = sub.add_parser("extract", help="media + captions (or synthetic scenes) -> feature store")

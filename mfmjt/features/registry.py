@@ -81,7 +81,7 @@ def _owns_offline(stack: FeatureStack) -> bool:
 
 def _mmaudio_loader(name: str) -> Loader:
     def load(directory: Path, params: Mapping[str, Any], device: torch.device | str) -> FeatureStack:
-        from mfmjt.pipeline import load_mmaudio_features
+        from mfmjt.features.mmaudio import load_mmaudio_features
 
         return load_mmaudio_features(name, device or "cpu")
 
@@ -103,6 +103,7 @@ def _nothing_to_write(stack: FeatureStack, directory: Path) -> tuple[dict[str, A
 
 register(FeatureKind("offline", 16_000, _load_offline, _save_offline, _owns_offline))
 # MMAudio's CLIP, Synchformer, VAE and vocoder: public weights, resolved through mfmjt.hub
+# (mfmjt.features.mmaudio)
 for _name, _rate in (("mmaudio_16k", 16_000), ("mmaudio_44k", 44_100)):
     register(
         FeatureKind(

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 
 from mfmjt import hub
 from mfmjt.config import VARIANTS, NetworkConfig
+from mfmjt.convert import convert_mmaudio_checkpoint, infer_variant
 from mfmjt.hub import (
     CACHE_ENV,
     WEIGHTS_DIR_ENV,
@@ -32,12 +33,11 @@ from mfmjt.hub import (
     WeightsDownloadError,
     WeightsOfflineError,
     WeightsUnavailableError,
-    convert_mmaudio_checkpoint,
-    infer_variant,
     pipeline_weights,
     resolve_file,
 )
-from mfmjt.model.network import MFMJTNetwork, read_metadata
+from mfmjt.model.network import MFMJTNetwork
+from mfmjt.model_dir import load_network, read_metadata
 
 GOLDENS = Path(__file__).parent / "goldens"
 PAYLOAD = b"fake MMAudio weights\n" * 5000  # ~100 kB: several reads, still instant
@@ -332,7 +332,7 @@ def test_convert_golden_checkpoint_infers_variant_and_round_trips(tmp_path: Path
     meta = read_metadata(out)
     assert meta["objective"] == "flow_matching"
     assert meta["variant"] == "tiny" and meta["source"] == pth.name
-    net = MFMJTNetwork.from_pretrained(out)
+    net = load_network(out)
     assert net.config == NetworkConfig.variant("tiny")
     loaded = net.state_dict()
     for key, value in state.items():

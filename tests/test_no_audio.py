@@ -25,7 +25,7 @@ from mfmjt.data.feature_stacks import ResolvedStack
 from mfmjt.feature_store import FeatureStore
 from mfmjt.features import registry
 from mfmjt.model import MFMJTNetwork, NetworkConfig
-from mfmjt.model.network import read_metadata
+from mfmjt.model_dir import read_metadata, save_network
 from mfmjt.pipeline import load_pipeline
 
 DURATION = 1.0  # 8 CLIP frames, 16 sync tokens, 32 latents at 16 kHz
@@ -55,7 +55,7 @@ def small_stack(monkeypatch: pytest.MonkeyPatch) -> ResolvedStack:
 def teacher_dir(tmp_path: Path) -> Path:
     net = MFMJTNetwork(NetworkConfig.variant("tiny", **TEACHER))
     randomize(net, 5)
-    return net.save_pretrained(tmp_path / "teacher", objective="flow_matching", variant="tiny")
+    return save_network(net, tmp_path / "teacher", objective="flow_matching", variant="tiny")
 
 
 def distill_args(teacher: Path, store: Path, out: Path, steps: int = 3) -> list[str]:

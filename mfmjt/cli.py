@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mfmjt.hub import WeightsUnavailableError
 from mfmjt.media import VIDEO_SUFFIXES
 from mfmjt.model_dir import SamplingSettings
 from mfmjt.resolve import accepted_names
@@ -187,7 +189,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mfmjt", description="MF-MJT video-to-audio and text-to-audio")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug-level log messages")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the Python traceback of errors too (also {DEBUG_ENV}=1); without it an error is one line",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate audio for videos (or a prompt)")
@@ -297,12 +304,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors a user can cause (a missing or unusable file, a bad name, flag or value, weights that cannot be
+# fetched, too little memory): reported in one line on stderr with a non-zero exit. Anything else is a
+# bug and keeps its traceback; --debug (or MFMJT_DEBUG=1) shows the traceback of user errors too.
+DEBUG_ENV = "MFMJT_DEBUG"
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, MemoryError, WeightsUnavailableError)
+
+
+def error_text(err: BaseException) -> str:
+    """What went wrong, for a person: the message (a bare OSError names its file and reason)."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    text = str(err).strip()
+    if isinstance(err, KeyError) and text.startswith(("'", '"')):
+        text = text[1:-1]
+    return text or type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
-    return args.func(args)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        print(f"mfmjt {args.command}: error: {error_text(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"mfmjt {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

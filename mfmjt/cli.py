@@ -72,8 +72,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     videos = _video_inputs(args.video)
     if not videos and not args.prompt:
-        logger.error("give --video (files or folders) and/or --prompt")
-        return 2
+        raise ValueError("give --video (files or folders) and/or --prompt")
     pipe = load_pipeline(
         args.model,
         device=args.device,
@@ -97,13 +96,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from mfmjt.pipeline import MAX_STEPS
     from mfmjt.request import GenerationRequest, Limits
 
-    try:  # the settings once, before any video: the same check as the pipeline and the demo
-        checked = GenerationRequest(**{**settings, "prompt": settings["prompt"] or "-"}).validate(
-            Limits(max_steps=MAX_STEPS), pipe.objective
-        )
-    except ValueError as err:
-        logger.error("%s", err)
-        return 2
+    # the settings once, before any video: the same check as the pipeline and the demo
+    checked = GenerationRequest(**{**settings, "prompt": settings["prompt"] or "-"}).validate(
+        Limits(max_steps=MAX_STEPS), pipe.objective
+    )
     settings["cfg_strength"] = checked.cfg_strength  # resolves the default ω for the model and steps
     failures = 0
     jobs: list[Path | None] = list(videos) if videos else [None]
@@ -333,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"mfmjt {args.command}: error: {error_text(err)}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(err, ValueError) else 1  # 2: a bad input or option, as argparse's
     except KeyboardInterrupt:
         print(f"mfmjt {args.command}: interrupted", file=sys.stderr)
         return 130

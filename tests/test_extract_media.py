@@ -465,7 +465,7 @@ def test_a_folder_that_is_not_an_extraction_is_not_touched(
 
 # ------------------------------------------------------------------------------------- CLI
 def test_cli_with_a_model_directory_stack(
-    tmp_path: Path, video_set: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, video_set: tuple[Path, Path], capsys: pytest.CaptureFixture
 ) -> None:
     videos, tsv = video_set
     out = tmp_path / "store"
@@ -484,9 +484,8 @@ def test_cli_with_a_model_directory_stack(
 
     bad = tmp_path / "bad.tsv"
     bad.write_text("id\tlabel\ndog\tx\ndog\ty\n")
-    with caplog.at_level(logging.ERROR):
-        code = main(["extract", "--videos", str(videos), "--tsv", str(bad), "--out", str(tmp_path / "s2")])
-    assert code == 2 and "line 3: id 'dog' repeats line 2" in caplog.text
+    code = main(["extract", "--videos", str(videos), "--tsv", str(bad), "--out", str(tmp_path / "s2")])
+    assert code == 2 and "line 3: id 'dog' repeats line 2" in capsys.readouterr().err
 
 
 def test_unavailable_choices_say_so(

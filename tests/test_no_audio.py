@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +139,7 @@ def test_silent_videos_extract_without_audio_then_distil_and_generate(
 
 
 def test_prompts_alone_extract_then_distil_and_generate(
-    tmp_path: Path, small_stack: ResolvedStack, teacher_dir: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, small_stack: ResolvedStack, teacher_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
     rows = [("p0", "a dog barks"), ("p1", "waves on a beach"), ("p2", "an old clock ticks")]
     prompts = write_tsv(tmp_path / "prompts.tsv", "id\tcaption", rows)
@@ -157,10 +156,12 @@ def test_prompts_alone_extract_then_distil_and_generate(
     np.testing.assert_allclose(store[2]["text_f"].numpy(), text_ref.numpy(), rtol=1e-4, atol=2e-5)
     assert (store_dir / "failed.tsv").read_text() == "id\treason\tdetail\n"
 
-    with caplog.at_level(logging.ERROR):  # refused combinations, before anything is read
-        assert main([*argv[:5], "--layout", "mmaudio"]) == 2
-        assert main([*argv[:5], "--tsv", str(prompts)]) == 2
-    assert "native layout only" in caplog.text and "leave out --tsv" in caplog.text
+    capsys.readouterr()
+    # refused combinations, before anything is read
+    assert main([*argv[:5], "--layout", "mmaudio"]) == 2
+    assert main([*argv[:5], "--tsv", str(prompts)]) == 2
+    err = capsys.readouterr().err
+    assert "native layout only" in err and "leave out --tsv" in err
 
     run = tmp_path / "run"
     assert main(distill_args(teacher_dir, store_dir, run)) == 0

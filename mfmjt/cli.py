@@ -154,7 +154,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_deepen(args: argparse.Namespace) -> int:
-    from mfmjt.model.growth import deepen_model_dir
+    from mfmjt.growth import deepen_model_dir
 
     deepen_model_dir(args.model, args.out, args.extra_blocks, seed=args.seed)
     return 0

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from mfmjt.config import NetworkConfig
+from mfmjt.config import FEATURE_KIND_RATES, NetworkConfig
 from mfmjt.guidance import check_cfg_strength, check_guidance
 from mfmjt.model.network import MFMJTNetwork
 
@@ -208,13 +208,8 @@ def flat_metadata(config: ModelConfig) -> dict[str, Any]:
 
 
 def _kind_sample_rate(kind: str) -> int:
-    """The sample rate of a registered feature kind (16 kHz for a kind this mfmjt does not know)."""
-    from mfmjt.features.registry import feature_kind
-
-    try:
-        return feature_kind(kind).sample_rate
-    except ValueError:
-        return 16_000
+    """The sample rate of a built-in feature kind (16 kHz for a kind this mfmjt does not know)."""
+    return FEATURE_KIND_RATES.get(kind, 16_000)
 
 
 def _check_objective(objective: str) -> None:

@@ -7,8 +7,8 @@ import torch
 
 from mfmjt.cli import main
 from mfmjt.config import NetworkConfig
+from mfmjt.growth import deepen_audio_blocks
 from mfmjt.model import MFMJTNetwork
-from mfmjt.model.growth import deepen_audio_blocks
 from mfmjt.model_dir import load_network, read_model_config, save_network
 
 

@@ -1,4 +1,9 @@
-"""Command line: ``mfmjt generate | convert | extract | train | export | deepen | evaluate | toy``."""
+"""Command line: ``mfmjt generate | convert | extract | train | distill | export | deepen | toy``.
+
+``mfmjt evaluate`` and ``mfmjt extract`` without ``--videos``/``--audios``/``--prompts`` are the toy
+domain's, kept as deprecated spellings of ``mfmjt toy evaluate`` and ``mfmjt toy extract``. Every
+command that takes a model takes any name :func:`mfmjt.resolve.resolve_model` does.
+"""
 
 from __future__ import annotations
 
@@ -140,6 +145,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
         return run_media_extract(args)
     from mfmjt.toy.cli import run_extract
 
+    logger.warning(
+        "mfmjt extract without --videos/--audios/--prompts makes toy scenes: this spelling is deprecated, "
+        "use mfmjt toy extract"
+    )
     return run_extract(args)
 
 
@@ -180,6 +189,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``mfmjt evaluate``: the toy domain's held-out evaluation, same as ``mfmjt toy evaluate``."""
     from mfmjt.toy.cli import run_evaluate
 
+    logger.warning(
+        "mfmjt evaluate is the toy domain's evaluation: this spelling is deprecated, use mfmjt toy evaluate"
+    )
     return run_evaluate(args)
 
 
@@ -250,7 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     conv.set_defaults(func=cmd_convert)
 
-    ext = sub.add_parser("extract", help="media + captions (or synthetic scenes) -> feature store")
+    ext = sub.add_parser(
+        "extract",
+        help="media + captions -> feature store (without --videos/--audios/--prompts: toy scenes, deprecated "
+        "spelling of mfmjt toy extract)",
+    )
     add_extract_arguments(ext)
     ext.set_defaults(duration=None, workers=None)  # 4 s / 1 process for scenes, 8 s / 4 for media
     from mfmjt.data.extract_cli import add_media_arguments
@@ -292,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     deep.add_argument("--seed", type=int, default=0, help="initialisation of the new blocks' other weights")
     deep.set_defaults(func=cmd_deepen)
 
-    ev = sub.add_parser("evaluate", help="onset F1, pitch, Fréchet distance, RTF on held-out scenes")
+    ev = sub.add_parser(
+        "evaluate", help="deprecated spelling of mfmjt toy evaluate (the toy domain's metrics)"
+    )
     add_evaluate_arguments(ev)
     ev.set_defaults(func=cmd_evaluate)
 

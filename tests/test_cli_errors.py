@@ -119,3 +119,19 @@ def test_a_missing_required_flag_is_argparses_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--out", "x"])
     assert exit_info.value.code == 2 and "--store" in capsys.readouterr().err
+
+
+def test_an_unusable_video_is_a_value_error_in_the_api_and_a_reported_skip_at_the_cli(bad, capsys, caplog):
+    """Media errors are ValueErrors so that callers (the CLI, the demo) treat them as the user's: the API
+    raises one naming the file; ``mfmjt generate`` skips that input with the reason and exits 1."""
+    from mfmjt.pipeline import load_pipeline
+
+    with pytest.raises(ValueError, match="notavideo.mp4"):
+        load_pipeline("default", device="cpu").generate(video=bad / "notavideo.mp4")
+    with caplog.at_level("ERROR"):
+        code = main(["generate", "--video", str(bad / "notavideo.mp4"), str(bad / "videos" / "clip.mp4"),
+                     "--audio-only", "--out", str(bad / "gen")])  # fmt: skip
+    assert code == 1 and "Traceback" not in capsys.readouterr().err
+    assert "skipped notavideo.mp4" in caplog.text and "1 of 2 inputs failed" in caplog.text
+    written = sorted(p.name for p in (bad / "gen").iterdir())
+    assert written and all(name.startswith("clip_") for name in written)  # the usable input was made

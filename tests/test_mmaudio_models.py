@@ -468,7 +468,9 @@ def test_a_saved_model_on_the_44k_features_loads_and_generates_at_44_1_khz(tmp_p
         asked.append(name)
         return FeatureStack(small.clip, small.sync, small.text, codec)
 
-    monkeypatch.setattr(pipeline, "load_mmaudio_features", fake_stack)
+    import mfmjt.features.mmaudio
+
+    monkeypatch.setattr(mfmjt.features.mmaudio, "load_mmaudio_features", fake_stack)
     config = NetworkConfig.variant("tiny", latent_dim=40, clip_dim=32, sync_dim=48, text_dim=32)
     save_network(MFMJTNetwork(config), tmp_path / "model", features={"kind": "mmaudio_44k"})
     pipe = pipeline.load_pipeline(str(tmp_path / "model"), device="cpu")

@@ -78,4 +78,14 @@ def test_mfmjt_deepen_keeps_metadata_and_companion_files(tmp_path):
             deeper(x, c, s, t, 0.7, 0.2), net(x, c, s, t, 0.7, 0.2), rtol=1e-5, atol=1e-5
         )
     with pytest.raises(FileExistsError, match="not empty"):
-        main(["deepen", str(tmp_path / "small"), "--extra-blocks", "1", "--out", str(tmp_path / "deep")])
+        main(
+            [
+                "--debug",
+                "deepen",
+                str(tmp_path / "small"),
+                "--extra-blocks",
+                "1",
+                "--out",
+                str(tmp_path / "deep"),
+            ]
+        )

@@ -115,12 +115,12 @@ def test_silent_videos_extract_without_audio_then_distil_and_generate(
     np.testing.assert_allclose(store[1]["clip_f"].numpy(), clip_ref.numpy(), rtol=1e-4, atol=2e-5)
     np.testing.assert_allclose(store[1]["text_f"].numpy(), text_ref.numpy(), rtol=1e-4, atol=2e-5)
     with pytest.raises(ValueError, match="with --x-source teacher"):
-        main([*distill_args(teacher_dir, store_dir, tmp_path / "x"), "--x-source", "store"])
+        main(["--debug", *distill_args(teacher_dir, store_dir, tmp_path / "x"), "--x-source", "store"])
 
     run = tmp_path / "run"
     with pytest.raises(ValueError, match=f"feature store {store_dir} {REFUSAL}"):
-        main(["train", "--store", str(store_dir), "--out", str(run), "--variant", "tiny", "--steps", "2",
-              *(f"--network={k}={v}" for k, v in TEACHER.items()), "--no-progress"])  # fmt: skip
+        main(["--debug", "train", "--store", str(store_dir), "--out", str(run), "--variant", "tiny",
+              "--steps", "2", *(f"--network={k}={v}" for k, v in TEACHER.items()), "--no-progress"])  # fmt: skip
     assert not (run / "checkpoint_last.pt").exists()
 
     assert main(distill_args(teacher_dir, store_dir, run)) == 0

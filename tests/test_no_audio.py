@@ -120,7 +120,8 @@ def test_silent_videos_extract_without_audio_then_distil_and_generate(
     run = tmp_path / "run"
     with pytest.raises(ValueError, match=f"feature store {store_dir} {REFUSAL}"):
         main(["--debug", "train", "--store", str(store_dir), "--out", str(run), "--variant", "tiny",
-              "--steps", "2", *(f"--network={k}={v}" for k, v in TEACHER.items()), "--no-progress"])  # fmt: skip
+              "--steps", "2", *(f"--network={k}={v}" for k, v in TEACHER.items()),
+              "--no-progress"])  # fmt: skip
     assert not (run / "checkpoint_last.pt").exists()
 
     assert main(distill_args(teacher_dir, store_dir, run)) == 0

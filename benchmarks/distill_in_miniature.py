@@ -36,11 +36,12 @@ def teacher_init(out: Path) -> Path:
     folded away: a flow-matching starting point (it still has to be trained as one)."""
     from mfmjt.distill import fold_dt_embedding
     from mfmjt.model import MFMJTNetwork
-    from mfmjt.model.network import GUIDANCE_EMBED_PREFIX, read_metadata
+    from mfmjt.model.network import GUIDANCE_EMBED_PREFIX
+    from mfmjt.model_dir import load_network, read_metadata, save_network
     from mfmjt.pipeline import default_model_dir
 
     src = default_model_dir()
-    default = fold_dt_embedding(MFMJTNetwork.from_pretrained(src))
+    default = fold_dt_embedding(load_network(src))
     cfg = default.config.to_dict() | {"guidance_embed": False}
     from mfmjt.config import NetworkConfig
 
@@ -48,7 +49,8 @@ def teacher_init(out: Path) -> Path:
     state = {k: v for k, v in default.state_dict().items() if not k.startswith(GUIDANCE_EMBED_PREFIX)}
     net.load_mmaudio_state_dict(state)
     meta = read_metadata(src)
-    net.save_pretrained(
+    save_network(
+        net,
         out,
         objective="flow_matching",
         variant="tiny",
@@ -65,13 +67,12 @@ def fold(model_dir: Path, out: Path) -> Path:
     """A copy of a flow-matching model with its Δt embedding folded away (exactly its Δt = 0 self at
     every Δt), as distillation sees the teacher; the samplers pass Δt = step size to every model."""
     from mfmjt.distill import fold_dt_embedding
-    from mfmjt.model import MFMJTNetwork
-    from mfmjt.model.network import read_metadata
+    from mfmjt.model_dir import load_network, read_metadata, save_network
 
     meta = read_metadata(model_dir)
     meta.pop("network")
-    net = fold_dt_embedding(MFMJTNetwork.from_pretrained(model_dir))
-    net.save_pretrained(out, **meta)
+    net = fold_dt_embedding(load_network(model_dir))
+    save_network(net, out, **meta)
     for name in meta.get("features", {}).get("files", []):
         (out / name).write_bytes((model_dir / name).read_bytes())
     logger.info("wrote %s", out)

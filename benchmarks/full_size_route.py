@@ -111,7 +111,7 @@ def stage_weights(work: Path) -> None:
 
 
 def stage_scenes(work: Path, clips: int, duration: float) -> None:
-    from mfmjt.data.scene_files import write_scene_files
+    from mfmjt.toy.scene_files import write_scene_files
 
     written = write_scene_files(work / "scenes", range(clips), duration=duration + 0.2)
     if len(written.ids) < clips:

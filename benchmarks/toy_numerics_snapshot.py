@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from mfmjt import media
+from mfmjt.onsets import detect_onsets
 from mfmjt.toy.captions import caption_vocabulary
 from mfmjt.toy.codec import OfflineAudioCodec
 from mfmjt.toy.encoders import OfflineEncoderConfig
-from mfmjt.toy.onsets import detect_onsets
 from mfmjt.toy.render import write_scene_mp4
 from mfmjt.toy.scene import make_scene
 from mfmjt.toy.specs import SceneConfig

@@ -252,7 +252,9 @@ def warm_up(pipe: Any, duration: float = 8.0, steps: tuple[int, ...] | list[int]
     import tempfile
     from pathlib import Path
 
-    from mfmjt.synthetic import SceneConfig, make_scene, write_scene_mp4
+    from mfmjt.toy.render import write_scene_mp4  # any clip would do; a toy scene needs no file
+    from mfmjt.toy.scene import make_scene
+    from mfmjt.toy.specs import SceneConfig
 
     duration = min(float(duration), pipe.max_duration)
     if not duration > 0:

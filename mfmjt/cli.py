@@ -1,15 +1,23 @@
-"""Command line: ``mfmjt generate | convert | extract | train | export | deepen | evaluate | toy``."""
+"""Command line: ``mfmjt generate | convert | extract | train | distill | export | deepen | toy``.
+
+``mfmjt evaluate`` and ``mfmjt extract`` without ``--videos``/``--audios``/``--prompts`` are the toy
+domain's, kept as deprecated spellings of ``mfmjt toy evaluate`` and ``mfmjt toy extract``. Every
+command that takes a model takes any name :func:`mfmjt.resolve.resolve_model` does.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mfmjt.hub import WeightsUnavailableError
 from mfmjt.media import VIDEO_SUFFIXES
 from mfmjt.model_dir import SamplingSettings
+from mfmjt.resolve import accepted_names
 from mfmjt.toy.cli import add_evaluate_arguments, add_extract_arguments, add_toy_commands
 
 logger = logging.getLogger("mfmjt")
@@ -69,8 +77,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     videos = _video_inputs(args.video)
     if not videos and not args.prompt:
-        logger.error("give --video (files or folders) and/or --prompt")
-        return 2
+        raise ValueError("give --video (files or folders) and/or --prompt")
     pipe = load_pipeline(
         args.model,
         device=args.device,
@@ -94,13 +101,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from mfmjt.pipeline import MAX_STEPS
     from mfmjt.request import GenerationRequest, Limits
 
-    try:  # the settings once, before any video: the same check as the pipeline and the demo
-        GenerationRequest(**{**settings, "prompt": settings["prompt"] or "-"}).validate(
-            Limits(max_steps=MAX_STEPS), pipe.recommended
-        )
-    except ValueError as err:
-        logger.error("%s", err)
-        return 2
+    # the settings once, before any video: the same check as the pipeline and the demo
+    GenerationRequest(**{**settings, "prompt": settings["prompt"] or "-"}).validate(
+        Limits(max_steps=MAX_STEPS), pipe.recommended
+    )
     failures = 0
     jobs: list[Path | None] = list(videos) if videos else [None]
     for video in tqdm(jobs, desc="generating", unit="clip", disable=len(jobs) < 2):
@@ -125,9 +129,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from mfmjt.hub import convert_command
+    from mfmjt.resolve import convert_model
 
-    out = convert_command(args.checkpoint, args.out, variant=args.variant)
+    out = convert_model(args.checkpoint, args.out, variant=args.variant)
     logger.info("wrote %s", out)
     return 0
 
@@ -140,6 +144,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
         return run_media_extract(args)
     from mfmjt.toy.cli import run_extract
 
+    logger.warning(
+        "mfmjt extract without --videos/--audios/--prompts makes toy scenes: this spelling is deprecated, "
+        "use mfmjt toy extract"
+    )
     return run_extract(args)
 
 
@@ -154,16 +162,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_deepen(args: argparse.Namespace) -> int:
-    from mfmjt.model.growth import deepen_model_dir
+    from mfmjt.growth import deepen_model_dir
 
     deepen_model_dir(args.model, args.out, args.extra_blocks, seed=args.seed)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mfmjt.train import TrainConfig, train
+    from mfmjt.train import train, train_config_from_args
 
-    out = train(TrainConfig.from_args(args))
+    out = train(train_config_from_args(args))
     logger.info("training output: %s", out)
     return 0
 
@@ -180,12 +188,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``mfmjt evaluate``: the toy domain's held-out evaluation, same as ``mfmjt toy evaluate``."""
     from mfmjt.toy.cli import run_evaluate
 
+    logger.warning(
+        "mfmjt evaluate is the toy domain's evaluation: this spelling is deprecated, use mfmjt toy evaluate"
+    )
     return run_evaluate(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mfmjt", description="MF-MJT video-to-audio and text-to-audio")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug-level log messages")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the Python traceback of errors too (also {DEBUG_ENV}=1); without it an error is one line",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate audio for videos (or a prompt)")
@@ -211,8 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--model",
         default="default",
-        help="'default', an MMAudio network (mmaudio-small-16k, mmaudio-small-44k, mmaudio-medium-44k, "
-        "mmaudio-large-44k, mmaudio-large-44k-v2), a model directory or a HF repo id",
+        help=accepted_names(),
     )
     gen.add_argument("--device", default=None)
     gen.add_argument(
@@ -235,16 +250,22 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", default="outputs")
     gen.set_defaults(func=cmd_generate)
 
-    conv = sub.add_parser("convert", help="MMAudio .pth network -> model.safetensors + config.json")
-    conv.add_argument(
-        "checkpoint",
-        help="MMAudio network .pth, or a network name (mmaudio-small-16k, ..., mmaudio-large-44k-v2)",
+    conv = sub.add_parser(
+        "convert",
+        help="any model (an MMAudio .pth or name, ...) -> a model directory (config.json + weights)",
     )
+    conv.add_argument("checkpoint", help=f"the model: {accepted_names()}")
     conv.add_argument("out")
-    conv.add_argument("--variant", default=None, help="network variant (default: inferred from shapes)")
+    conv.add_argument(
+        "--variant", default=None, help="network variant of a checkpoint file (default: inferred from shapes)"
+    )
     conv.set_defaults(func=cmd_convert)
 
-    ext = sub.add_parser("extract", help="media + captions (or synthetic scenes) -> feature store")
+    ext = sub.add_parser(
+        "extract",
+        help="media + captions -> feature store (without --videos/--audios/--prompts: toy scenes, deprecated "
+        "spelling of mfmjt toy extract)",
+    )
     add_extract_arguments(ext)
     ext.set_defaults(duration=None, workers=None)  # 4 s / 1 process for scenes, 8 s / 4 for media
     from mfmjt.data.extract_cli import add_media_arguments
@@ -286,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     deep.add_argument("--seed", type=int, default=0, help="initialisation of the new blocks' other weights")
     deep.set_defaults(func=cmd_deepen)
 
-    ev = sub.add_parser("evaluate", help="onset F1, pitch, Fréchet distance, RTF on held-out scenes")
+    ev = sub.add_parser(
+        "evaluate", help="deprecated spelling of mfmjt toy evaluate (the toy domain's metrics)"
+    )
     add_evaluate_arguments(ev)
     ev.set_defaults(func=cmd_evaluate)
 
@@ -294,12 +317,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors a user can cause (a missing or unusable file, a bad name, flag or value, weights that cannot be
+# fetched, too little memory): reported in one line on stderr with a non-zero exit. Anything else is a
+# bug and keeps its traceback; --debug (or MFMJT_DEBUG=1) shows the traceback of user errors too.
+DEBUG_ENV = "MFMJT_DEBUG"
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, MemoryError, WeightsUnavailableError)
+
+
+def error_text(err: BaseException) -> str:
+    """What went wrong, for a person: the message (a bare OSError names its file and reason)."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    text = str(err).strip()
+    if isinstance(err, KeyError) and text.startswith(("'", '"')):
+        text = text[1:-1]
+    return text or type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
-    return args.func(args)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        print(f"mfmjt {args.command}: error: {error_text(err)}", file=sys.stderr)
+        return 2 if isinstance(err, ValueError) else 1  # 2: a bad input or option, as argparse's
+    except KeyboardInterrupt:
+        print(f"mfmjt {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

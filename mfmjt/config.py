@@ -43,6 +43,10 @@ AUDIO_MODES: dict[str, AudioMode] = {
     "44k": AudioMode("44k", sample_rate=44_100, hop_length=512, latent_dim=40),
 }
 
+# The built-in feature stacks (mfmjt.features.registry) and the sample rate each runs at: a model
+# directory's config.json may leave its sample rate to its feature kind.
+FEATURE_KIND_RATES: dict[str, int] = {"offline": 16_000, "mmaudio_16k": 16_000, "mmaudio_44k": 44_100}
+
 MIN_DURATION = SYNC_SEGMENT_FRAMES / SYNC_FPS  # shortest clip with one Synchformer segment
 
 

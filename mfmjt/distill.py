@@ -39,12 +39,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mfmjt.config import AUDIO_MODES, NetworkConfig, SequenceLengths
+from mfmjt.config import AUDIO_MODES, SequenceLengths
 from mfmjt.feature_store import FeatureStore
 from mfmjt.guidance import projection_scale
 from mfmjt.meanflow import MeanFlowConfig, MeanFlowLoss, TrainingGuidance, drop_conditions, meanflow_loss
 from mfmjt.model import MFMJTNetwork
-from mfmjt.model.network import GUIDANCE_EMBED_PREFIX, read_metadata
+from mfmjt.model.network import GUIDANCE_EMBED_PREFIX
+from mfmjt.resolve import ModelSource, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -54,38 +55,13 @@ X_SOURCES = ("auto", "store", "teacher")
 
 
 # ------------------------------------------------------------------------------------ teacher
-def load_teacher(name: str | Path, device: torch.device | str = "cpu") -> MFMJTNetwork:
-    """A flow-matching network: a model directory, an MMAudio checkpoint file (.pth/.safetensors),
-    a registry name (``mmaudio-small-16k``) or a Hugging Face repo id holding a model directory.
-    Returned in eval mode, frozen, Δt-independent (:func:`fold_dt_embedding`)."""
-    from mfmjt.pipeline import MMAUDIO_NAMES
-
-    path = Path(name).expanduser()
-    if path.is_dir():
-        net = MFMJTNetwork.from_pretrained(path)
-    elif path.is_file():
-        from mfmjt.features.audio import read_state_dict
-        from mfmjt.hub import infer_variant
-
-        state = read_state_dict(path)
-        net = MFMJTNetwork(NetworkConfig.variant(infer_variant(state)))
-        net.load_mmaudio_state_dict(state)
-    elif str(name) in MMAUDIO_NAMES:
-        from mfmjt.features.audio import read_state_dict
-        from mfmjt.hub import pipeline_weights, resolve_file
-
-        variant = MMAUDIO_NAMES[str(name)]
-        net = MFMJTNetwork(NetworkConfig.variant(variant))  # the network file only: no encoders needed
-        net.load_mmaudio_state_dict(read_state_dict(resolve_file(pipeline_weights(variant).network)))
-    elif str(name).count("/") == 1:
-        from huggingface_hub import snapshot_download
-
-        net = MFMJTNetwork.from_pretrained(snapshot_download(str(name)))
-    else:
-        raise ValueError(
-            f"teacher {name!r} is neither a model directory, a checkpoint file, a registry name "
-            f"({', '.join(sorted(MMAUDIO_NAMES))}) nor a Hugging Face repo id"
-        )
+def load_teacher(name: str | Path | ModelSource, device: torch.device | str = "cpu") -> MFMJTNetwork:
+    """A flow-matching network from any model name :func:`mfmjt.resolve.resolve_model` takes: a model
+    directory, a checkpoint file (.pth/.safetensors), an MMAudio name (``mmaudio-small-16k``: its network
+    file only), ``default`` or a Hugging Face repo id. Returned in eval mode, frozen, Δt-independent
+    (:func:`fold_dt_embedding`)."""
+    source = name if isinstance(name, ModelSource) else resolve_model(name)
+    net = source.load_network()
     fold_dt_embedding(net)
     return net.to(device).eval().requires_grad_(False)
 
@@ -396,12 +372,11 @@ def distill(config: DistillConfig) -> Path:
     from mfmjt.train import CHECKPOINT_NAME, TrainHooks, _lineage, fit, open_stores
 
     device = config.train.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    teacher = load_teacher(config.teacher, device)
-    teacher_path = Path(config.teacher).expanduser()
-    teacher_meta = read_metadata(teacher_path) if (teacher_path / "config.json").is_file() else {}
-    train_config = _student_train_config(config.train, teacher, teacher_meta)
-    if teacher_path.is_dir() and train_config.init_from is None:
-        train_config = replace(train_config, init_from=teacher_path)
+    source = resolve_model(config.teacher)
+    teacher = load_teacher(source, device)
+    train_config = _student_train_config(config.train, teacher, {"variant": source.architecture()[0]})
+    if source.directory is not None and train_config.init_from is None:
+        train_config = replace(train_config, init_from=source.directory)
     data = open_stores(train_config)
     store = data.first
     if config.x_source != "store" and len(data.mix.stores) > 1:

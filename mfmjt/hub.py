@@ -1,8 +1,9 @@
-"""Weight registry, downloads with checksums, a local cache, and MMAudio checkpoint conversion.
+"""Downloads with checksums and a local cache: the files of :mod:`mfmjt.weights` on disk.
 
-Reading order: the registry (what each file is and where it lives), errors, :func:`resolve_file`
-(local directory -> cache -> download, md5 verified once and remembered), then conversion of an
-MMAudio network ``.pth`` into our ``model.safetensors`` + ``config.json``.
+Reading order: errors, checksums, :func:`resolve_file` (local directory -> cache -> download, md5
+verified once and remembered), pinned Hub repositories, then every file of one MMAudio pipeline. What
+each file is lives in :mod:`mfmjt.weights` (re-exported here); turning a network file into a model
+directory is :mod:`mfmjt.convert`.
 
 Where files go:
 
@@ -23,290 +24,48 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from os import PathLike
 from pathlib import Path, PurePosixPath
 
 import httpx
-import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 from huggingface_hub.utils import are_progress_bars_disabled
 from tqdm.auto import tqdm
 
-from mfmjt.config import VARIANTS, NetworkConfig
-from mfmjt.features.audio import read_state_dict
-from mfmjt.features.clip import DEFAULT_CLIP_MODEL
-from mfmjt.model.network import DT_EMBED_PREFIX, LEGACY_BUFFER_KEYS, MFMJTNetwork
+from mfmjt.weights import (  # noqa: F401 (the registry, re-exported: mfmjt.hub.PIPELINES etc. keep working)
+    BIGVGAN_44K_REPO,
+    CLIP_WEIGHTS,
+    FEATURE_STACKS,
+    HUB_REPOS,
+    MMAUDIO_HF_REPO,
+    MMAUDIO_RELEASE_URL,
+    PIPELINES,
+    WEIGHT_FILES,
+    HubRepoFile,
+    HubRepoWeights,
+    HubSource,
+    OpenClipWeights,
+    PipelineWeights,
+    Source,
+    UrlSource,
+    WeightFile,
+    mmaudio_name,
+    pipeline_weights,
+    weight_file,
+)
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_DIR_ENV = "MFMJT_WEIGHTS_DIR"
 CACHE_ENV = "MFMJT_CACHE"
-MMAUDIO_HF_REPO = "hkchengrex/MMAudio"
-MMAUDIO_RELEASE_URL = "https://github.com/hkchengrex/MMAudio/releases/download/v0.1"
 
 _MIB = 2**20
 _CHUNK = 8 * _MIB
 _HTTP_TIMEOUT = httpx.Timeout(60.0, connect=15.0)
 _TRUTHY = {"1", "on", "yes", "true"}
-
-
-# ============================================================================== registry
-@dataclass(frozen=True)
-class HubSource:
-    """A file in a Hugging Face model repository."""
-
-    repo_id: str
-    filename: str  # path inside the repo
-    revision: str | None = None
-
-    @property
-    def url(self) -> str:
-        return f"https://huggingface.co/{self.repo_id}/resolve/{self.revision or 'main'}/{self.filename}"
-
-
-@dataclass(frozen=True)
-class UrlSource:
-    """A file behind a plain HTTP(S) URL."""
-
-    url: str
-
-
-Source = HubSource | UrlSource
-
-
-@dataclass(frozen=True)
-class WeightFile:
-    """One checkpoint file: where it lives in MMAudio's layout, its md5 and where to fetch it.
-
-    ``sources`` are tried in order; the first is the reference location.
-    """
-
-    name: str  # registry key
-    path: str  # MMAudio's relative path, e.g. "ext_weights/v1-16.pth"; also the cache layout
-    md5: str
-    approx_bytes: int
-    sources: tuple[Source, ...]
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        if len(self.md5) != 32 or any(c not in "0123456789abcdef" for c in self.md5):
-            raise ValueError(f"{self.name}: md5 must be 32 lower-case hex digits, got {self.md5!r}")
-        if PurePosixPath(self.path).is_absolute() or ".." in PurePosixPath(self.path).parts:
-            raise ValueError(f"{self.name}: path must be relative and inside its folder, got {self.path!r}")
-
-    @property
-    def filename(self) -> str:
-        return PurePosixPath(self.path).name
-
-    @property
-    def url(self) -> str:
-        """The reference download URL (of the first source)."""
-        return self.sources[0].url if self.sources else "(no known source)"
-
-    @property
-    def size_text(self) -> str:
-        mib = self.approx_bytes / _MIB
-        return f"about {mib / 1024:.1f} GiB" if mib >= 1024 else f"about {mib:.0f} MiB"
-
-
-@dataclass(frozen=True)
-class OpenClipWeights:
-    """CLIP weights that open_clip fetches itself into the Hugging Face cache (no md5 published)."""
-
-    model_name: str  # what open_clip.create_model_from_pretrained takes
-
-    @property
-    def repo_id(self) -> str:
-        return self.model_name.removeprefix("hf-hub:")
-
-
-@dataclass(frozen=True)
-class PipelineWeights:
-    """Everything one MMAudio-size pipeline loads; ``vocoder`` is None where it is a Hub repo instead."""
-
-    variant: str  # NetworkConfig.variant name
-    network: WeightFile
-    vae: WeightFile
-    synchformer: WeightFile
-    clip: OpenClipWeights
-    vocoder: WeightFile | None = None
-    vocoder_repo: str | None = None  # 44k: NVIDIA BigVGAN-v2, loaded from the Hub by repo id
-
-    @property
-    def files(self) -> tuple[WeightFile, ...]:
-        return tuple(f for f in (self.network, self.vae, self.vocoder, self.synchformer) if f is not None)
-
-    @property
-    def audio_mode(self) -> str:
-        """'16k' or '44k' (a key of :data:`mfmjt.config.AUDIO_MODES`)."""
-        return "44k" if self.variant.endswith(("44k", "44k_v2")) else "16k"
-
-
-def _network_file(variant: str, md5: str, approx_bytes: int) -> WeightFile:
-    path = f"weights/mmaudio_{variant}.pth"
-    return WeightFile(
-        name=f"mmaudio_{variant}",
-        path=path,
-        md5=md5,
-        approx_bytes=approx_bytes,
-        sources=(HubSource(MMAUDIO_HF_REPO, path),),
-        description=f"MMAudio flow-prediction network, {variant}",
-    )
-
-
-def _ext_file(name: str, filename: str, md5: str, approx_bytes: int, description: str) -> WeightFile:
-    # MMAudio downloads these from its GitHub release (the md5s are of those files). The HF model repo
-    # holds copies under ext_weights/ (third-party code fetches them there); kept as a fallback.
-    path = f"ext_weights/{filename}"
-    return WeightFile(
-        name=name,
-        path=path,
-        md5=md5,
-        approx_bytes=approx_bytes,
-        sources=(UrlSource(f"{MMAUDIO_RELEASE_URL}/{filename}"), HubSource(MMAUDIO_HF_REPO, path)),
-        description=description,
-    )
-
-
-# md5s and sizes: MMAudio's mmaudio/utils/download_utils.py and docs/MODELS.md (sizes in MiB/GiB).
-WEIGHT_FILES: dict[str, WeightFile] = {
-    f.name: f
-    for f in (
-        _network_file("small_16k", "af93cde404179f58e3919ac085b8033b", 601 * _MIB),
-        _network_file("small_44k", "babd74c884783d13701ea2820a5f5b6d", 601 * _MIB),
-        _network_file("medium_44k", "5a56b6665e45a1e65ada534defa903d0", int(2.4 * 1024 * _MIB)),
-        _network_file("large_44k", "fed96c325a6785b85ce75ae1aafd2673", int(3.9 * 1024 * _MIB)),
-        _network_file("large_44k_v2", "01ad4464f049b2d7efdaa4c1a59b8dfe", int(3.9 * 1024 * _MIB)),
-        _ext_file("vae_16k", "v1-16.pth", "69f56803f59a549a1a507c93859fd4d7", 655 * _MIB, "16 kHz mel VAE"),
-        _ext_file(
-            "vae_44k",
-            "v1-44.pth",
-            "fab020275fa44c6589820ce025191600",
-            int(1.2 * 1024 * _MIB),
-            "44.1 kHz mel VAE",
-        ),
-        _ext_file(
-            "bigvgan_16k",
-            "best_netG.pt",
-            "eeaf372a38a9c31c362120aba2dde292",
-            429 * _MIB,
-            "16 kHz BigVGAN vocoder (Make-An-Audio 2)",
-        ),
-        _ext_file(
-            "synchformer",
-            "synchformer_state_dict.pth",
-            "5b2f5594b0730f70e41e549b7c94390c",
-            907 * _MIB,
-            "Synchformer visual encoder",
-        ),
-    )
-}
-
-CLIP_WEIGHTS = OpenClipWeights(DEFAULT_CLIP_MODEL)
-BIGVGAN_44K_REPO = "nvidia/bigvgan_v2_44khz_128band_512x"
-
-
-@dataclass(frozen=True)
-class HubRepoFile:
-    """One file of a pinned Hugging Face repository, with its sha256 (the Hub's LFS id)."""
-
-    filename: str
-    sha256: str
-    approx_bytes: int
-
-    def __post_init__(self) -> None:
-        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
-            raise ValueError(f"{self.filename}: sha256 must be 64 lower-case hex digits, got {self.sha256!r}")
-
-
-@dataclass(frozen=True)
-class HubRepoWeights:
-    """Weights that MMAudio loads from a Hub repository by id (BigVGAN v2's ``from_pretrained``), here
-    pinned to one revision so that the files cannot change under a released model."""
-
-    repo_id: str
-    revision: str  # a commit of the Hub repository
-    files: tuple[HubRepoFile, ...]
-    description: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.repo_id.rsplit("/", 1)[-1]
-
-    def file(self, filename: str) -> HubRepoFile:
-        for f in self.files:
-            if f.filename == filename:
-                return f
-        raise ValueError(f"{self.repo_id} has no registered file {filename!r}")
-
-    def url(self, filename: str) -> str:
-        return HubSource(self.repo_id, filename, self.revision).url
-
-
-# Revision, sizes and sha256s of the repository's files at that revision, as recorded by projects that
-# pin it (the checkpoint's sha256 is its LFS object id on the Hub).
-HUB_REPOS: dict[str, HubRepoWeights] = {
-    BIGVGAN_44K_REPO: HubRepoWeights(
-        BIGVGAN_44K_REPO,
-        revision="95a9d1dcb12906c03edd938d77b9333d6ded7dfb",
-        files=(
-            HubRepoFile(
-                "config.json", "65b7f487bfaf15256056a75f6667ef5f640214c981922a111927873705ea4ddb", 1403
-            ),
-            HubRepoFile(
-                "bigvgan_generator.pt",
-                "d9fe7ec6bd0b44ed9d66973d5012d8181c1570b01e5c72df51973e241dccd357",
-                489_041_291,
-            ),
-        ),
-        description="44.1 kHz BigVGAN v2 vocoder (NVIDIA), generator and its config.json",
-    )
-}
-
-PIPELINES: dict[str, PipelineWeights] = {
-    "small_16k": PipelineWeights(
-        "small_16k",
-        network=WEIGHT_FILES["mmaudio_small_16k"],
-        vae=WEIGHT_FILES["vae_16k"],
-        vocoder=WEIGHT_FILES["bigvgan_16k"],
-        synchformer=WEIGHT_FILES["synchformer"],
-        clip=CLIP_WEIGHTS,
-    ),
-    **{
-        v: PipelineWeights(
-            v,
-            network=WEIGHT_FILES[f"mmaudio_{v}"],
-            vae=WEIGHT_FILES["vae_44k"],
-            synchformer=WEIGHT_FILES["synchformer"],
-            clip=CLIP_WEIGHTS,
-            vocoder_repo=BIGVGAN_44K_REPO,
-        )
-        for v in ("small_44k", "medium_44k", "large_44k", "large_44k_v2")
-    },
-}
-
-
-def weight_file(name: str) -> WeightFile:
-    """A registry entry by key (``mmaudio_small_16k``) or file name (``v1-16.pth``)."""
-    if name in WEIGHT_FILES:
-        return WEIGHT_FILES[name]
-    for entry in WEIGHT_FILES.values():
-        if name in (entry.filename, entry.path):
-            return entry
-    raise ValueError(f"unknown weight file {name!r}; choose one of {sorted(WEIGHT_FILES)}")
-
-
-def pipeline_weights(name: str) -> PipelineWeights:
-    """The files of a pipeline: ``small_16k``, ``mmaudio-small-16k``, ``mmaudio_small_16k(.pth)``."""
-    key = name.removesuffix(".pth").removeprefix("mmaudio-").removeprefix("mmaudio_").replace("-", "_")
-    if key not in PIPELINES:
-        raise ValueError(f"unknown MMAudio pipeline {name!r}; choose one of {sorted(PIPELINES)}")
-    return PIPELINES[key]
 
 
 # ================================================================================ errors
@@ -767,29 +526,6 @@ def resolve_pipeline_files(
     )
 
 
-# Feature stacks by name: the files of the named pipeline without its network (every 44k network
-# shares one VAE, vocoder, Synchformer and CLIP).
-FEATURE_STACKS: dict[str, str] = {"mmaudio-16k": "small_16k", "mmaudio-44k": "small_44k"}
-
-
-def mmaudio_name(name: str) -> tuple[str, bool]:
-    """(pipeline variant, whether the name includes its network) for any MMAudio name.
-
-    Feature stacks: ``mmaudio-16k``, ``mmaudio-44k`` (also ``mmaudio_44k``, ``16k``, ``44k``).
-    Networks: ``mmaudio-large-44k-v2``, ``mmaudio_large_44k_v2(.pth)``, ``large_44k_v2``, ...
-    """
-    stack = "mmaudio-" + name.removeprefix("mmaudio-").removeprefix("mmaudio_")
-    if stack in FEATURE_STACKS:
-        return FEATURE_STACKS[stack], False
-    try:
-        return pipeline_weights(name).variant, True
-    except ValueError:
-        raise ValueError(
-            f"unknown MMAudio name {name!r}: use a feature stack ({', '.join(FEATURE_STACKS)}) or a "
-            f"network ({', '.join('mmaudio-' + v.replace('_', '-') for v in PIPELINES)})"
-        ) from None
-
-
 def resolve_mmaudio_files(
     name: str,
     *,
@@ -811,89 +547,3 @@ def resolve_mmaudio_files(
         verify=verify,
         network=with_network,
     )
-
-
-# ============================================================================ conversion
-def _plain_network_state(state_dict: Mapping[str, object], origin: str) -> dict[str, torch.Tensor]:
-    """A network state dict without legacy buffers and without an ``ema_model.`` prefix."""
-    if not state_dict or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        keys = sorted(state_dict)[:8]
-        raise ValueError(f"{origin} is not a plain network state dict of tensors (keys: {keys})")
-    sd = {k: v for k, v in state_dict.items() if k not in LEGACY_BUFFER_KEYS}
-    if all(k.startswith("ema_model.") for k in sd):
-        sd = {k.removeprefix("ema_model."): v for k, v in sd.items()}
-    return sd  # type: ignore[return-value]
-
-
-@cache
-def _variant_shapes(name: str) -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):
-        net = MFMJTNetwork(NetworkConfig.variant(name))
-    return {k: tuple(v.shape) for k, v in net.state_dict().items() if not k.startswith(DT_EMBED_PREFIX)}
-
-
-def infer_variant(state_dict: Mapping[str, torch.Tensor], origin: str = "state dict") -> str:
-    """The registered variant whose keys and shapes equal those of a network state dict (Δt part ignored)."""
-    sd = _plain_network_state(state_dict, origin)
-    shapes = {k: tuple(v.shape) for k, v in sd.items() if not k.startswith(DT_EMBED_PREFIX)}
-    matches = [name for name in VARIANTS if _variant_shapes(name) == shapes]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        raise ValueError(f"{origin} fits several variants {matches}; pass variant= explicitly")
-    hints = {k: shapes[k] for k in ("latent_mean", "clip_cond_proj.weight", "sync_pos_emb") if k in shapes}
-    raise ValueError(
-        f"{origin} matches no known network variant ({sorted(VARIANTS)}); {len(shapes)} tensors, e.g. {hints}"
-    )
-
-
-def convert_mmaudio_checkpoint(
-    pth_path: str | PathLike[str], out_dir: str | PathLike[str], variant: str | None = None
-) -> Path:
-    """Convert an MMAudio network ``.pth`` into ``out_dir/model.safetensors`` + ``config.json``.
-
-    The variant is inferred from key shapes when not given. The result is the flow-matching model
-    with the Δt embedder initialised to have no effect (``objective: flow_matching``).
-    """
-    pth_path = Path(pth_path)
-    sd = _plain_network_state(read_state_dict(pth_path), str(pth_path))
-    if any(k.startswith(DT_EMBED_PREFIX) for k in sd):
-        raise ValueError(
-            f"{pth_path} already has a Δt embedder ({DT_EMBED_PREFIX}*): it is an MF-MJT state dict, not "
-            "MMAudio's; load it with MFMJTNetwork.load_mmaudio_state_dict and save_pretrained instead"
-        )
-    if variant is None:
-        variant = infer_variant(sd, str(pth_path))
-        logger.info("%s: inferred network variant %s", pth_path.name, variant)
-    net = MFMJTNetwork(NetworkConfig.variant(variant))
-    try:
-        net.load_mmaudio_state_dict(sd)
-    except ValueError as err:
-        raise ValueError(f"{pth_path} does not fit variant {variant!r}: {err}") from err
-    out = net.save_pretrained(out_dir, objective="flow_matching", source=pth_path.name, variant=variant)
-    logger.info("converted %s (%s) -> %s", pth_path.name, variant, out)
-    return out
-
-
-def convert_command(
-    checkpoint: str,
-    out_dir: str,
-    *,
-    variant: str | None = None,
-    local_dir: str | None = None,
-    cache_dir: str | None = None,
-    offline: bool | None = None,
-) -> Path:
-    """``mfmjt convert``: ``checkpoint`` is a ``.pth`` file or a network registry name
-    (``mmaudio_small_16k``, ``mmaudio-large-44k-v2``, ``large_44k_v2``, ...)."""
-    if Path(checkpoint).is_file():
-        return convert_mmaudio_checkpoint(checkpoint, out_dir, variant=variant)
-    try:
-        pipeline = pipeline_weights(checkpoint)  # mmaudio_large_44k_v2, mmaudio-large-44k-v2, large_44k_v2
-    except ValueError:
-        names = sorted(p.network.name for p in PIPELINES.values())
-        raise FileNotFoundError(
-            f"{checkpoint} is neither a file nor a network in the registry ({names})"
-        ) from None
-    path = resolve_file(pipeline.network, local_dir=local_dir, cache_dir=cache_dir, offline=offline)
-    return convert_mmaudio_checkpoint(path, out_dir, variant=variant or pipeline.variant)

@@ -101,7 +101,7 @@ def estimate_pipeline_memory(
     variant: str, dtype: torch.dtype = torch.float32, duration: float = 8.0
 ) -> MemoryEstimate:
     """Memory for MMAudio ``variant`` with its network in ``dtype`` generating ``duration`` seconds."""
-    from mfmjt.hub import pipeline_weights
+    from mfmjt.weights import pipeline_weights
 
     audio_mode = pipeline_weights(variant).audio_mode
     parameters = {"network": network_parameters(variant), **feature_parameters(audio_mode)}

@@ -1,7 +1,7 @@
 """The model directory: ``config.json`` + ``model.safetensors`` (+ the feature stack's own files).
 
 One format, written by :func:`write_model_dir` and read by :func:`read_model_config`; every writer
-(``mfmjt export``, ``mfmjt deepen``, ``mfmjt convert``, ``MFMJTNetwork.save_pretrained``,
+(``mfmjt export``, ``mfmjt deepen``, ``mfmjt convert``, :func:`save_network`,
 ``Pipeline.save_pretrained``) goes through it. ``config.json`` (format version 2)::
 
     {
@@ -30,15 +30,14 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
-from mfmjt.config import NetworkConfig
+from mfmjt.config import FEATURE_KIND_RATES, NetworkConfig
 from mfmjt.guidance import check_cfg_strength, check_guidance
-
-if TYPE_CHECKING:
-    from mfmjt.model.network import MFMJTNetwork
+from mfmjt.model.network import MFMJTNetwork
 
 logger = logging.getLogger(__name__)
 
@@ -209,13 +208,8 @@ def flat_metadata(config: ModelConfig) -> dict[str, Any]:
 
 
 def _kind_sample_rate(kind: str) -> int:
-    """The sample rate of a registered feature kind (16 kHz for a kind this mfmjt does not know)."""
-    from mfmjt.features.registry import feature_kind
-
-    try:
-        return feature_kind(kind).sample_rate
-    except ValueError:
-        return 16_000
+    """The sample rate of a built-in feature kind (16 kHz for a kind this mfmjt does not know)."""
+    return FEATURE_KIND_RATES.get(kind, 16_000)
 
 
 def _check_objective(objective: str) -> None:
@@ -225,7 +219,7 @@ def _check_objective(objective: str) -> None:
 
 def config_from_metadata(data: Mapping[str, Any], origin: str = "metadata") -> ModelConfig:
     """The unversioned layout of earlier releases (everything flat at the top level), which is also
-    what :meth:`MFMJTNetwork.save_pretrained` receives as keyword metadata."""
+    what :func:`save_network` receives as keyword metadata."""
     data = dict(data)
     network = NetworkConfig.from_dict(dict(data.pop("network")))
     features_raw = dict(data.pop("features", None) or {"kind": "mmaudio_16k"})
@@ -269,12 +263,39 @@ def read_model_config(directory: str | Path) -> ModelConfig:
 
 def load_network(directory: str | Path, map_location: str | torch.device = "cpu") -> MFMJTNetwork:
     """The network of a model directory (weights stored in any float type load as float32)."""
-    from mfmjt.model.network import MFMJTNetwork
+    directory = Path(directory)
+    config = read_model_config(directory)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"{weights} not found: a model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}"
+        )
+    net = MFMJTNetwork(config.network)
+    net.load_mmaudio_state_dict(load_file(str(weights), device=str(map_location)))
+    return net.to(map_location)
 
-    return MFMJTNetwork.from_pretrained(directory, map_location=map_location)
+
+def read_metadata(directory: str | Path) -> dict[str, Any]:
+    """A model directory's ``config.json`` (any format version) in the flat layout of earlier releases,
+    without loading weights; :func:`read_model_config` gives it typed."""
+    return flat_metadata(read_model_config(directory))
 
 
 # ------------------------------------------------------------------------------------ writing
+def save_network(
+    network: MFMJTNetwork,
+    directory: str | Path,
+    *,
+    weights_dtype: torch.dtype | None = None,
+    **metadata: object,
+) -> Path:
+    """Write ``network`` as a model directory; ``metadata`` are ``config.json``'s fields in the flat
+    layout (``objective=``, ``name=``, ``lineage=``, ``source=``, ``features=``, ...). The caller may
+    copy the feature stack's files in afterwards (``mfmjt export`` does), so they are not checked."""
+    config = config_from_metadata({"network": network.config.to_dict(), **metadata})
+    return write_model_dir(directory, network, config, weights_dtype=weights_dtype, check_files=False)
+
+
 def write_model_dir(
     directory: str | Path,
     network: MFMJTNetwork,
@@ -328,6 +349,8 @@ __all__ = [
     "Provenance",
     "SamplingSettings",
     "load_network",
+    "read_metadata",
     "read_model_config",
+    "save_network",
     "write_model_dir",
 ]

@@ -27,10 +27,12 @@ import torch
 from mfmjt import long_form, media
 from mfmjt.config import AUDIO_MODES, CLIP_FPS, MIN_DURATION, SYNC_FPS, NetworkConfig, SequenceLengths
 from mfmjt.features.base import FeatureStack
+from mfmjt.features.mmaudio import load_mmaudio_features, mmaudio_feature_stack  # noqa: F401 (re-exported)
 from mfmjt.guidance import guide, needs_unconditional
 from mfmjt.model.network import Conditions, MFMJTNetwork
 from mfmjt.model_dir import ModelConfig, SamplingSettings
 from mfmjt.request import GenerationRequest, Limits, Sampling
+from mfmjt.resolve import MMAUDIO_NAMES, MMAUDIO_VARIANTS, PACKAGE_ASSETS, default_model_dir, resolve_model  # noqa: F401
 from mfmjt.sampler import predict_pair, sample
 
 logger = logging.getLogger(__name__)
@@ -741,14 +743,6 @@ class Pipeline:
 
 
 # ------------------------------------------------------------------------------------ loading
-PACKAGE_ASSETS = Path(__file__).resolve().parent / "assets"
-MMAUDIO_VARIANTS = ("small_16k", "small_44k", "medium_44k", "large_44k", "large_44k_v2")
-# every spelling of an MMAudio network: mmaudio-large-44k-v2, mmaudio_large_44k_v2, large_44k_v2
-MMAUDIO_NAMES = {
-    spelling: v
-    for v in MMAUDIO_VARIANTS
-    for spelling in (f"mmaudio-{v.replace('_', '-')}", f"mmaudio_{v}", v)
-}
 
 
 def _settings(request: GenerationRequest, in_network: bool) -> dict[str, Any]:
@@ -802,51 +796,8 @@ def _add(timings: dict[str, float], stage: str, since: float) -> None:
     timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - since
 
 
-def default_model_dir() -> Path:
-    """The embedded default model shipped inside the package, ``mfmjt/assets/default`` (or the
-    directory ``$MFMJT_DEFAULT_MODEL`` names)."""
-    import os
-
-    return Path(os.environ.get("MFMJT_DEFAULT_MODEL", PACKAGE_ASSETS / "default"))
-
-
-def mmaudio_feature_stack(files: Any, device: torch.device | str = "cpu") -> FeatureStack:
-    """CLIP, Synchformer and the audio codec from files resolved by :func:`mfmjt.hub.resolve_pipeline_files`
-    (or :func:`mfmjt.hub.resolve_mmaudio_files`): for ``files.audio_mode`` '16k' the 16 kHz VAE and BigVGAN,
-    for '44k' the 44.1 kHz VAE and BigVGAN v2 (its ``config.json`` in ``files.vocoder_config``)."""
-    from mfmjt.features.audio import MMAudioCodec
-    from mfmjt.features.clip import clip_encoders_from_pretrained
-    from mfmjt.features.synchformer import SynchformerEncoder
-
-    mode = getattr(files, "audio_mode", "16k")
-    if files.vocoder is None:
-        raise ValueError(f"the resolved MMAudio files have no vocoder checkpoint (audio mode {mode})")
-    clip, text = clip_encoders_from_pretrained(files.clip_model, device=device)
-    codec = MMAudioCodec.from_files(
-        files.vae, files.vocoder, getattr(files, "vocoder_config", None), mode=mode
-    )
-    return FeatureStack(
-        clip=clip,
-        sync=SynchformerEncoder.from_checkpoint(files.synchformer, device=device),
-        text=text,
-        codec=codec,
-    )
-
-
-def load_mmaudio_features(
-    name: str = "mmaudio-16k", device: torch.device | str = "cpu", **resolve: Any
-) -> FeatureStack:
-    """The feature stack behind any MMAudio name: 'mmaudio-16k', 'mmaudio-44k', or a network name
-    ('mmaudio-large-44k-v2', ...: its stack, without loading the network). ``resolve``: local_dir,
-    cache_dir, offline, verify, as :func:`mfmjt.hub.resolve_file`. ``stack.codec.sample_rate`` tells
-    the mode."""
-    from mfmjt.hub import mmaudio_name, resolve_pipeline_files
-
-    variant, _ = mmaudio_name(name)
-    return mmaudio_feature_stack(resolve_pipeline_files(variant, network=False, **resolve), device)
-
-
-def _load_mmaudio(variant: str, **kwargs: Any) -> Pipeline:
+def _load_mmaudio(variant: str, network_file: Path | None = None, **kwargs: Any) -> Pipeline:
+    """MMAudio's ``variant`` with its public network weights, or those of ``network_file``."""
     from mfmjt.features.audio import read_state_dict
     from mfmjt.hub import resolve_pipeline_files
     from mfmjt.memory import check_memory_before_loading, estimate_pipeline_memory
@@ -854,10 +805,10 @@ def _load_mmaudio(variant: str, **kwargs: Any) -> Pipeline:
     device = torch.device(kwargs.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = kwargs.get("dtype") or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     check_memory_before_loading(estimate_pipeline_memory(variant, dtype), device)
-    files = resolve_pipeline_files(variant)
+    files = resolve_pipeline_files(variant, network=network_file is None)
     with torch.device(device):  # a GPU run never holds the float32 network in CPU memory
         net = MFMJTNetwork(NetworkConfig.variant(variant)).to(dtype)
-    net.load_mmaudio_state_dict(read_state_dict(files.network, mmap=True))
+    net.load_mmaudio_state_dict(read_state_dict(network_file or files.network, mmap=True))
     return Pipeline(
         net,
         mmaudio_feature_stack(files, device),
@@ -921,22 +872,14 @@ def load_pipeline(
     kwargs: dict[str, Any] = dict(
         device=device, dtype=dtype, max_duration=max_duration, precision=precision, compile=compile
     )
-    if name == "default":
-        directory = default_model_dir()
-        if not (directory / "config.json").is_file():
-            raise FileNotFoundError(f"the embedded default model is missing from {directory}")
-        return _load_directory(directory, **kwargs)
-    if name in MMAUDIO_NAMES:
-        return _load_mmaudio(MMAUDIO_NAMES[name], **kwargs)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return _load_directory(path, **kwargs)
-    if name.count("/") == 1 and not path.exists():
-        from huggingface_hub import snapshot_download
-
-        return _load_directory(Path(snapshot_download(name)), **kwargs)
-    raise ValueError(
-        f"unknown model {name!r}: use 'default', an MMAudio network "
-        f"({', '.join('mmaudio-' + v.replace('_', '-') for v in MMAUDIO_VARIANTS)}), a model directory "
-        "or a HF repo id"
-    )
+    source = resolve_model(name)  # the one name -> model resolver (mfmjt.resolve)
+    if source.kind == "mmaudio":
+        return _load_mmaudio(source.variant, **kwargs)
+    if source.kind == "file":
+        if not source.features.kind.startswith("mmaudio"):
+            raise ValueError(
+                f"{name} is a bare {source.variant} network: its feature stack is not in the file; "
+                "load the model directory it came from"
+            )
+        return _load_mmaudio(source.variant, network_file=source.file, **kwargs)
+    return _load_directory(source.directory, **kwargs)

@@ -37,7 +37,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +58,18 @@ from mfmjt.data.stores import (
     store_has_video,
     store_latent_stats,
 )
-from mfmjt.meanflow import MeanFlowLoss, TrainingGuidance, drop_conditions, meanflow_loss, sample_guidance
+from mfmjt.dataclass_args import values_from_args
+from mfmjt.meanflow import (
+    MeanFlowConfig,
+    MeanFlowLoss,
+    TrainingGuidance,
+    drop_conditions,
+    meanflow_loss,
+    sample_guidance,
+)
 from mfmjt.model import MFMJTNetwork
-from mfmjt.model.network import read_metadata
+from mfmjt.model_dir import flat_metadata, save_network
+from mfmjt.resolve import resolve_model
 from mfmjt.train_config import TrainConfig, add_train_arguments
 from mfmjt.train_state import CHECKPOINT_FORMAT, ExponentialMovingAverage, TrainingState, read_checkpoint
 from mfmjt.validation import validate
@@ -229,56 +238,54 @@ def read_empty_text(path: str | Path, length: int, dim: int) -> torch.Tensor:
     return value.float()
 
 
-def _registry_network(name: str) -> Any:
-    """The registry entry (``mfmjt.hub.PipelineWeights``) of an MMAudio network name, or None."""
-    from mfmjt.hub import pipeline_weights
-
-    try:
-        return pipeline_weights(name.lower())
-    except ValueError:
-        return None
-
-
 def _load_initial_weights(net: MFMJTNetwork, source: str | Path, variant: str | None = None) -> None:
-    """Load ``init_from``: a model directory, a state-dict file (MMAudio ``.pth``, ``.safetensors``)
-    or a registry name (downloaded and md5-checked by :func:`mfmjt.hub.resolve_file`)."""
-    from mfmjt.features.audio import read_state_dict
-
-    path = Path(source).expanduser()
-    if path.is_dir():
-        state = MFMJTNetwork.from_pretrained(path).state_dict()
-    elif path.is_file():
-        state = read_state_dict(path)
-    elif (entry := _registry_network(str(source))) is not None:
-        if variant is not None and entry.variant != variant:
-            raise ValueError(
-                f"init_from {source} is MMAudio's {entry.variant} network; train it with "
-                f"--variant {entry.variant} (not {variant})"
-            )
-        from mfmjt.hub import resolve_file
-
-        path = resolve_file(entry.network)
-        state = read_state_dict(path)
-    else:
-        from mfmjt.hub import PIPELINES
-
-        names = ", ".join(f"mmaudio-{k.replace('_', '-')}" for k in PIPELINES)
+    """Load ``init_from``: any model name :func:`mfmjt.resolve.resolve_model` takes (``default``, an
+    MMAudio name: downloaded and md5-checked, a model directory, a .pth/.safetensors state dict, a Hub
+    repo id)."""
+    found = resolve_model(source)
+    if found.kind == "mmaudio" and variant is not None and found.variant != variant:
         raise ValueError(
-            f"init_from {source} does not exist; give a model directory, an MMAudio .pth, a .safetensors "
-            f"state dict or a registry name ({names})"
+            f"init_from {source} is MMAudio's {found.variant} network; train it with "
+            f"--variant {found.variant} (not {variant})"
         )
+    state = found.load_network().state_dict() if found.directory is not None else found.state_dict()
     try:
         net.load_mmaudio_state_dict(state)
     except ValueError as err:
-        hint = ""
-        try:
-            from mfmjt.hub import infer_variant
+        arch, overrides = found.architecture()
+        flags = "".join(f" --network {k}={json.dumps(v)}" for k, v in overrides.items())
+        raise ValueError(
+            f"init_from {source} does not fit variant {variant!r} (it is a {arch} network: drop --variant "
+            f"and --network to take its architecture, or use --variant {arch}{flags}): {err}"
+        ) from None
 
-            found = infer_variant(state, str(source))
-            hint = f" (it is a {found} network; use --variant {found})"
-        except ValueError:
-            pass
-        raise ValueError(f"init_from {source} does not fit variant {variant!r}{hint}: {err}") from None
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """``mfmjt train``'s options as a :class:`TrainConfig`. With ``--init-from``, the architecture
+    (variant and network overrides) and the MeanFlow settings the source was trained with (if it
+    records them) are the source's; flags given on the command line override them."""
+    values = values_from_args(TrainConfig, args)
+    meanflow = values_from_args(MeanFlowConfig, args)
+    if values.get("init_from") is not None:
+        source = resolve_model(values["init_from"])
+        variant, overrides = source.architecture()
+        if "variant" not in values:
+            values["variant"] = variant
+            values["network_overrides"] = {**overrides, **values.get("network_overrides", {})}
+        recorded = (source.config.provenance.training or {}).get("meanflow") or {}
+        known = {f.name for f in fields(MeanFlowConfig)}
+        meanflow = {**{k: v for k, v in recorded.items() if k in known}, **meanflow}
+        logger.info("init_from %s: %s", values["init_from"], source.describe())
+    return TrainConfig(**values, meanflow=MeanFlowConfig(**meanflow))
+
+
+def init_features(config: TrainConfig) -> tuple[dict[str, Any] | None, dict[str, Path]]:
+    """The feature stack of ``init_from`` (its ``features`` section and files), for a store that records
+    none; (None, {}) without ``init_from``."""
+    if config.init_from is None:
+        return None, {}
+    source = resolve_model(config.init_from)
+    return flat_metadata(source.config)["features"], source.feature_files()
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -484,8 +491,8 @@ def _lineage(config: TrainConfig, step: int) -> list[str]:
     """The stages that made a model: its parent's lineage (an ``init_from`` model directory may carry
     one) and this run, in a line."""
     parent: list[str] = []
-    if config.init_from is not None and (Path(config.init_from) / "config.json").is_file():
-        parent = list(read_metadata(config.init_from).get("lineage", []))
+    if config.init_from is not None:
+        parent = list(flat_metadata(resolve_model(config.init_from).config).get("lineage", []))
     mf = config.meanflow
     recipe = (
         f"r≠t ratio {mf.mean_flow_ratio:g}, "
@@ -514,6 +521,9 @@ def _export(
 ) -> Path:
     """Write ``network`` as a model directory; ``metadata`` adds or overrides config.json fields."""
     features = store.extra.get("features")
+    files = {name: Path(store.path) / name for name in (features or {}).get("files", [])}
+    if not features:  # a store that records no feature stack: the init_from model's
+        features, files = init_features(config)
     fields_: dict[str, Any] = dict(
         lineage=_lineage(config, step),
         objective=config.objective,
@@ -524,11 +534,11 @@ def _export(
         feature_store=store.extra,
         **({"features": features} if features else {}),
     )
-    network.save_pretrained(out, weights_dtype=weights_dtype, **{**fields_, **(metadata or {})})
-    # A store may carry the feature stack it was made with (e.g. the offline codec): the exported
-    # model directory then holds everything the pipeline needs.
-    for name in (features or {}).get("files", []):
-        shutil.copy2(Path(store.path) / name, out / name)
+    save_network(network, out, weights_dtype=weights_dtype, **{**fields_, **(metadata or {})})
+    # A store (or the init_from model) may carry the feature stack's files (e.g. the offline codec): the
+    # exported model directory then holds everything the pipeline needs.
+    for name, path in files.items():
+        shutil.copy2(path, out / name)
     logger.info("exported the EMA network (step %d) to %s", step, out)
     return out
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,14 @@ def _save_atomic(obj: Any, path: Path) -> None:
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """A training checkpoint's dict; ValueError if ``path`` is not one."""
-    state = torch.load(Path(path), map_location=map_location, weights_only=True)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training checkpoint {path} not found (a run writes checkpoint_last.pt)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path} is not a training checkpoint ({first[:120]})") from None
     found = state.get("format") if isinstance(state, dict) else type(state).__name__
     if found != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a training checkpoint (format {found!r})")

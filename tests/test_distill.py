@@ -27,7 +27,7 @@ from mfmjt.distill import (
 from mfmjt.feature_store import FeatureStore, FeatureStoreWriter
 from mfmjt.meanflow import MeanFlowConfig, TimePairs, TrainingGuidance, meanflow_loss
 from mfmjt.model import MFMJTNetwork, NetworkConfig
-from mfmjt.model.network import read_metadata
+from mfmjt.model_dir import load_network, read_metadata, save_network
 from mfmjt.pipeline import default_model_dir, load_pipeline
 
 MICRO = {"hidden_dim": 32, "depth": 2, "fused_depth": 1, "num_heads": 2, "sync_dim": 48}
@@ -274,7 +274,7 @@ def test_teacher_samples_are_made_once_resumed_after_an_interruption_and_checked
 def test_distill_cli_runs_resumes_exports_and_the_student_generates_in_one_step(tmp_path, monkeypatch):
     teacher = MFMJTNetwork(NetworkConfig.variant("tiny", **MICRO))
     randomize(teacher, 5)
-    teacher_dir = teacher.save_pretrained(tmp_path / "teacher", objective="flow_matching", variant="tiny")
+    teacher_dir = save_network(teacher, tmp_path / "teacher", objective="flow_matching", variant="tiny")
     store = make_store(tmp_path / "store", with_codec=True)
     run = tmp_path / "run"
     args = [
@@ -304,7 +304,7 @@ def test_distill_cli_runs_resumes_exports_and_the_student_generates_in_one_step(
     }
     assert "distillation from the flow-matching teacher" in meta["lineage"][-1]
 
-    student = MFMJTNetwork.from_pretrained(run / "final")
+    student = load_network(run / "final")
     loaded_teacher = load_teacher(teacher_dir)
     changed = [k for k, v in student.state_dict().items() if not k.startswith("guidance_embed.")
                and not torch.equal(v, loaded_teacher.state_dict()[k])]  # fmt: skip
@@ -329,5 +329,5 @@ def test_an_mmaudio_checkpoint_file_is_a_teacher_of_its_inferred_variant(tmp_pat
     z, clip, sync, text, t = _inputs(net)
     with torch.no_grad():  # MMAudio's network has no Δt input: the teacher ignores it, like None
         torch.testing.assert_close(teacher(z, clip, sync, text, t, t * 0.7), net(z, clip, sync, text, t))
-    with pytest.raises(ValueError, match="neither a model directory"):
+    with pytest.raises(ValueError, match="not found on disk and not a known name"):
         load_teacher("no-such-teacher")

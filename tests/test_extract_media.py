@@ -465,7 +465,7 @@ def test_a_folder_that_is_not_an_extraction_is_not_touched(
 
 # ------------------------------------------------------------------------------------- CLI
 def test_cli_with_a_model_directory_stack(
-    tmp_path: Path, video_set: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, video_set: tuple[Path, Path], capsys: pytest.CaptureFixture
 ) -> None:
     videos, tsv = video_set
     out = tmp_path / "store"
@@ -484,9 +484,8 @@ def test_cli_with_a_model_directory_stack(
 
     bad = tmp_path / "bad.tsv"
     bad.write_text("id\tlabel\ndog\tx\ndog\ty\n")
-    with caplog.at_level(logging.ERROR):
-        code = main(["extract", "--videos", str(videos), "--tsv", str(bad), "--out", str(tmp_path / "s2")])
-    assert code == 2 and "line 3: id 'dog' repeats line 2" in caplog.text
+    code = main(["extract", "--videos", str(videos), "--tsv", str(bad), "--out", str(tmp_path / "s2")])
+    assert code == 2 and "line 3: id 'dog' repeats line 2" in capsys.readouterr().err
 
 
 def test_unavailable_choices_say_so(
@@ -531,3 +530,40 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path: Path, video_set: tuple[P
     assert main(["extract", *common, "--out", str(tmp_path / "one")]) == 0
     assert_same_store(tmp_path / "two", arrays(tmp_path / "one"))
     assert read_failed(tmp_path / "two") == VIDEO_FAILURES
+
+
+def test_an_extraction_where_every_row_fails_writes_failed_tsv_and_says_why(tmp_path, random_stack):
+    d = tmp_path / "videos"
+    d.mkdir()
+    write_mp4(d / "short.mp4", 0.5, tone(0.5, 22050, 440), seed=5)
+    (d / "broken.mp4").write_bytes(b"this is not a video at all" * 40)
+    tsv = write_tsv(tmp_path / "t.tsv", "id\tlabel", [("short", "a"), ("broken", "b"), ("lost", "c")])
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"all 3 rows failed \((?=.*1 too short)(?=.*1 unreadable).*\)"):
+        extract_media(config(out, tsv, videos=d), random_stack)
+    assert read_failed(out) == {"short": "too short", "broken": "unreadable", "lost": "missing file"}
+
+
+def test_a_clip_a_frame_short_is_logged_as_dropped_not_as_used_shorter(tmp_path, random_stack, caplog):
+    d = tmp_path / "videos"
+    d.mkdir()
+    write_mp4(d / "nearly.mp4", 0.96, tone(1.5, 22050, 440), seed=1)  # 24 frames at 25 fps: 0.96 s
+    write_mp4(d / "dog.mp4", 1.5, tone(1.5, 22050, 440), seed=2)
+    tsv = write_tsv(tmp_path / "t.tsv", "id\tlabel", [("nearly", "a"), ("dog", "b")])
+    with caplog.at_level(logging.INFO):
+        extract_media(config(tmp_path / "out", tsv, videos=d), random_stack)
+    assert read_failed(tmp_path / "out") == {"nearly": "too short"}
+    assert not [r.getMessage() for r in caplog.records if "using 0.9" in r.getMessage()]
+
+
+def test_media_files_are_found_by_id_whatever_their_extension(tmp_path, random_stack):
+    d = tmp_path / "audios"
+    d.mkdir()
+    sf.write(d / "vorbis.oga", tone(1.3, 44100, 500), 44100, format="OGG", subtype="VORBIS")
+    sf.write(d / "plain.wav", tone(1.3, 16000, 300), 16000)
+    (d / "odd.dat").write_bytes(b"not audio" * 100)
+    tsv = write_tsv(tmp_path / "c.tsv", "id\tcaption", [("vorbis", "a"), ("plain", "b"), ("odd", "c")])
+    extract_media(config(tmp_path / "out", tsv, audios=d), random_stack)
+    store = FeatureStore(tmp_path / "out")
+    assert sorted(store.ids) == ["plain_0", "vorbis_0"]  # audio files give windows id_k
+    assert read_failed(tmp_path / "out") == {"odd": "unreadable"}  # the decoder decides, not the suffix

@@ -7,9 +7,9 @@ import torch
 
 from mfmjt.cli import main
 from mfmjt.config import NetworkConfig
+from mfmjt.growth import deepen_audio_blocks
 from mfmjt.model import MFMJTNetwork
-from mfmjt.model.growth import deepen_audio_blocks
-from mfmjt.model_dir import read_model_config
+from mfmjt.model_dir import load_network, read_model_config, save_network
 
 
 def _trained_like_tiny() -> MFMJTNetwork:
@@ -62,7 +62,7 @@ def test_deepen_rejects_a_non_positive_count():
 
 def test_mfmjt_deepen_keeps_metadata_and_companion_files(tmp_path):
     net = _trained_like_tiny()
-    net.save_pretrained(tmp_path / "small", objective="meanflow", lineage=["stage 1"])
+    save_network(net, tmp_path / "small", objective="meanflow", lineage=["stage 1"])
     (tmp_path / "small" / "codec.safetensors").write_bytes(b"codec bytes")
     assert (
         main(["deepen", str(tmp_path / "small"), "--extra-blocks", "2", "--out", str(tmp_path / "deep")]) == 0
@@ -71,11 +71,21 @@ def test_mfmjt_deepen_keeps_metadata_and_companion_files(tmp_path):
     assert meta.objective == "meanflow" and meta.network.fused_depth == net.config.fused_depth + 2
     assert meta.provenance.lineage[0] == "stage 1" and "deepened by 2" in meta.provenance.lineage[1]
     assert (tmp_path / "deep" / "codec.safetensors").read_bytes() == b"codec bytes"
-    deeper = MFMJTNetwork.from_pretrained(tmp_path / "deep").eval()
+    deeper = load_network(tmp_path / "deep").eval()
     x, c, s, t = _inputs(1)
     with torch.no_grad():
         torch.testing.assert_close(
             deeper(x, c, s, t, 0.7, 0.2), net(x, c, s, t, 0.7, 0.2), rtol=1e-5, atol=1e-5
         )
     with pytest.raises(FileExistsError, match="not empty"):
-        main(["deepen", str(tmp_path / "small"), "--extra-blocks", "1", "--out", str(tmp_path / "deep")])
+        main(
+            [
+                "--debug",
+                "deepen",
+                str(tmp_path / "small"),
+                "--extra-blocks",
+                "1",
+                "--out",
+                str(tmp_path / "deep"),
+            ]
+        )

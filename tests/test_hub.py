@@ -7,6 +7,7 @@ test, and ``hf_hub_download`` is replaced by fakes.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -22,6 +23,7 @@ from safetensors.torch import load_file
 
 from mfmjt import hub
 from mfmjt.config import VARIANTS, NetworkConfig
+from mfmjt.convert import convert_mmaudio_checkpoint, infer_variant
 from mfmjt.hub import (
     CACHE_ENV,
     WEIGHTS_DIR_ENV,
@@ -32,12 +34,11 @@ from mfmjt.hub import (
     WeightsDownloadError,
     WeightsOfflineError,
     WeightsUnavailableError,
-    convert_mmaudio_checkpoint,
-    infer_variant,
     pipeline_weights,
     resolve_file,
 )
-from mfmjt.model.network import MFMJTNetwork, read_metadata
+from mfmjt.model.network import MFMJTNetwork
+from mfmjt.model_dir import load_network, read_metadata
 
 GOLDENS = Path(__file__).parent / "goldens"
 PAYLOAD = b"fake MMAudio weights\n" * 5000  # ~100 kB: several reads, still instant
@@ -145,11 +146,19 @@ def test_small_16k_pipeline_lists_the_reference_files_and_checksums():
     assert HubSource("hkchengrex/MMAudio", "ext_weights/v1-16.pth") in weights.vae.sources
 
 
-def test_every_mmaudio_network_variant_has_a_registered_file():
-    mmaudio_variants = {name for name in VARIANTS if name != "tiny"}
-    assert {pipeline_weights(v).network.name for v in mmaudio_variants} == {
-        f"mmaudio_{v}" for v in mmaudio_variants
-    }
+def test_the_registry_holds_exactly_the_reference_networks_and_every_spelling_reaches_its_file():
+    """The networks MMAudio publishes (the reference run's manifests) are the registry's, each MMAudio
+    network variant of the config is one of them, and every accepted spelling reaches that network's file
+    under MMAudio's path for it."""
+    from mfmjt.weights import MMAUDIO_NAMES, PIPELINES
+
+    reference = set(json.loads((GOLDENS / "network_manifests.json").read_text())) - {"_about"}
+    assert set(PIPELINES) == reference
+    assert {v for v, c in VARIANTS.items() if c.latent_seq_len in (250, 345)} == reference
+    for spelling, variant in MMAUDIO_NAMES.items():
+        for name in (spelling, spelling + ".pth", spelling.upper().replace("_", "-")):
+            entry = pipeline_weights(name.lower()).network
+            assert entry.path == f"weights/mmaudio_{variant}.pth", name
 
 
 def test_weight_file_rejects_a_malformed_md5():
@@ -332,7 +341,7 @@ def test_convert_golden_checkpoint_infers_variant_and_round_trips(tmp_path: Path
     meta = read_metadata(out)
     assert meta["objective"] == "flow_matching"
     assert meta["variant"] == "tiny" and meta["source"] == pth.name
-    net = MFMJTNetwork.from_pretrained(out)
+    net = load_network(out)
     assert net.config == NetworkConfig.variant("tiny")
     loaded = net.state_dict()
     for key, value in state.items():

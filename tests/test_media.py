@@ -443,10 +443,6 @@ def test_absurd_resolution_is_refused(tmp_path: Path) -> None:
         decode_video(path)
 
 
-def test_media_error_is_a_value_error() -> None:
-    assert issubclass(MediaError, ValueError)
-
-
 # ---------------------------------------------------------------------------------------------
 # audio
 

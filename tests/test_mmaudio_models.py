@@ -18,6 +18,7 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 
 from mfmjt import hub, memory, pipeline
 from mfmjt.config import AUDIO_MODES, NetworkConfig, SequenceLengths
+from mfmjt.convert import infer_variant
 from mfmjt.features.vae import VAE
 from mfmjt.features.vocoder import BigVGANVocoder
 from mfmjt.hub import (
@@ -34,6 +35,7 @@ from mfmjt.hub import (
     resolve_mmaudio_files,
 )
 from mfmjt.model.network import LEGACY_BUFFER_KEYS, MFMJTNetwork
+from mfmjt.model_dir import read_model_config, save_network
 
 GOLDENS = Path(__file__).parent / "goldens"
 NETWORK_MANIFESTS = json.loads((GOLDENS / "network_manifests.json").read_text())
@@ -265,25 +267,27 @@ def test_load_pipeline_accepts_every_mmaudio_network(name, variant, monkeypatch)
 
 
 def test_convert_accepts_every_network_spelling(tmp_path, monkeypatch):
+    """``mfmjt convert`` of an MMAudio name resolves the registry's network file (md5-checked download)
+    and writes its flow-matching model with MMAudio's feature stack of the right rate."""
+    from safetensors.torch import load_file
+
+    from mfmjt.resolve import convert_model
+
+    golden = load_file(str(GOLDENS / "golden_network_tiny_v1.state.safetensors"))
+    pth = tmp_path / "net.pth"
+    torch.save(golden, pth)
     resolved: list[str] = []
-    converted: list[str] = []
-    monkeypatch.setattr(
-        hub, "resolve_file", lambda entry, **kw: resolved.append(entry.name) or tmp_path / "x"
-    )
-    monkeypatch.setattr(
-        hub, "convert_mmaudio_checkpoint", lambda path, out, variant=None: converted.append(variant) or out
-    )
-    for name in ("mmaudio-large-44k-v2", "mmaudio_medium_44k", "mmaudio_small_44k.pth", "large_44k"):
-        hub.convert_command(name, str(tmp_path / "out"))
-    assert resolved == [
-        "mmaudio_large_44k_v2",
-        "mmaudio_medium_44k",
-        "mmaudio_small_44k",
-        "mmaudio_large_44k",
-    ]
-    assert converted == ["large_44k_v2", "medium_44k", "small_44k", "large_44k"]
-    with pytest.raises(FileNotFoundError, match="neither a file nor a network"):
-        hub.convert_command("mmaudio-huge", str(tmp_path / "out"))
+    monkeypatch.setattr(hub, "resolve_file", lambda entry, **kw: resolved.append(entry.name) or pth)
+    for name in ("mmaudio-large-44k-v2", "mmaudio_medium_44k", "mmaudio_small_16k.pth"):
+        # the registry's file is the tiny golden here, so it cannot fit the named variant
+        with pytest.raises(ValueError, match="does not match this network variant"):
+            convert_model(name, tmp_path / "out")
+    assert resolved == ["mmaudio_large_44k_v2", "mmaudio_medium_44k", "mmaudio_small_16k"]
+    assert infer_variant(golden) == "tiny"
+    out = convert_model(str(pth), tmp_path / "tiny")
+    assert read_model_config(out).objective == "flow_matching"
+    with pytest.raises(ValueError, match="not found on disk and not a known name"):
+        convert_model("mmaudio-huge", tmp_path / "out")
 
 
 # ---------------------------------------------------------------------- real-size layouts load
@@ -292,7 +296,7 @@ def test_every_network_loads_its_real_checkpoint_layout(variant):
     """MMAudio's state dict (keys and shapes of the manifest, plus the legacy buffers old checkpoints
     carry) is recognised as its variant and loads strictly into the network of that variant."""
     state = meta_state(NETWORK_MANIFESTS[variant]["state_dict"])
-    assert hub.infer_variant(state) == variant
+    assert infer_variant(state) == variant
     state.update({k: torch.empty(1, device="meta") for k in LEGACY_BUFFER_KEYS})
     with torch.device("meta"):
         net = MFMJTNetwork(NetworkConfig.variant(variant))
@@ -464,9 +468,11 @@ def test_a_saved_model_on_the_44k_features_loads_and_generates_at_44_1_khz(tmp_p
         asked.append(name)
         return FeatureStack(small.clip, small.sync, small.text, codec)
 
-    monkeypatch.setattr(pipeline, "load_mmaudio_features", fake_stack)
+    import mfmjt.features.mmaudio
+
+    monkeypatch.setattr(mfmjt.features.mmaudio, "load_mmaudio_features", fake_stack)
     config = NetworkConfig.variant("tiny", latent_dim=40, clip_dim=32, sync_dim=48, text_dim=32)
-    MFMJTNetwork(config).save_pretrained(tmp_path / "model", features={"kind": "mmaudio_44k"})
+    save_network(MFMJTNetwork(config), tmp_path / "model", features={"kind": "mmaudio_44k"})
     pipe = pipeline.load_pipeline(str(tmp_path / "model"), device="cpu")
     assert asked == ["mmaudio-44k"] and pipe.sample_rate == 44_100
     result = pipe.generate(prompt="rain", duration=1.0, guidance="standard")

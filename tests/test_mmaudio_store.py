@@ -205,3 +205,19 @@ def test_writer_rejects_wrong_shapes_missing_arrays_and_unwritten_items(tmp_path
         MMAudioStoreWriter.create(tmp_path / "u", ["a", "a"], ["x", "y"], shapes)
     meta = json.loads((tmp_path / "s" / "meta.json").read_text())
     assert meta["clip_features"]["shape"] == [2, *CLIP] and meta["mean"]["dtype"] == "torch.float32"
+
+
+@pytest.mark.parametrize(("array", "length"), [("clip_features", 50), ("sync_features", 144)])
+def test_a_store_whose_video_features_are_too_short_names_them_not_the_latents(tmp_path, array, length):
+    from mfmjt.config import NetworkConfig
+    from mfmjt.data.compat import store_problems
+
+    arrays = mmaudio_video_arrays(3)
+    arrays[array] = arrays[array][:, :length]
+    write_like_mmaudio(tmp_path / "v", arrays, ["a", "b", "c"], ["x", "y", "z"], "label")
+    store = MMAudioStore(tmp_path / "v")
+    assert store.duration == 8.0  # the latents' length: 250 latent frames are 8 s at 16 kHz
+    cfg = NetworkConfig.variant("tiny", clip_dim=CLIP[1], sync_dim=SYNC[1], text_dim=TEXT[1])
+    problems = store_problems([store], cfg)
+    assert problems and all(array in p for p in problems), problems
+    assert not any(p.split(": ", 1)[1].startswith(("mean", "std")) for p in problems), problems

@@ -23,7 +23,9 @@ from mfmjt.model_dir import (
     FeatureSpec,
     ModelConfig,
     SamplingSettings,
+    load_network,
     read_model_config,
+    save_network,
     write_model_dir,
 )
 from mfmjt.pipeline import Pipeline, default_model_dir, load_pipeline
@@ -109,13 +111,13 @@ def test_pipeline_save_pretrained_round_trips_network_codec_and_card(tmp_path):
 def test_network_save_pretrained_writes_the_versioned_format_with_its_metadata(tmp_path):
     net = MFMJTNetwork(NetworkConfig.variant("tiny"))
     randomize(net, 3)
-    net.save_pretrained(tmp_path, objective="flow_matching", source="x.pth", variant="tiny", custom=7)
+    save_network(net, tmp_path, objective="flow_matching", source="x.pth", variant="tiny", custom=7)
     config = read_model_config(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["format_version"] == FORMAT_VERSION
     assert config.objective == "flow_matching" and config.features.kind == "mmaudio_16k"
     assert config.recommended == SamplingSettings(25, 4.5, "scaled")
     assert config.provenance.source == "x.pth" and config.provenance.extra == {"custom": 7}
-    loaded = MFMJTNetwork.from_pretrained(tmp_path)
+    loaded = load_network(tmp_path)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in net.state_dict().items())
 
 
@@ -152,7 +154,7 @@ def test_a_new_feature_kind_is_one_registry_entry(tmp_path):
             ("codec.safetensors",),
         )
         out = tmp_path / "m"
-        network = MFMJTNetwork.from_pretrained(default_model_dir())
+        network = load_network(default_model_dir())
         codec = {"codec.safetensors": default_model_dir() / "codec.safetensors"}
         write_model_dir(out, network, replace(source, features=spec), files=codec)
         pipe = Pipeline.from_pretrained(out, device="cpu")

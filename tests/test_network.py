@@ -11,7 +11,7 @@ from stacks import randomize
 
 from mfmjt.config import VARIANTS, NetworkConfig, SequenceLengths
 from mfmjt.model import MFMJTNetwork
-from mfmjt.model_dir import read_model_config
+from mfmjt.model_dir import load_network, read_model_config, save_network
 
 MANIFESTS = json.loads((GOLDENS / "network_manifests.json").read_text())
 MMAUDIO_VARIANTS = [name for name in MANIFESTS if not name.startswith("_")]
@@ -82,9 +82,9 @@ def test_save_and_load_pretrained_round_trip(tmp_path):
     net.load_mmaudio_state_dict(state)
     with torch.no_grad():
         net.dt_embed.mlp[2].weight.normal_()  # a trained Δt embedder must survive the round trip
-    net.save_pretrained(tmp_path, objective="meanflow")
+    save_network(net, tmp_path, objective="meanflow")
     assert read_model_config(tmp_path).objective == "meanflow"
-    loaded = MFMJTNetwork.from_pretrained(tmp_path).eval()
+    loaded = load_network(tmp_path).eval()
     assert loaded.config == net.config
     for key, value in net.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
@@ -98,8 +98,8 @@ def test_weights_stored_as_float16_load_as_the_rounded_float32_network(tmp_path)
 
     net = MFMJTNetwork(NetworkConfig.variant("tiny", guidance_embed=True)).eval()
     randomize(net, 7)
-    net.save_pretrained(tmp_path / "half", weights_dtype=torch.float16, objective="meanflow")
-    net.save_pretrained(tmp_path / "full")
+    save_network(net, tmp_path / "half", weights_dtype=torch.float16, objective="meanflow")
+    save_network(net, tmp_path / "full")
     stored = load_file(str(tmp_path / "half" / "model.safetensors"))
     assert {v.dtype for v in stored.values()} == {torch.float16}
     half_size = (tmp_path / "half" / "model.safetensors").stat().st_size
@@ -107,7 +107,7 @@ def test_weights_stored_as_float16_load_as_the_rounded_float32_network(tmp_path)
     meta = read_model_config(tmp_path / "half")
     assert meta.weights_dtype == "float16" and meta.objective == "meanflow"
     assert read_model_config(tmp_path / "full").weights_dtype is None
-    loaded = MFMJTNetwork.from_pretrained(tmp_path / "half").state_dict()
+    loaded = load_network(tmp_path / "half").state_dict()
     changed = 0
     for key, value in net.state_dict().items():
         got = loaded[key]
@@ -116,7 +116,7 @@ def test_weights_stored_as_float16_load_as_the_rounded_float32_network(tmp_path)
         changed += int(not torch.equal(got, value))
     assert changed > 0  # the rounding is real, and loading does not undo it
     with pytest.raises(ValueError, match="floating-point"):
-        net.save_pretrained(tmp_path / "bad", weights_dtype=torch.int8)
+        save_network(net, tmp_path / "bad", weights_dtype=torch.int8)
 
 
 def test_guidance_embedding_adds_nothing_at_omega_one_and_loads_from_plain_checkpoints(tmp_path):
@@ -138,8 +138,8 @@ def test_guidance_embedding_adds_nothing_at_omega_one_and_loads_from_plain_check
         scaled = guided(*args, cfg_strength=torch.tensor([2.0, 1.0]), scaled=True)
         assert not torch.allclose(standard[0], reference[0]) and not torch.allclose(standard[0], scaled[0])
         assert torch.equal(standard[1], reference[1]) and torch.equal(scaled[1], reference[1])
-        guided.save_pretrained(tmp_path)
-        loaded = MFMJTNetwork.from_pretrained(tmp_path)
+        save_network(guided, tmp_path)
+        loaded = load_network(tmp_path)
         assert loaded.config.guidance_embed
         assert torch.equal(
             loaded(*args, cfg_strength=2.0, scaled=True), guided(*args, cfg_strength=2.0, scaled=True)
@@ -152,7 +152,7 @@ def test_guidance_embedding_adds_nothing_at_omega_one_and_loads_from_plain_check
 
 def test_from_pretrained_names_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
-        MFMJTNetwork.from_pretrained(tmp_path)
+        load_network(tmp_path)
 
 
 @pytest.mark.parametrize("duration", [1.0, 2.5, 8.0, 10.0, 13.7])

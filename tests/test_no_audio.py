@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from mfmjt.data.feature_stacks import ResolvedStack
 from mfmjt.feature_store import FeatureStore
 from mfmjt.features import registry
 from mfmjt.model import MFMJTNetwork, NetworkConfig
-from mfmjt.model.network import read_metadata
+from mfmjt.model_dir import read_metadata, save_network
 from mfmjt.pipeline import load_pipeline
 
 DURATION = 1.0  # 8 CLIP frames, 16 sync tokens, 32 latents at 16 kHz
@@ -55,7 +54,7 @@ def small_stack(monkeypatch: pytest.MonkeyPatch) -> ResolvedStack:
 def teacher_dir(tmp_path: Path) -> Path:
     net = MFMJTNetwork(NetworkConfig.variant("tiny", **TEACHER))
     randomize(net, 5)
-    return net.save_pretrained(tmp_path / "teacher", objective="flow_matching", variant="tiny")
+    return save_network(net, tmp_path / "teacher", objective="flow_matching", variant="tiny")
 
 
 def distill_args(teacher: Path, store: Path, out: Path, steps: int = 3) -> list[str]:
@@ -116,12 +115,13 @@ def test_silent_videos_extract_without_audio_then_distil_and_generate(
     np.testing.assert_allclose(store[1]["clip_f"].numpy(), clip_ref.numpy(), rtol=1e-4, atol=2e-5)
     np.testing.assert_allclose(store[1]["text_f"].numpy(), text_ref.numpy(), rtol=1e-4, atol=2e-5)
     with pytest.raises(ValueError, match="with --x-source teacher"):
-        main([*distill_args(teacher_dir, store_dir, tmp_path / "x"), "--x-source", "store"])
+        main(["--debug", *distill_args(teacher_dir, store_dir, tmp_path / "x"), "--x-source", "store"])
 
     run = tmp_path / "run"
     with pytest.raises(ValueError, match=f"feature store {store_dir} {REFUSAL}"):
-        main(["train", "--store", str(store_dir), "--out", str(run), "--variant", "tiny", "--steps", "2",
-              *(f"--network={k}={v}" for k, v in TEACHER.items()), "--no-progress"])  # fmt: skip
+        main(["--debug", "train", "--store", str(store_dir), "--out", str(run), "--variant", "tiny",
+              "--steps", "2", *(f"--network={k}={v}" for k, v in TEACHER.items()),
+              "--no-progress"])  # fmt: skip
     assert not (run / "checkpoint_last.pt").exists()
 
     assert main(distill_args(teacher_dir, store_dir, run)) == 0
@@ -140,7 +140,7 @@ def test_silent_videos_extract_without_audio_then_distil_and_generate(
 
 
 def test_prompts_alone_extract_then_distil_and_generate(
-    tmp_path: Path, small_stack: ResolvedStack, teacher_dir: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, small_stack: ResolvedStack, teacher_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
     rows = [("p0", "a dog barks"), ("p1", "waves on a beach"), ("p2", "an old clock ticks")]
     prompts = write_tsv(tmp_path / "prompts.tsv", "id\tcaption", rows)
@@ -157,10 +157,12 @@ def test_prompts_alone_extract_then_distil_and_generate(
     np.testing.assert_allclose(store[2]["text_f"].numpy(), text_ref.numpy(), rtol=1e-4, atol=2e-5)
     assert (store_dir / "failed.tsv").read_text() == "id\treason\tdetail\n"
 
-    with caplog.at_level(logging.ERROR):  # refused combinations, before anything is read
-        assert main([*argv[:5], "--layout", "mmaudio"]) == 2
-        assert main([*argv[:5], "--tsv", str(prompts)]) == 2
-    assert "native layout only" in caplog.text and "leave out --tsv" in caplog.text
+    capsys.readouterr()
+    # refused combinations, before anything is read
+    assert main([*argv[:5], "--layout", "mmaudio"]) == 2
+    assert main([*argv[:5], "--tsv", str(prompts)]) == 2
+    err = capsys.readouterr().err
+    assert "native layout only" in err and "leave out --tsv" in err
 
     run = tmp_path / "run"
     assert main(distill_args(teacher_dir, store_dir, run)) == 0

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from mfmjt.config import SequenceLengths
 from mfmjt.features.base import AudioCodec, FeatureStack, TextEncoder, VideoEncoder
+from mfmjt.onsets import detect_onsets
 from mfmjt.toy.codec import CodecConfig, OfflineAudioCodec
 from mfmjt.toy.encoders import (
     OfflineClipEncoder,
@@ -19,7 +20,6 @@ from mfmjt.toy.encoders import (
     OfflineSyncEncoder,
     OfflineTextEncoder,
 )
-from mfmjt.toy.onsets import detect_onsets
 from mfmjt.toy.scene import make_scene, make_text_sample
 from mfmjt.toy.specs import SceneConfig
 from mfmjt.toy.stack import make_offline_stack

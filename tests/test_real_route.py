@@ -20,11 +20,11 @@ from stacks import randomize, small_random_pipeline
 
 from mfmjt.cli import main
 from mfmjt.data.feature_stacks import ResolvedStack, resolve_feature_stack
-from mfmjt.data.scene_files import write_scene_files
 from mfmjt.features import registry
 from mfmjt.model import MFMJTNetwork, NetworkConfig
 from mfmjt.model.network import DT_EMBED_PREFIX, GUIDANCE_EMBED_PREFIX
 from mfmjt.pipeline import load_pipeline
+from mfmjt.toy.scene_files import write_scene_files
 
 DURATION = 1.0  # seconds per item: two Synchformer segments, 32 latents
 SMALL_NET = [

@@ -9,8 +9,8 @@ import av
 import numpy as np
 import pytest
 
+from mfmjt.onsets import detect_onsets
 from mfmjt.toy.captions import caption_vocabulary
-from mfmjt.toy.onsets import detect_onsets
 from mfmjt.toy.render import write_scene_mp4
 from mfmjt.toy.scene import make_scene, make_text_sample
 from mfmjt.toy.specs import SceneConfig

@@ -23,7 +23,7 @@ from mfmjt.data.mix import MixedIndexStream, StoreMix, StoreSpec, held_out_items
 from mfmjt.feature_store import FeatureStore, FeatureStoreWriter, latent_stats
 from mfmjt.meanflow import MeanFlowConfig, meanflow_loss, sample_time_pairs
 from mfmjt.model import MFMJTNetwork
-from mfmjt.model.network import read_metadata
+from mfmjt.model_dir import load_network, read_metadata
 from mfmjt.train import TrainConfig, build_network, export_checkpoint, fit, lr_factor, open_stores, train
 
 # A micro network of the tiny variant's feature sizes (clip 32, sync 24, text 32, latent 20).
@@ -222,7 +222,7 @@ def test_export_loads_with_from_pretrained_and_records_the_objective(tmp_path):
     store = make_store(tmp_path / "s")
     result = fit(micro_config(store, tmp_path / "run", steps=2, bf16=True))
     assert result.export_dir == tmp_path / "run" / "final"
-    loaded = MFMJTNetwork.from_pretrained(result.export_dir)
+    loaded = load_network(result.export_dir)
     meta = read_metadata(result.export_dir)
     assert meta["objective"] == "meanflow" and meta["step"] == 2 and meta["duration"] == 0.5
     assert meta["training"]["network_overrides"] == MICRO
@@ -252,7 +252,7 @@ def test_guidance_training_runs_from_a_plain_model_and_exports_a_guidance_embedd
     )
     result = fit(micro_config(store, tmp_path / "guided", steps=3, **guided_cfg))
     assert all(math.isfinite(r["loss"]) for r in read_log(tmp_path / "guided"))
-    loaded = MFMJTNetwork.from_pretrained(result.export_dir)
+    loaded = load_network(result.export_dir)
     assert loaded.config.guidance_embed
     assert torch.count_nonzero(loaded.guidance_embed.standard.mlp[2].weight) > 0  # it trained
     assert "guidance trained for ω ≤ 4" in read_metadata(result.export_dir)["lineage"][-1]
@@ -268,18 +268,18 @@ def test_export_of_a_stopped_run_checkpoint_matches_its_ema_and_a_finished_runs_
     out = export_checkpoint(tmp_path / "run" / "checkpoint_last.pt", tmp_path / "step2")
     meta = read_metadata(out)
     assert meta["step"] == 2 and meta["objective"] == "meanflow" and meta["training"]["steps"] == 4
-    loaded = MFMJTNetwork.from_pretrained(out).state_dict()
+    loaded = load_network(out).state_dict()
     ema = stopped.ema_network.state_dict()
     assert all(torch.equal(loaded[k], ema[k]) for k in ema)
     finished = fit(config)  # resumes to step 4; the run's own export equals exporting its last checkpoint
     again_dir = export_checkpoint(tmp_path / "run" / "checkpoint_last.pt", tmp_path / "e")
-    again = MFMJTNetwork.from_pretrained(again_dir)
-    own = MFMJTNetwork.from_pretrained(finished.export_dir).state_dict()
+    again = load_network(again_dir)
+    own = load_network(finished.export_dir).state_dict()
     assert all(torch.equal(own[k], v) for k, v in again.state_dict().items())
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in finished.export_dir.iterdir())
     checkpoint = str(tmp_path / "run" / "checkpoint_last.pt")
     assert main(["export", checkpoint, "--out", str(tmp_path / "h"), "--dtype", "float16"]) == 0
-    half = MFMJTNetwork.from_pretrained(tmp_path / "h").state_dict()
+    half = load_network(tmp_path / "h").state_dict()
     assert read_metadata(tmp_path / "h")["weights_dtype"] == "float16"
     assert all(torch.equal(half[k], v.half().float()) for k, v in own.items())
     with pytest.raises(ValueError, match="not a training checkpoint"):
@@ -526,7 +526,7 @@ def test_init_from_an_mmaudio_pth_and_a_registry_name(tmp_path, monkeypatch):
         _load_initial_weights(
             MFMJTNetwork(NetworkConfig.variant("tiny", hidden_dim=32, num_heads=2)), pth, "tiny"
         )
-    with pytest.raises(ValueError, match="registry name"):
+    with pytest.raises(ValueError, match="not found on disk and not a known name"):
         _load_initial_weights(fresh, "no-such-model", "tiny")
 
 

@@ -94,15 +94,14 @@ def run_media_extract(args: argparse.Namespace) -> int:
 
     from mfmjt.data.extract_media import ExtractMediaConfig, check_inputs, extract_media, pick_device
     from mfmjt.data.feature_stacks import resolve_feature_stack
-    from mfmjt.data.tsv import TsvError
 
     if args.prompts is not None and args.tsv is not None:
-        logger.error("--prompts FILE is the caption table itself: leave out --tsv")
-        return 2
+        raise ValueError("--prompts FILE is the caption table itself: leave out --tsv")
     if args.prompts is None and args.tsv is None:
-        logger.error("--videos/--audios need --tsv FILE (columns id and label/caption)")
-        return 2
+        raise ValueError("--videos/--audios need --tsv FILE (columns id and label/caption)")
     torch.set_num_threads(args.threads)
+    # errors a user can cause (a bad table, folder, stack name or option) are ValueErrors, reported in
+    # one line by mfmjt.cli.main; a failing disk stops the run, which the same command resumes
     try:
         config = ExtractMediaConfig(
             out=Path(args.out),
@@ -127,10 +126,8 @@ def run_media_extract(args: argparse.Namespace) -> int:
         device = pick_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
         stack = resolve_feature_stack(args.features, device)
         extract_media(config, stack)
-    except (TsvError, ValueError, NotImplementedError) as err:
-        logger.error("%s", err)
-        return 2
+    except NotImplementedError as err:
+        raise ValueError(str(err)) from err
     except OSError as err:
-        logger.error("extraction stopped: %s (run the same command again to resume)", err)
-        return 1
+        raise OSError(f"extraction stopped: {err} (run the same command again to resume)") from err
     return 0

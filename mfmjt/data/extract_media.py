@@ -566,6 +566,14 @@ def finalize_store(config: ExtractMediaConfig, stack: FeatureStack | ResolvedSta
         "failed_rows": len(failed),
         **({"features": features} if features else {}),
     }
+    if index.n_items == 0:  # every row failed: say why, in failed.tsv and in the error
+        _write_failed(out / FAILED_FILE, failed, order)
+        reasons = Counter(f.reason for f in failed.values())
+        why = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+        raise ValueError(
+            f"no item was extracted: all {len(rows)} rows failed ({why}); the rows and reasons are in "
+            f"{out / FAILED_FILE}"
+        )
     if not config.has_audio:  # the latents the stack's codec would give (what a teacher must make)
         extra["latent_shape"] = [_lengths(config, resolved).latent, int(resolved.stack.codec.latent_dim)]
     if config.layout == "native":

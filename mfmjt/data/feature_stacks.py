@@ -1,4 +1,4 @@
-"""Feature stacks by name for extraction: ``mmaudio-16k``, ``mmaudio-44k`` or a model directory.
+"""Feature stacks by name for extraction: ``mmaudio-16k``, ``mmaudio-44k`` or any model's stack.
 
 A resolved stack carries what a store must record so that training can export a model that loads
 the same stack again (``meta.json`` ``extra["features"]``, plus files to copy into the store).
@@ -16,6 +16,8 @@ import torch
 
 from mfmjt.features.base import FeatureStack
 from mfmjt.features.registry import feature_kind
+from mfmjt.model_dir import flat_metadata, read_model_config
+from mfmjt.resolve import ModelNotFoundError, accepted_names, resolve_model
 
 
 @dataclass
@@ -43,8 +45,6 @@ FEATURE_STACKS: dict[str, Callable[[torch.device | str], ResolvedStack]] = {
 
 def model_dir_stack(directory: str | Path, device: torch.device | str = "cpu") -> ResolvedStack:
     """The stack a saved model directory uses, loaded through :mod:`mfmjt.features.registry`."""
-    from mfmjt.model_dir import flat_metadata, read_model_config
-
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise ValueError(f"{directory} is not a model directory (no config.json)")
@@ -56,17 +56,20 @@ def model_dir_stack(directory: str | Path, device: torch.device | str = "cpu") -
 
 
 def resolve_feature_stack(name: str | Path, device: torch.device | str = "cpu") -> ResolvedStack:
-    """``mmaudio-16k``, ``mmaudio-44k``, ``default`` (the embedded model's stack) or a model directory."""
+    """``mmaudio-16k``, ``mmaudio-44k``, or the stack of any model name :func:`mfmjt.resolve.resolve_model`
+    takes (``default``, an MMAudio network, a model directory, a Hub repo id, a network file)."""
     key = str(name)
     if key in FEATURE_STACKS:
         return FEATURE_STACKS[key](device)
-    if key == "default":
-        from mfmjt.pipeline import default_model_dir
-
-        return model_dir_stack(default_model_dir(), device)
-    path = Path(key).expanduser()
-    if path.is_dir():
-        return model_dir_stack(path, device)
-    raise ValueError(
-        f"unknown feature stack {key!r}: use {', '.join(FEATURE_STACKS)}, 'default' or a model directory"
-    )
+    try:
+        source = resolve_model(key)
+    except ModelNotFoundError:
+        raise ModelNotFoundError(
+            f"unknown feature stack {key!r}: use {', '.join(FEATURE_STACKS)} or a model ({accepted_names()})"
+        ) from None
+    if source.directory is not None:
+        return model_dir_stack(source.directory, device)
+    kind = source.features.kind
+    if kind in ("mmaudio_16k", "mmaudio_44k"):
+        return mmaudio_stack(kind.replace("_", "-"), device)
+    raise ValueError(f"{key} is a bare network file: the {kind} feature stack needs its model directory")

@@ -131,8 +131,8 @@ def _write_tsv(path: Path, ids: Sequence[str], captions: Sequence[str], text_col
 
 
 def _duration_of(latent_len: int, latent_dim: int, clip_len: int | None) -> float | None:
-    """Clip duration: CLIP frames / 8 fps for video stores, else the 1/8 s multiple whose latent
-    length (MMAudio's formula for the audio mode of ``latent_dim``) is ``latent_len``."""
+    """Clip duration: CLIP frames / 8 fps when ``clip_len`` is given, else the 1/8 s multiple whose
+    latent length (MMAudio's formula for the audio mode of ``latent_dim``) is ``latent_len``."""
     if clip_len is not None:
         return clip_len / CLIP_FPS
     mode = next((m for m in AUDIO_MODES.values() if m.latent_dim == latent_dim), None)
@@ -210,7 +210,11 @@ class MMAudioStore:
         self.shapes: dict[str, tuple[int, ...]] = {n: s[1:] for n, s in shapes.items()}
         latent_len = self.shapes["latent_mean"][0]
         clip_len = self.shapes["clip_f"][0] if self.has_video else None
-        self._duration = _duration_of(latent_len, self.latent_dim, clip_len)
+        # the audio latents set the clip length; the video arrays are checked against it, so a store
+        # whose clip or sync features are too short names those arrays (mfmjt.data.compat)
+        self._duration = _duration_of(latent_len, self.latent_dim, None) or _duration_of(
+            latent_len, self.latent_dim, clip_len
+        )
         self.video_fill_shapes: dict[str, tuple[int, int]] = {}
         if not self.has_video:
             lengths = self._default_lengths()

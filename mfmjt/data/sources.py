@@ -22,6 +22,8 @@ Silent audio (peak below 1e-6) is refused where audio is read. Resampling uses t
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,23 +95,45 @@ class UnitResult:
 
 
 def find_media(folder: str | Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
-    """Files of ``folder`` with one of ``suffixes`` by name without extension (first suffix wins)."""
+    """The files of ``folder`` by id (name without extension), whatever their extension: the decoder
+    decides whether a file is usable. When several files share an id, one with a suffix earlier in
+    ``suffixes`` wins, then any other (by name)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"media folder {folder} does not exist or is not a folder")
     rank = {s: i for i, s in enumerate(suffixes)}
+
+    def preference(p: Path) -> tuple[int, str]:
+        return rank.get(p.suffix.lower(), len(rank)), p.name
+
     found: dict[str, Path] = {}
     for path in folder.iterdir():
-        suffix = path.suffix.lower()
-        if suffix not in rank or not path.is_file():
+        if not path.is_file() or path.name.startswith("."):
             continue
         other = found.get(path.stem)
         if other is not None:
-            keep = min(other, path, key=lambda p: (rank[p.suffix.lower()], p.name))
+            keep = min(other, path, key=preference)
             logger.warning("%s and %s share an id; using %s", other.name, path.name, keep.name)
             path = keep
         found[path.stem] = path
     return found
+
+
+class _DropTruncationNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "shorter than the requested" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_truncation() -> Iterator[None]:
+    """Silence the decoder's 'shorter than requested; using N s' notice: extraction does not use a
+    shorter clip but lists it as too short, and the log should say what is done."""
+    media_logger, notice = logging.getLogger(media.__name__), _DropTruncationNotice()
+    media_logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        media_logger.removeFilter(notice)
 
 
 def _read_audio(path: Path, spec: ClipSpec) -> np.ndarray:
@@ -136,7 +160,8 @@ def video_clips(row: CaptionRow, path: Path, spec: ClipSpec) -> list[Clip]:
             f"{path.name}: {len(audio) / spec.sample_rate:.2f} s of audio, {spec.duration:g} s needed",
         )
     try:
-        decoded = media.decode_video(path, spec.duration, max_duration=spec.duration)
+        with _quiet_truncation():  # a shorter clip is refused below, not used shorter
+            decoded = media.decode_video(path, spec.duration, max_duration=spec.duration)
     except media.MediaError as err:
         raise SkipUnit(TOO_SHORT if "too short" in str(err) else UNREADABLE, str(err)) from None
     if len(decoded.clip_frames) < spec.clip_frames or len(decoded.sync_frames) < spec.sync_frames:

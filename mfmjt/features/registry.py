@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from mfmjt.config import FEATURE_KIND_RATES
 from mfmjt.features.base import FeatureStack
 
 Loader = Callable[[Path, Mapping[str, Any], "torch.device | str"], FeatureStack]
@@ -81,7 +82,7 @@ def _owns_offline(stack: FeatureStack) -> bool:
 
 def _mmaudio_loader(name: str) -> Loader:
     def load(directory: Path, params: Mapping[str, Any], device: torch.device | str) -> FeatureStack:
-        from mfmjt.pipeline import load_mmaudio_features
+        from mfmjt.features.mmaudio import load_mmaudio_features
 
         return load_mmaudio_features(name, device or "cpu")
 
@@ -101,9 +102,11 @@ def _nothing_to_write(stack: FeatureStack, directory: Path) -> tuple[dict[str, A
     return {}, []
 
 
-register(FeatureKind("offline", 16_000, _load_offline, _save_offline, _owns_offline))
+register(FeatureKind("offline", FEATURE_KIND_RATES["offline"], _load_offline, _save_offline, _owns_offline))
 # MMAudio's CLIP, Synchformer, VAE and vocoder: public weights, resolved through mfmjt.hub
-for _name, _rate in (("mmaudio_16k", 16_000), ("mmaudio_44k", 44_100)):
+# (mfmjt.features.mmaudio)
+for _name in ("mmaudio_16k", "mmaudio_44k"):
+    _rate = FEATURE_KIND_RATES[_name]
     register(
         FeatureKind(
             _name, _rate, _mmaudio_loader(_name.replace("_", "-")), _nothing_to_write, _mmaudio_owner(_rate)

@@ -12,15 +12,12 @@ convention so those checkpoints load unchanged. :meth:`MFMJTNetwork.predict` is 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
 from mfmjt.config import SYNC_TOKENS_PER_SEGMENT, NetworkConfig
@@ -31,8 +28,6 @@ from mfmjt.model.rotary import rope_rotations
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 # Non-persistent buffers that older MMAudio checkpoints stored; dropped on load.
 LEGACY_BUFFER_KEYS = ("t_embed.freqs", "latent_rot", "clip_rot")
 DT_EMBED_PREFIX = "dt_embed."
@@ -435,42 +430,3 @@ class MFMJTNetwork(nn.Module):
             self.dt_embed.mlp[0].bias.copy_(self.t_embed.mlp[0].bias)
         self.zero_dt_embed_output()
         logger.info("loaded an MMAudio state dict; Δt embedder initialised with a zero output layer")
-
-    def save_pretrained(
-        self, directory: str | Path, *, weights_dtype: torch.dtype | None = None, **metadata: object
-    ) -> Path:
-        """Write a model directory (``model.safetensors`` + ``config.json``) through
-        :func:`mfmjt.model_dir.write_model_dir`; ``metadata`` are its fields in the flat layout
-        (``objective=``, ``name=``, ``lineage=``, ``source=``, ``features=``, ...).
-
-        ``weights_dtype`` (e.g. ``torch.float16``) stores the floating-point tensors rounded to that
-        type, halving the file; :meth:`from_pretrained` loads them into this network's own dtype.
-        """
-        from mfmjt.model_dir import config_from_metadata, write_model_dir
-
-        config = config_from_metadata({"network": self.config.to_dict(), **metadata})
-        # the caller may copy the feature stack's files in afterwards (mfmjt export does)
-        return write_model_dir(directory, self, config, weights_dtype=weights_dtype, check_files=False)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> MFMJTNetwork:
-        """Load a network written by :meth:`save_pretrained`."""
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} not found: expected {CONFIG_NAME} and {WEIGHTS_NAME} in {directory}"
-                )
-        config = NetworkConfig.from_dict(json.loads(config_path.read_text())["network"])
-        net = cls(config)
-        net.load_mmaudio_state_dict(load_file(str(weights_path), device=str(map_location)))
-        return net.to(map_location)
-
-
-def read_metadata(directory: str | Path) -> dict[str, object]:
-    """The ``config.json`` of a saved network (any format version) in the flat layout of earlier
-    releases, without loading weights; :func:`mfmjt.model_dir.read_model_config` gives it typed."""
-    from mfmjt.model_dir import flat_metadata, read_model_config
-
-    return flat_metadata(read_model_config(directory))

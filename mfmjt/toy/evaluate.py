@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mfmjt.onsets import detect_onsets
 from mfmjt.toy.metrics import (
     ONSET_THRESHOLD_DB,
     OnsetReference,
@@ -36,7 +37,6 @@ from mfmjt.toy.metrics import (
     score_onsets,
     sum_scores,
 )
-from mfmjt.toy.onsets import detect_onsets
 from mfmjt.toy.render import write_scene_mp4
 from mfmjt.toy.scene import make_scene
 from mfmjt.toy.specs import SceneConfig, SoundEvent

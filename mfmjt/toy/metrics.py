@@ -30,13 +30,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mfmjt.onsets import ONSET_THRESHOLD_DB  # noqa: F401 (re-exported: the toy metrics' threshold)
 from mfmjt.toy.specs import SoundEvent
 from mfmjt.toy.vocabulary import COLOURS, MATERIALS
 
 AUDIBLE_STRENGTH = 0.2
 MERGE_S = 0.030
 ONSET_TOLERANCE_S = 0.050
-ONSET_THRESHOLD_DB = 1.5  # detect_onsets' rise threshold; codec-decoded audio has softer attacks than 2 dB
+
 PITCH_WINDOW_S = (0.005, 0.045)  # after the onset: past the noise burst, within the shortest decay
 PITCH_BAND_HZ = (100.0, 3000.0)
 MEL_BANDS = 64

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from mfmjt.model.network import MFMJTNetwork
-from mfmjt.model_dir import CONFIG_NAME, WEIGHTS_NAME, read_model_config, write_model_dir
+from mfmjt.model_dir import CONFIG_NAME, WEIGHTS_NAME, load_network, read_model_config, write_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def deepen_model_dir(source: str | Path, out: str | Path, extra_blocks: int, *, 
     source, out = Path(source), Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty")
-    network = MFMJTNetwork.from_pretrained(source)
+    network = load_network(source)
     deeper = deepen_audio_blocks(network, extra_blocks, seed=seed)
     config = read_model_config(source)
     stage = (

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import soundfile as sf
 
-from mfmjt.synthetic import SceneConfig, make_scene, write_scene_mp4
+from mfmjt.toy.render import write_scene_mp4
+from mfmjt.toy.scene import make_scene
+from mfmjt.toy.specs import SceneConfig
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Scoring generated audio in the paper's metrics (FAD, FD, KL, IS, IB-score, CLAP, DeSync, RTF)."""

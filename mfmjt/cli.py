@@ -1,4 +1,4 @@
-"""Command line: ``mfmjt generate | convert | extract | train | export | deepen | evaluate | toy``."""
+"""Command line: ``mfmjt generate | convert | extract | train | export | deepen | evaluate | score | toy``."""
 
 from __future__ import annotations
 
@@ -292,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     add_toy_commands(sub)
+    from mfmjt.scoring.cli import add_score_command
+
+    add_score_command(sub)
     return parser
 
 

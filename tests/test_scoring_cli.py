@@ -1,0 +1,277 @@
+"""``mfmjt score`` end to end on files made here (wav, flac, mp4 with sound, caption tables), with the
+small extractors of tests/projection_extractors.py behind the registry seam; the cache; DeSync's
+windows; the user's errors; the weights message."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from helpers import cfr, write_mp4, write_tsv, write_video
+from projection_extractors import projection_extractors
+
+from mfmjt.cli import main
+from mfmjt.scoring import frechet_distance, inception_score, kl_divergence, scorer
+from mfmjt.scoring.inputs import prepare_audio, read_waveform
+
+SECONDS = 6.0
+EVENTS = (0.5, 1.3, 2.6, 3.1, 4.4, 5.2)  # flashes in the videos, clicks in the audio
+
+
+def _scene_audio(rate: int, seed: int, shift: float = 0.0, seconds: float = SECONDS) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    wave = 0.02 * rng.standard_normal(round(seconds * rate))
+    f = 200 + 150 * seed
+    t = np.arange(len(wave)) / rate
+    wave += 0.1 * np.sin(2 * np.pi * f * t)
+    for event in EVENTS:
+        start = round((event + shift) * rate)
+        burst = 0.8 * rng.standard_normal(round(0.03 * rate))
+        wave[start : start + len(burst)] += burst[: max(len(wave) - start, 0)]
+    return np.clip(wave, -1, 1).astype(np.float32)
+
+
+def _flash_painter(i: int, w: int, h: int) -> np.ndarray:
+    lit = any(round(e * 25) == i for e in EVENTS)
+    return np.full((h, w, 3), 250 if lit else 10, np.uint8)
+
+
+def _flash_video(path: Path) -> Path:
+    return write_video(path, cfr(25, SECONDS), (48, 32), "libx264", 25, painter=_flash_painter)
+
+
+@pytest.fixture
+def extractors(monkeypatch):
+    found = projection_extractors()
+    monkeypatch.setattr(scorer, "_registry_loader", lambda weights, device, paths: found.__getitem__)
+    return found
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("score")
+    ref, gen, vids = root / "ref", root / "gen", root / "videos"
+    for d in (ref, gen, vids):
+        d.mkdir()
+    names = [f"clip{i}" for i in range(5)]
+    for i, name in enumerate(names):
+        sf.write(ref / f"{name}.wav", _scene_audio(44_100, i), 44_100)
+        _flash_video(vids / f"{name}.mp4")
+    for i, name in enumerate(names[:3]):  # generated: flac at 16 kHz, in sync with the videos
+        sf.write(gen / f"{name}.flac", _scene_audio(16_000, i + 10), 16_000)
+    write_mp4(gen / f"{names[3]}.mp4", SECONDS, _scene_audio(22_050, 13), 22_050)  # a video's audio
+    sf.write(gen / "clip4.wav", _scene_audio(16_000, 14)[:8000], 16_000)  # 0.5 s: too short
+    (gen / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    sf.write(gen / "extra.wav", _scene_audio(16_000, 15), 16_000)  # no reference, no video
+    captions = write_tsv(
+        root / "captions.tsv", "id\tcaption", [(n, f"clicks and a {200 + 150 * i} hz hum") for i, n in enumerate(names)]
+    )
+    return {"ref": ref, "gen": gen, "videos": vids, "captions": captions, "root": root}
+
+
+def _run(media, out: Path, *extra: str, gen: Path | None = None) -> dict:
+    args = ["score", "--generated", str(gen or media["gen"]), "--reference", str(media["ref"])]
+    args += ["--out", str(out), "--duration", str(SECONDS), "--device", "cpu", "--batch-size", "2", *extra]
+    assert main(args) == 0
+    return json.loads(out.read_text())
+
+
+def test_score_computes_every_column_and_lists_what_it_skipped(media, extractors, tmp_path, capsys):
+    report = _run(
+        media,
+        tmp_path / "report.json",
+        "--videos", str(media["videos"]), "--captions", str(media["captions"]),
+        "--metrics", "all", "--cache", str(tmp_path / "cache"),
+    )  # fmt: skip
+    values = report["metrics"]
+    assert set(values) >= {"fad", "fd", "kl", "is", "ib", "desync", "clap", "fd_passt", "kl_passt", "is_panns"}
+    assert all(np.isfinite(v) for v in values.values())
+    skipped = {Path(s["file"]).name: s["reason"] for s in report["skipped"]}
+    assert "too short: 0.50 s" in skipped["clip4.wav"]
+    assert "corrupt" in skipped["broken.wav"]
+    # counts: 3 flac + 1 mp4 + extra.wav readable; KL pairs only the 4 matched ones
+    assert report["counts"]["fd"] == 5 and report["counts"]["kl"] == 4 and report["counts"]["is"] == 5
+    assert report["counts"]["desync"] == 4 and report["counts"]["ib"] == 4 and report["counts"]["clap"] == 4
+    assert report["unmatched"]["generated_without_reference"] == ["broken", "extra"]
+    assert report["settings"]["is_splits"] == 5
+    table = (tmp_path / "report.md").read_text()
+    assert table == capsys.readouterr().out
+    header = table.splitlines()[0]
+    assert header.index("FAD ↓") < header.index("FD ↓") < header.index("KL ↓") < header.index("IS ↑")
+    assert header.index("IB ↑") < header.index("DeSync ↓") < header.index("RTF ↓") < header.index("FD_PaSST ↓")
+    assert "LAION-CLAP ↑" in header
+
+
+def test_score_values_are_the_formulas_over_the_extractor_outputs(media, extractors, tmp_path):
+    report = _run(media, tmp_path / "r.json", "--metrics", "fad", "fd", "kl", "is", "--no-cache")
+    gen = ["clip0.flac", "clip1.flac", "clip2.flac", "clip3.mp4", "extra.wav"]
+    ref = [f"clip{i}.wav" for i in range(5)]
+
+    def outputs(name, files, folder):
+        ext = extractors[name]
+        waves = []
+        for f in files:
+            wave, rate = read_waveform(folder / f)
+            waves.append(prepare_audio(wave, rate, ext.sample_rate, SECONDS, remove_dc=True))
+        return [ext.audio([w]) for w in waves]
+
+    v_gen, v_ref = outputs("vggish", gen, media["gen"]), outputs("vggish", ref, media["ref"])
+    fad = frechet_distance(
+        np.concatenate([o["frames"][0] for o in v_gen]), np.concatenate([o["frames"][0] for o in v_ref])
+    )
+    assert report["metrics"]["fad"] == pytest.approx(fad, rel=1e-6)  # per-window embeddings, pooled
+    p_gen, p_ref = outputs("panns", gen, media["gen"]), outputs("panns", ref, media["ref"])
+    fd = frechet_distance(np.stack([o["embedding"][0] for o in p_gen]), np.stack([o["embedding"][0] for o in p_ref]))
+    assert report["metrics"]["fd"] == pytest.approx(fd, rel=1e-6)
+    kl = kl_divergence(np.stack([o["logits"][0] for o in p_ref[:4]]), np.stack([o["logits"][0] for o in p_gen[:4]]))
+    assert report["metrics"]["kl"] == pytest.approx(kl, rel=1e-6)  # paired by name: clip0..clip3
+    s_gen = outputs("passt", gen, media["gen"])
+    is_mean, is_std = inception_score(np.stack([o["logits"][0] for o in s_gen]), splits=5)
+    assert report["metrics"]["is"] == pytest.approx(is_mean, rel=1e-6)
+    assert report["metrics"]["is_std"] == pytest.approx(is_std, rel=1e-6, abs=1e-12)
+
+
+def test_the_cache_serves_the_reference_side_to_a_second_model(media, extractors, tmp_path):
+    cache = tmp_path / "cache"
+    first = _run(media, tmp_path / "a.json", "--metrics", "fad", "kl", "--cache", str(cache))
+    assert first["cache"]["hits"] == 0
+    other = tmp_path / "other_model"
+    other.mkdir()
+    for i in range(5):
+        sf.write(other / f"clip{i}.wav", _scene_audio(16_000, i + 30), 16_000)
+    calls = extractors["vggish"].calls
+    second = _run(media, tmp_path / "b.json", "--metrics", "fad", "kl", "--cache", str(cache), gen=other)
+    assert second["cache"]["hits"] == 2 * 5  # vggish and panns, the 5 reference files each
+    assert extractors["vggish"].calls - calls == 3  # the new model's 5 files, 2 per batch
+    uncached = _run(media, tmp_path / "c.json", "--metrics", "fad", "kl", "--no-cache", gen=other)
+    assert second["metrics"] == uncached["metrics"]
+
+
+def test_desync_scores_the_first_and_last_window_and_sees_a_shift(tmp_path, extractors):
+    vids, sync, late = tmp_path / "v", tmp_path / "sync", tmp_path / "late"
+    for d in (vids, sync, late):
+        d.mkdir()
+    for i in range(2):
+        _flash_video(vids / f"c{i}.mp4")
+        sf.write(sync / f"c{i}.wav", _scene_audio(16_000, i), 16_000)
+        sf.write(late / f"c{i}.wav", _scene_audio(16_000, i, shift=0.4), 16_000)
+    common = ["--videos", str(vids), "--metrics", "desync", "--duration", "6", "--no-cache", "--device", "cpu"]
+    assert main(["score", "--generated", str(sync), "--out", str(tmp_path / "s.json"), *common]) == 0
+    assert main(["score", "--generated", str(late), "--out", str(tmp_path / "l.json"), *common]) == 0
+    in_sync = json.loads((tmp_path / "s.json").read_text())["metrics"]["desync"]
+    shifted = json.loads((tmp_path / "l.json").read_text())["metrics"]["desync"]
+    assert in_sync == pytest.approx(0.0, abs=1e-6)
+    assert shifted == pytest.approx(0.4, abs=1e-6)
+    # each call scored 2 clips x 2 windows of 4.8 s (120 frames at 25 fps)
+    assert extractors["synchformer"].calls[-1] == 4
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--generated", "{root}/missing"], "--generated folder {root}/missing does not exist"),
+        (["--generated", "{root}/gen", "--reference", "{root}/videos", "--metrics", "kl", "--videos",
+          "{root}/empty"], "--videos folder {root}/empty holds no videos"),
+        (["--generated", "{root}/gen", "--metrics", "ib"], "metric ib needs --videos"),
+        (["--generated", "{root}/gen", "--metrics", "fad"], "metric fad needs --reference"),
+        (["--generated", "{root}/gen", "--metrics", "clap"], "metric clap needs --captions"),
+        (["--generated", "{root}/gen", "--metrics", "fad,bogus"], "unknown metric 'fad,bogus'"),
+        (["--generated", "{root}/gen", "--reference", "{root}/other", "--metrics", "kl"],
+         "no file of --generated has the name of a file in --reference"),
+        (["--model", "default"], "--model needs --videos or --captions"),
+        ([], "give --generated"),
+        (["--generated", "{root}/gen", "--metrics", "is", "--extractor-weights", "panns"], "NAME=PATH"),
+    ],
+)  # fmt: skip
+def test_user_errors_are_one_sentence(tmp_path, caplog, extractors, extra, message):
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "videos").mkdir()
+    sf.write(tmp_path / "gen" / "a.wav", np.zeros(16_000, np.float32), 16_000)
+    sf.write(tmp_path / "other" / "b.wav", np.zeros(16_000, np.float32), 16_000)
+    sf.write(tmp_path / "videos" / "a.wav", np.zeros(16_000, np.float32), 16_000)
+    args = [a.format(root=tmp_path) for a in extra]
+    assert main(["score", *args, "--out", str(tmp_path / "r.json")]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and message.format(root=tmp_path) in errors[0]
+    assert "\n" not in errors[0] and "Traceback" not in errors[0]
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_missing_weights_name_what_to_download_and_where_to_put_it(tmp_path, caplog, monkeypatch):
+    from mfmjt.hub import UrlSource, WeightFile, resolve_file
+
+    entry = WeightFile(
+        "panns_cnn14_16k",
+        "eval_weights/Cnn14_16k_mAP=0.438.pth",
+        "0" * 32,
+        327_000_000,
+        (UrlSource("https://example.invalid/Cnn14_16k_mAP=0.438.pth"),),
+        "PANNs CNN14 (16 kHz)",
+    )
+
+    def loader(weights, device, paths):
+        def load(name):
+            resolve_file(entry, cache_dir=tmp_path / "cache", offline=True)  # how extractors fetch weights
+
+        return load
+
+    monkeypatch.setattr(scorer, "_registry_loader", loader)
+    monkeypatch.delenv("MFMJT_WEIGHTS_DIR", raising=False)
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    sf.write(gen / "a.wav", np.zeros(16_000, np.float32), 16_000)
+    assert main(["score", "--generated", str(gen), "--metrics", "is_panns", "--out", str(tmp_path / "r.json")]) == 2
+    message = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"][0]
+    assert "https://example.invalid/Cnn14_16k_mAP=0.438.pth" in message and "MFMJT_WEIGHTS_DIR" in message
+
+
+def test_score_accepts_av_benchmarks_csv_captions(tmp_path, extractors):
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    for i in range(2):
+        sf.write(gen / f"y{i}.wav", _scene_audio(16_000, i), 16_000)
+    csv_path = tmp_path / "caps.csv"
+    csv_path.write_text('name,caption\ny0,"a hum, and clicks"\ny1,rain\n', encoding="utf-8")
+    out = tmp_path / "r.json"
+    assert main(["score", "--generated", str(gen), "--captions", str(csv_path), "--metrics", "laion_clap",
+                 "--out", str(out), "--no-cache"]) == 0  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["counts"]["laion_clap"] == 2 and -1.0 <= report["metrics"]["laion_clap"] <= 1.0
+
+
+def test_importing_mfmjt_and_the_formulas_does_not_import_the_eval_dependencies():
+    code = (
+        "import sys, mfmjt, mfmjt.scoring; from mfmjt import load_pipeline; "
+        "from mfmjt.scoring import frechet_distance; import mfmjt.cli; "
+        "bad = [m for m in ('scipy', 'mfmjt.scoring.scorer', 'mfmjt.scoring.extractors') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.slow
+def test_score_with_model_generates_then_scores_and_measures_rtf(tmp_path, extractors):
+    vids = tmp_path / "videos"
+    vids.mkdir()
+    for i in range(2):
+        write_mp4(vids / f"v{i}.mp4", 5.0, _scene_audio(16_000, i, seconds=5.0), 16_000, seed=i)
+    out = tmp_path / "run.json"
+    args = ["score", "--model", "default", "--videos", str(vids), "--reference", str(vids), "--duration", "5"]
+    assert main([*args, "--metrics", "fad", "is", "desync", "--out", str(out), "--no-cache", "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())
+    gen = report["generation"]
+    assert gen["clips"] == 2 and gen["rtf"] > 0 and gen["device"] == "cpu"
+    assert report["metrics"]["rtf"] == gen["rtf"]
+    assert sorted(p.name for p in (tmp_path / "run_audio").iterdir()) == ["v0.flac", "v1.flac"]
+    assert sf.info(str(tmp_path / "run_audio" / "v0.flac")).duration == pytest.approx(5.0, abs=0.05)
+    assert report["counts"]["desync"] == 2
+    assert "RTF ↓" in (tmp_path / "run.md").read_text()
+

@@ -59,8 +59,13 @@ class ProjectionAudio:
             z = self._logmel(wave) @ self.proj  # [T, dim]
             embeddings.append(z.mean(axis=0))
             n = max(len(z) // frames_per_window, 1)
-            frames.append(np.stack([z[i * frames_per_window : (i + 1) * frames_per_window].mean(0) for i in range(n)]))
-        out = {"embedding": np.stack(embeddings).astype(np.float32), "frames": np.stack(frames).astype(np.float32)}
+            frames.append(
+                np.stack([z[i * frames_per_window : (i + 1) * frames_per_window].mean(0) for i in range(n)])
+            )
+        out = {
+            "embedding": np.stack(embeddings).astype(np.float32),
+            "frames": np.stack(frames).astype(np.float32),
+        }
         if self.head is not None:
             out["logits"] = (out["embedding"] @ self.head).astype(np.float32)
         return out
@@ -115,7 +120,9 @@ class EnvelopeSync:
         self.grid = np.linspace(-2.0, 2.0, 21)
         self.calls: list[int] = []
 
-    def av_offset(self, clips: list[np.ndarray], fps: float, waveforms: list[np.ndarray]) -> dict[str, np.ndarray]:
+    def av_offset(
+        self, clips: list[np.ndarray], fps: float, waveforms: list[np.ndarray]
+    ) -> dict[str, np.ndarray]:
         self.calls.append(len(clips))
         offsets = []
         for clip, wave in zip(clips, waveforms, strict=True):
@@ -147,6 +154,8 @@ def projection_extractors(seed: int = 0) -> dict[str, object]:
         "passt": passt,
         "imagebind": ProjectionVideo("imagebind", ProjectionAudio("imagebind", 16_000, dim=4, seed=seed + 3)),
         "ms_clap": ProjectionText("ms_clap", ProjectionAudio("ms_clap", 44_100, dim=6, seed=seed + 4)),
-        "laion_clap": ProjectionText("laion_clap", ProjectionAudio("laion_clap", 48_000, dim=6, seed=seed + 5)),
+        "laion_clap": ProjectionText(
+            "laion_clap", ProjectionAudio("laion_clap", 48_000, dim=6, seed=seed + 5)
+        ),
         "synchformer": EnvelopeSync(),
     }

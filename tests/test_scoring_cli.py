@@ -69,7 +69,9 @@ def media(tmp_path_factory) -> dict[str, Path]:
     (gen / "broken.wav").write_bytes(b"RIFF not really a wave file")
     sf.write(gen / "extra.wav", _scene_audio(16_000, 15), 16_000)  # no reference, no video
     captions = write_tsv(
-        root / "captions.tsv", "id\tcaption", [(n, f"clicks and a {200 + 150 * i} hz hum") for i, n in enumerate(names)]
+        root / "captions.tsv",
+        "id\tcaption",
+        [(n, f"clicks and a {200 + 150 * i} hz hum") for i, n in enumerate(names)],
     )
     return {"ref": ref, "gen": gen, "videos": vids, "captions": captions, "root": root}
 
@@ -89,7 +91,18 @@ def test_score_computes_every_column_and_lists_what_it_skipped(media, extractors
         "--metrics", "all", "--cache", str(tmp_path / "cache"),
     )  # fmt: skip
     values = report["metrics"]
-    assert set(values) >= {"fad", "fd", "kl", "is", "ib", "desync", "clap", "fd_passt", "kl_passt", "is_panns"}
+    assert set(values) >= {
+        "fad",
+        "fd",
+        "kl",
+        "is",
+        "ib",
+        "desync",
+        "clap",
+        "fd_passt",
+        "kl_passt",
+        "is_panns",
+    }
     assert all(np.isfinite(v) for v in values.values())
     skipped = {Path(s["file"]).name: s["reason"] for s in report["skipped"]}
     assert "too short: 0.50 s" in skipped["clip4.wav"]
@@ -103,7 +116,9 @@ def test_score_computes_every_column_and_lists_what_it_skipped(media, extractors
     assert table == capsys.readouterr().out
     header = table.splitlines()[0]
     assert header.index("FAD ↓") < header.index("FD ↓") < header.index("KL ↓") < header.index("IS ↑")
-    assert header.index("IB ↑") < header.index("DeSync ↓") < header.index("RTF ↓") < header.index("FD_PaSST ↓")
+    assert (
+        header.index("IB ↑") < header.index("DeSync ↓") < header.index("RTF ↓") < header.index("FD_PaSST ↓")
+    )
     assert "LAION-CLAP ↑" in header
 
 
@@ -126,9 +141,13 @@ def test_score_values_are_the_formulas_over_the_extractor_outputs(media, extract
     )
     assert report["metrics"]["fad"] == pytest.approx(fad, rel=1e-6)  # per-window embeddings, pooled
     p_gen, p_ref = outputs("panns", gen, media["gen"]), outputs("panns", ref, media["ref"])
-    fd = frechet_distance(np.stack([o["embedding"][0] for o in p_gen]), np.stack([o["embedding"][0] for o in p_ref]))
+    fd = frechet_distance(
+        np.stack([o["embedding"][0] for o in p_gen]), np.stack([o["embedding"][0] for o in p_ref])
+    )
     assert report["metrics"]["fd"] == pytest.approx(fd, rel=1e-6)
-    kl = kl_divergence(np.stack([o["logits"][0] for o in p_ref[:4]]), np.stack([o["logits"][0] for o in p_gen[:4]]))
+    kl = kl_divergence(
+        np.stack([o["logits"][0] for o in p_ref[:4]]), np.stack([o["logits"][0] for o in p_gen[:4]])
+    )
     assert report["metrics"]["kl"] == pytest.approx(kl, rel=1e-6)  # paired by name: clip0..clip3
     s_gen = outputs("passt", gen, media["gen"])
     is_mean, is_std = inception_score(np.stack([o["logits"][0] for o in s_gen]), splits=5)
@@ -160,7 +179,17 @@ def test_desync_scores_the_first_and_last_window_and_sees_a_shift(tmp_path, extr
         _flash_video(vids / f"c{i}.mp4")
         sf.write(sync / f"c{i}.wav", _scene_audio(16_000, i), 16_000)
         sf.write(late / f"c{i}.wav", _scene_audio(16_000, i, shift=0.4), 16_000)
-    common = ["--videos", str(vids), "--metrics", "desync", "--duration", "6", "--no-cache", "--device", "cpu"]
+    common = [
+        "--videos",
+        str(vids),
+        "--metrics",
+        "desync",
+        "--duration",
+        "6",
+        "--no-cache",
+        "--device",
+        "cpu",
+    ]
     assert main(["score", "--generated", str(sync), "--out", str(tmp_path / "s.json"), *common]) == 0
     assert main(["score", "--generated", str(late), "--out", str(tmp_path / "l.json"), *common]) == 0
     in_sync = json.loads((tmp_path / "s.json").read_text())["metrics"]["desync"]
@@ -227,7 +256,10 @@ def test_missing_weights_name_what_to_download_and_where_to_put_it(tmp_path, cap
     gen = tmp_path / "gen"
     gen.mkdir()
     sf.write(gen / "a.wav", np.zeros(16_000, np.float32), 16_000)
-    assert main(["score", "--generated", str(gen), "--metrics", "is_panns", "--out", str(tmp_path / "r.json")]) == 2
+    assert (
+        main(["score", "--generated", str(gen), "--metrics", "is_panns", "--out", str(tmp_path / "r.json")])
+        == 2
+    )
     message = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"][0]
     assert "https://example.invalid/Cnn14_16k_mAP=0.438.pth" in message and "MFMJT_WEIGHTS_DIR" in message
 
@@ -250,7 +282,8 @@ def test_importing_mfmjt_and_the_formulas_does_not_import_the_eval_dependencies(
     code = (
         "import sys, mfmjt, mfmjt.scoring; from mfmjt import load_pipeline; "
         "from mfmjt.scoring import frechet_distance; import mfmjt.cli; "
-        "bad = [m for m in ('scipy', 'mfmjt.scoring.scorer', 'mfmjt.scoring.extractors') if m in sys.modules]; "
+        "heavy = ('scipy', 'mfmjt.scoring.scorer', 'mfmjt.scoring.extractors'); "
+        "bad = [m for m in heavy if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -265,7 +298,10 @@ def test_score_with_model_generates_then_scores_and_measures_rtf(tmp_path, extra
         write_mp4(vids / f"v{i}.mp4", 5.0, _scene_audio(16_000, i, seconds=5.0), 16_000, seed=i)
     out = tmp_path / "run.json"
     args = ["score", "--model", "default", "--videos", str(vids), "--reference", str(vids), "--duration", "5"]
-    assert main([*args, "--metrics", "fad", "is", "desync", "--out", str(out), "--no-cache", "--device", "cpu"]) == 0
+    assert (
+        main([*args, "--metrics", "fad", "is", "desync", "--out", str(out), "--no-cache", "--device", "cpu"])
+        == 0
+    )
     report = json.loads(out.read_text())
     gen = report["generation"]
     assert gen["clips"] == 2 and gen["rtf"] > 0 and gen["device"] == "cpu"
@@ -274,4 +310,3 @@ def test_score_with_model_generates_then_scores_and_measures_rtf(tmp_path, extra
     assert sf.info(str(tmp_path / "run_audio" / "v0.flac")).duration == pytest.approx(5.0, abs=0.05)
     assert report["counts"]["desync"] == 2
     assert "RTF ↓" in (tmp_path / "run.md").read_text()
-

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from mfmjt.scoring import inputs, metrics
 from mfmjt.scoring.cache import EmbeddingCache, cache_key, file_digest, text_digest
@@ -227,7 +228,10 @@ class _Scorer:
 
     @staticmethod
     def _rows(outputs: Mapping[str, Any], count: int, who: str) -> list[dict[str, np.ndarray]]:
-        arrays = {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v) for k, v in outputs.items()}
+        arrays = {
+            k: v.detach().float().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+            for k, v in outputs.items()
+        }  # torch tensors (any device, bf16 included) or arrays
         for k, v in arrays.items():
             if v.shape[:1] != (count,):
                 raise RuntimeError(f"{who} returned {k!r} of shape {v.shape} for {count} items")
@@ -489,6 +493,25 @@ def score(
     else:
         load = _registry_loader(weights, device, extractor_weights or {})
     run = _Scorer(load, EmbeddingCache(cache_dir), duration, batch_size, progress)
+    with torch.inference_mode():
+        _compute(run, result, chosen, gen, ref, vid, caps)
+    result.skipped += list(run.skipped.values())
+    result.extractors = {
+        name: {"weights": ext.weights, "sample_rate": ext.sample_rate} for name, ext in run.loaded.items()
+    }
+    result.cache = {"hits": run.cache.hits, "misses": run.cache.misses}
+    return result
+
+
+def _compute(
+    run: _Scorer,
+    result: ScoreResult,
+    chosen: Sequence[str],
+    gen: inputs.Folder,
+    ref: inputs.Folder | None,
+    vid: inputs.Folder | None,
+    caps: dict[str, str] | None,
+) -> None:
 
     audio_needed: dict[str, set[str]] = {}  # extractor -> roles whose audio it embeds
     for key in chosen:
@@ -573,10 +596,3 @@ def score(
         if value is not None:
             result.values[key] = value * m.scale
         result.counts[key] = count
-
-    result.skipped += list(run.skipped.values())
-    result.extractors = {
-        name: {"weights": ext.weights, "sample_rate": ext.sample_rate} for name, ext in run.loaded.items()
-    }
-    result.cache = {"hits": run.cache.hits, "misses": run.cache.misses}
-    return result

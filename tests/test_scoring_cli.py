@@ -209,7 +209,7 @@ def test_desync_scores_the_first_and_last_window_and_sees_a_shift(tmp_path, extr
         (["--generated", "{root}/gen", "--metrics", "ib"], "metric ib needs --videos"),
         (["--generated", "{root}/gen", "--metrics", "fad"], "metric fad needs --reference"),
         (["--generated", "{root}/gen", "--metrics", "clap"], "metric clap needs --captions"),
-        (["--generated", "{root}/gen", "--metrics", "fad,bogus"], "unknown metric 'fad,bogus'"),
+        (["--generated", "{root}/gen", "--metrics", "fad,bogus"], "unknown metric 'bogus'; choose from fad, fd, kl"),
         (["--generated", "{root}/gen", "--reference", "{root}/other", "--metrics", "kl"],
          "no file of --generated has the name of a file in --reference"),
         (["--model", "default"], "--model needs --videos or --captions"),
@@ -310,3 +310,48 @@ def test_score_with_model_generates_then_scores_and_measures_rtf(tmp_path, extra
     assert sf.info(str(tmp_path / "run_audio" / "v0.flac")).duration == pytest.approx(5.0, abs=0.05)
     assert report["counts"]["desync"] == 2
     assert "RTF ↓" in (tmp_path / "run.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "raised, message",
+    [
+        (None, "the feature extractors (mfmjt.scoring.extractors) are not part of this installation"),
+        (
+            ValueError("the 'imagebind' extractor is not implemented yet; available: ['panns']"),
+            "not implemented",
+        ),
+        (ModuleNotFoundError("the 'passt' extractor needs the package 'timm'"), "needs the package"),
+    ],
+)
+def test_registry_failures_are_one_sentence(tmp_path, caplog, monkeypatch, raised, message):
+    import types
+
+    if raised is None:  # no registry at all
+        monkeypatch.setitem(sys.modules, "mfmjt.scoring.extractors", None)
+    else:
+        fake = types.ModuleType("mfmjt.scoring.extractors")
+
+        def get_extractor(name, weights=None, device="cpu"):
+            raise raised
+
+        fake.get_extractor = get_extractor
+        monkeypatch.setitem(sys.modules, "mfmjt.scoring.extractors", fake)
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    sf.write(gen / "a.wav", _scene_audio(16_000, 0, seconds=2.0), 16_000)
+    assert main(["score", "--generated", str(gen), "--metrics", "is", "--out", str(tmp_path / "r.json")]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and message in errors[0] and "\n" not in errors[0]
+
+
+@pytest.mark.slow
+def test_score_with_the_registrys_random_weight_extractors(media, tmp_path):
+    registry = pytest.importorskip("mfmjt.scoring.extractors", reason="the extractors are a separate change")
+    wanted = {"fad": "vggish", "fd": "panns", "kl": "panns", "is": "passt", "fd_passt": "passt"}
+    metrics = [k for k, name in wanted.items() if name in registry.EXTRACTOR_NAMES]
+    out = tmp_path / "r.json"
+    args = ["--metrics", *metrics, "--weights", "random", "--cache", str(tmp_path / "cache")]
+    report = _run(media, out, *args)
+    assert set(metrics) <= set(report["metrics"]) and all(np.isfinite(report["metrics"][k]) for k in metrics)
+    again = _run(media, tmp_path / "r2.json", *args)
+    assert again["metrics"] == report["metrics"]

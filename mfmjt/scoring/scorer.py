@@ -141,7 +141,7 @@ def resolve_metrics(
             for key in keys:
                 if key not in METRICS:
                     raise ScoreError(
-                        f"unknown metric {raw.strip()!r}; choose from {', '.join(METRICS)} "
+                        f"unknown metric {key!r}; choose from {', '.join(METRICS)} "
                         "(or the groups paper, extra, all)"
                     )
                 if key not in chosen:
@@ -172,7 +172,13 @@ def _registry_loader(weights: str | None, device: str | None, paths: Mapping[str
                 "the feature extractors (mfmjt.scoring.extractors) are not part of this installation; "
                 "install mfmjt with the eval extra from a release that has them"
             ) from err
-        return get_extractor(name, weights=paths.get(name, weights), device=device)
+        try:
+            return get_extractor(name, weights=paths.get(name, weights), device=device or "cpu")
+        except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
+            # an unknown or unbuilt extractor, a weight file that is not its checkpoint, a missing
+            # package of the eval extra: the registry's message is the user's (missing weights raise
+            # mfmjt.hub.WeightsUnavailableError, which the command reports as it is)
+            raise ScoreError(str(err)) from err
 
     return load
 

@@ -171,6 +171,27 @@ def test_the_cache_serves_the_reference_side_to_a_second_model(media, extractors
     assert second["metrics"] == uncached["metrics"]
 
 
+def test_compare_prints_one_row_per_report(tmp_path, capsys, caplog):
+    def report(label, fad, kl):
+        return {"label": label, "metrics": {"fad": fad, "kl": kl}, "counts": {"fad": 3, "kl": 3},
+                "settings": {"metrics": ["fad", "kl"]}, "skipped": []}  # fmt: skip
+
+    paths = []
+    for label, fad, kl in (("one step", 1.4567, 1.87), ("25 steps", 1.13, 1.5949)):
+        paths.append(tmp_path / f"{len(paths)}.json")
+        paths[-1].write_text(json.dumps(report(label, fad, kl)))
+    assert main(["score", "--compare", *map(str, paths)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        lines[0].startswith("| run | FAD ↓ | FD ↓ | KL ↓ | IS ↑ | CLAP ↑ | RTF ↓ |")
+        or "FAD ↓ | KL ↓" in lines[0]
+    )
+    assert lines[2].startswith("| one step | 1.46 |") and lines[3].startswith("| 25 steps | 1.13 |")
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    assert main(["score", "--compare", str(tmp_path / "bad.json")]) == 2
+    assert "is not a report of mfmjt score" in caplog.records[-1].getMessage()
+
+
 def test_desync_scores_the_first_and_last_window_and_sees_a_shift(tmp_path, extractors):
     vids, sync, late = tmp_path / "v", tmp_path / "sync", tmp_path / "late"
     for d in (vids, sync, late):

@@ -55,6 +55,14 @@ def add_score_command(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--out", type=Path, default=Path("score.json"), help="report (JSON; the table goes beside it as .md)"
     )
     p.add_argument(
+        "--compare",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="REPORT",
+        help="print one table of earlier reports (JSON files of mfmjt score), one row each, and stop",
+    )
+    p.add_argument(
         "--label", default=None, help="the run's name in the table (default: the generated folder's)"
     )
     p.add_argument(
@@ -150,6 +158,20 @@ def _generate(args: argparse.Namespace, out: Path, videos, captions, device: str
     return run.as_dict()
 
 
+def _read_report(path: Path) -> dict:
+    import json
+
+    from mfmjt.scoring.scorer import ScoreError
+
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ScoreError(f"cannot read the report {path} ({err})") from err
+    if not isinstance(report, dict) or not {"metrics", "settings", "counts", "label"} <= set(report):
+        raise ScoreError(f"{path} is not a report of mfmjt score")
+    return report
+
+
 def run_score(args: argparse.Namespace) -> int:
     from mfmjt.hub import WeightsUnavailableError, default_cache_dir
     from mfmjt.request import RequestError
@@ -158,6 +180,14 @@ def run_score(args: argparse.Namespace) -> int:
     from mfmjt.scoring.scorer import ScoreError, score
 
     user_errors = (ScoreError, inputs.ScoreInputError, RequestError, WeightsUnavailableError)
+    if args.compare:
+        try:
+            reports = [_read_report(path) for path in args.compare]
+        except ScoreError as err:
+            logger.error("%s", err)
+            return 2
+        sys.stdout.write(markdown_table(reports))
+        return 0
     device = args.device or _default_device()
     try:
         extractor_weights = _extractor_weights(args.extractor_weights)

@@ -103,6 +103,15 @@ def generate_set(
     if videos is not None:
         caps = captions or {}
         jobs = [(stem, path, caps.get(stem, "")) for stem, path in videos.files.items()]
+        if captions:
+            unprompted = [stem for stem in videos.files if stem not in captions]
+            if unprompted:
+                logger.warning(
+                    "%d of %d videos have no caption in the table (e.g. %s): generated without a prompt",
+                    len(unprompted),
+                    len(jobs),
+                    unprompted[0],
+                )
     else:
         assert captions is not None
         jobs = [(stem, None, text) for stem, text in captions.items()]

@@ -155,6 +155,29 @@ def test_score_values_are_the_formulas_over_the_extractor_outputs(media, extract
     assert report["metrics"]["is_std"] == pytest.approx(is_std, rel=1e-6, abs=1e-12)
 
 
+def test_fad_pools_the_windows_of_clips_of_different_lengths(tmp_path, extractors):
+    gen, ref = tmp_path / "gen", tmp_path / "ref"
+    gen.mkdir(), ref.mkdir()
+    lengths = {"a": 2.0, "b": 4.0, "c": 3.0}
+    for i, (name, seconds) in enumerate(lengths.items()):
+        sf.write(gen / f"{name}.wav", _scene_audio(16_000, i, seconds=seconds), 16_000)
+        sf.write(ref / f"{name}.wav", _scene_audio(16_000, i + 5, seconds=6.0), 16_000)
+    out = tmp_path / "r.json"
+    assert main(["score", "--generated", str(gen), "--reference", str(ref), "--metrics", "fad",
+                 "--out", str(out), "--no-cache", "--duration", "6"]) == 0  # fmt: skip
+    vggish = extractors["vggish"]
+
+    def frames(path):  # as av-benchmark loads it: the file's samples less their mean, 16 kHz already
+        wave = sf.read(path, dtype="float32")[0]
+        return vggish.audio([wave - wave.mean()])["frames"][0]
+
+    windows = [frames(gen / f"{name}.wav") for name in lengths]
+    assert [len(w) for w in windows] == [2, 4, 3]  # 0.96 s windows
+    refs = [frames(ref / f"{name}.wav") for name in lengths]
+    expected = frechet_distance(np.concatenate(windows), np.concatenate(refs))
+    assert json.loads(out.read_text())["metrics"]["fad"] == pytest.approx(expected, rel=1e-4)
+
+
 def test_the_cache_serves_the_reference_side_to_a_second_model(media, extractors, tmp_path):
     cache = tmp_path / "cache"
     first = _run(media, tmp_path / "a.json", "--metrics", "fad", "kl", "--cache", str(cache))

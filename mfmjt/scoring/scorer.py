@@ -372,6 +372,10 @@ class _Scorer:
                 video, audio = pairs[stem]
                 try:
                     frames = inputs.decode_frames(video, fps, self.duration, size)
+                except ValueError as err:
+                    self.skip(video, "video", str(err))
+                    continue
+                try:
                     wave, source_rate = inputs.read_waveform(audio)
                 except ValueError as err:
                     self.skip(audio, "generated", str(err))
@@ -408,6 +412,7 @@ class _Scorer:
 
 
 def _stack(rows: Iterable[dict[str, np.ndarray]], output: str, who: str) -> np.ndarray:
+    """One row per item ([N, D]); for ``"frames"`` the windows of every item, pooled ([sum N_i, D])."""
     arrays = []
     for row in rows:
         if output in row:
@@ -416,7 +421,9 @@ def _stack(rows: Iterable[dict[str, np.ndarray]], output: str, who: str) -> np.n
             arrays.append(metrics.logits_from_probs(row["probs"][None])[0])
         else:
             raise RuntimeError(f"the {who} extractor gives {sorted(row)}, not {output!r}")
-    return np.stack(arrays) if arrays else np.zeros((0, 0))
+    if not arrays:
+        return np.zeros((0, 0))
+    return np.concatenate(arrays) if output == "frames" else np.stack(arrays)
 
 
 def score(
@@ -542,10 +549,8 @@ def _compute(
             if m.kind == "fd":
                 g = features[(m.extractor, "generated")]
                 r = features[(m.extractor, "reference")]
-                a = _stack(g.values(), m.output, m.extractor)
+                a = _stack(g.values(), m.output, m.extractor)  # frames: every clip's windows, pooled
                 b = _stack(r.values(), m.output, m.extractor)
-                if m.output == "frames":  # per-window embeddings of every clip, pooled
-                    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
                 value, count = metrics.frechet_distance(a, b), len(g)
             elif m.kind == "kl":
                 g = features[(m.extractor, "generated")]

@@ -396,3 +396,21 @@ def test_score_with_the_registrys_random_weight_extractors(media, tmp_path):
     assert set(metrics) <= set(report["metrics"]) and all(np.isfinite(report["metrics"][k]) for k in metrics)
     again = _run(media, tmp_path / "r2.json", *args)
     assert again["metrics"] == report["metrics"]
+
+
+def test_default_metrics_and_groups_follow_the_inputs():
+    resolve = scorer.resolve_metrics
+    v2a = resolve(None, videos=True, captions=True, reference=True)
+    assert v2a == ["fad", "fd", "kl", "is", "ib", "desync", "fd_passt", "kl_passt", "is_panns"]  # Table 1
+    t2a = resolve(None, videos=False, captions=True, reference=True)
+    assert t2a == ["fad", "fd", "is", "clap", "fd_passt", "kl_passt", "is_panns"]  # Table 2
+    assert resolve(None, videos=False, captions=False, reference=False) == ["is", "is_panns"]
+    assert resolve(["paper"], videos=True, captions=False, reference=True) == list(scorer.PAPER_V2A)
+    assert resolve(["all"], videos=False, captions=True, reference=False) == [
+        "is",
+        "clap",
+        "is_panns",
+        "laion_clap",
+    ]
+    # a name asked for explicitly stays, and is refused later for its missing input
+    assert resolve(["is", "fad"], videos=False, captions=False, reference=False) == ["is", "fad"]

@@ -117,35 +117,36 @@ class ScoreResult:
 def resolve_metrics(
     names: Sequence[str] | None, *, videos: bool, captions: bool, reference: bool
 ) -> list[str]:
-    """The metric keys to compute: ``names`` as given (``paper``, ``extra`` and ``all`` are groups), or
-    by default the paper's columns that the given inputs allow plus av-benchmark's cheap extras."""
+    """The metric keys to compute. ``names``: keys of :data:`METRICS`, kept as given (a key whose input
+    is missing is then refused), and the groups ``paper``, ``extra`` and ``all``, which expand to their
+    metrics that the given inputs allow. Default: the paper's columns for the inputs (Table 1 with
+    videos, Table 2 with captions) plus av-benchmark's PaSST/PANNs extras."""
+    have = {"": True, "reference": reference, "videos": videos, "captions": captions}
+
+    def allowed(keys: Sequence[str]) -> list[str]:
+        return [k for k in keys if have[METRICS[k].needs]]
+
     if not names:
-        chosen = list(PAPER_V2A if videos else PAPER_T2A if captions else ("fad", "fd", "kl", "is"))
-        if captions and videos:
-            chosen.append("clap")
-        chosen += ["fd_passt", "kl_passt", "is_panns"]
-        if not reference:
-            chosen = [k for k in chosen if METRICS[k].needs != "reference"]
-        return chosen
+        paper = PAPER_V2A if videos else PAPER_T2A if captions else ("fad", "fd", "kl", "is")
+        return allowed([*paper, "fd_passt", "kl_passt", "is_panns"])
+    groups = {"paper": PAPER_V2A + ("clap",), "extra": EXTRA, "all": tuple(METRICS)}
     chosen: list[str] = []
     for raw in names:
         for name in (n.strip().lower().replace("-", "_") for n in raw.split(",")):
             if not name:
                 continue
-            group = {
-                "paper": PAPER_V2A + ("clap",),
-                "extra": EXTRA,
-                "all": tuple(METRICS),
-            }.get(name)
-            keys = group if group is not None else (name,)
-            for key in keys:
-                if key not in METRICS:
-                    raise ScoreError(
-                        f"unknown metric {key!r}; choose from {', '.join(METRICS)} "
-                        "(or the groups paper, extra, all)"
-                    )
-                if key not in chosen:
-                    chosen.append(key)
+            if name in groups:
+                keys = allowed(groups[name])
+            elif name in METRICS:
+                keys = [name]
+            else:
+                raise ScoreError(
+                    f"unknown metric {name!r}; choose from {', '.join(METRICS)} "
+                    "(or the groups paper, extra, all)"
+                )
+            chosen += [k for k in keys if k not in chosen]
+    if not chosen:
+        raise ScoreError("none of the metrics asked for can be computed from the inputs given")
     return chosen
 
 

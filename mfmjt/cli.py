@@ -1,8 +1,9 @@
-"""Command line: ``mfmjt generate | convert | extract | train | distill | export | deepen | toy``.
+"""Command line: ``mfmjt generate | convert | extract | train | distill | export | deepen | score | toy``.
 
-``mfmjt evaluate`` and ``mfmjt extract`` without ``--videos``/``--audios``/``--prompts`` are the toy
-domain's, kept as deprecated spellings of ``mfmjt toy evaluate`` and ``mfmjt toy extract``. Every
-command that takes a model takes any name :func:`mfmjt.resolve.resolve_model` does.
+``mfmjt score`` scores generated audio in the paper's metrics (:mod:`mfmjt.scoring`, the ``eval``
+extra). ``mfmjt evaluate`` and ``mfmjt extract`` without ``--videos``/``--audios``/``--prompts`` are
+the toy domain's, kept as deprecated spellings of ``mfmjt toy evaluate`` and ``mfmjt toy extract``.
+Every command that takes a model takes any name :func:`mfmjt.resolve.resolve_model` does.
 """
 
 from __future__ import annotations
@@ -314,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     add_toy_commands(sub)
+    from mfmjt.scoring.cli import add_score_command
+
+    add_score_command(sub)
     return parser
 
 

@@ -41,8 +41,12 @@ def _distributions(modules: set[str]) -> set[str]:
 
 
 def _library_files() -> list[Path]:
-    """mfmjt's modules, less the demo's service package (mfmjt/demo: the demo extra's)."""
-    return sorted(p for p in (REPO / "mfmjt").rglob("*.py") if "demo" not in p.relative_to(REPO).parts[1:2])
+    """mfmjt's modules, less the demo's service package (mfmjt/demo: the demo extra's) and the scoring
+    package (mfmjt/scoring: the eval extra's)."""
+    extras = {"demo", "scoring"}
+    return sorted(
+        p for p in (REPO / "mfmjt").rglob("*.py") if not extras & set(p.relative_to(REPO).parts[1:2])
+    )
 
 
 def test_the_library_declares_exactly_what_it_imports():
@@ -58,6 +62,14 @@ def test_the_demo_extra_covers_what_app_py_and_mfmjt_demo_add():
     )
     assert imported <= declared
     assert _names(PYPROJECT["project"]["optional-dependencies"]["demo"]) <= imported
+
+
+def test_the_eval_extra_covers_what_mfmjt_scoring_adds():
+    imported = _distributions(_third_party_imports(sorted((REPO / "mfmjt" / "scoring").rglob("*.py"))))
+    declared = _names(
+        PYPROJECT["project"]["dependencies"] + PYPROJECT["project"]["optional-dependencies"]["eval"]
+    )
+    assert imported <= declared
 
 
 def test_requirements_txt_is_the_library_plus_the_demo():

@@ -237,20 +237,50 @@ class Task:
     done: Callable[[Lab], bool] = field(default=lambda lab: False)
 
 
+def _lock(lab: Lab, name: str) -> Path:
+    return lab.out / "locks" / (name.replace(":", "_") + ".pid")
+
+
+def _running_elsewhere(lab: Lab, name: str) -> bool:
+    """Whether another live process (another lab command on the same --out) runs this task."""
+    path = _lock(lab, name)
+    if not path.is_file():
+        return False
+    try:
+        pid = int(path.read_text())
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()
+
+
 def run_tasks(lab: Lab, tasks: list[Task], jobs: int, argv_base: list[str]) -> None:
     """Run ``tasks`` respecting their dependencies: in this process (jobs 1) or up to ``jobs``
-    subprocesses (``--task NAME``) at a time."""
+    subprocesses (``--task NAME``) at a time. A task another process is running (its lock file
+    names a live process) is waited for and counts against ``jobs``."""
     pending = [t for t in tasks if not t.done(lab)]
     finished = {t.name for t in tasks} - {t.name for t in pending}
     if jobs <= 1:
         for task in pending:
-            _timed(lab, task)
+            while _running_elsewhere(lab, task.name):
+                time.sleep(5)
+            if not task.done(lab):
+                _timed(lab, task)
         return
     running: dict[str, subprocess.Popen] = {}
     while pending or running:
         for task in list(pending):
-            if len(running) >= jobs:
+            elsewhere = sum(_running_elsewhere(lab, t.name) for t in pending)
+            if len(running) + elsewhere >= jobs:
                 break
+            if _running_elsewhere(lab, task.name):
+                continue
+            if task.done(lab):
+                pending.remove(task)
+                finished.add(task.name)
+                continue
             if all(d in finished for d in task.deps):
                 log = lab.out / "logs" / f"{task.name}.log"
                 log.parent.mkdir(parents=True, exist_ok=True)
@@ -268,14 +298,26 @@ def run_tasks(lab: Lab, tasks: list[Task], jobs: int, argv_base: list[str]) -> N
                     raise RuntimeError(f"task {name} failed: see {lab.out / 'logs' / (name + '.log')}")
                 logger.info("done %s", name)
                 finished.add(name)
-        if pending and not running and not any(all(d in finished for d in t.deps) for t in pending):
+        waiting = any(_running_elsewhere(lab, t.name) for t in pending)
+        if (
+            pending
+            and not running
+            and not waiting
+            and not any(all(d in finished for d in t.deps) for t in pending)
+        ):
             raise RuntimeError(f"tasks {[t.name for t in pending]} wait for tasks that did not finish")
 
 
 def _timed(lab: Lab, task: Task) -> None:
     start = time.perf_counter()
     logger.info("stage %s", task.name)
-    task.run(lab)
+    lock = _lock(lab, task.name)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(str(os.getpid()))
+    try:
+        task.run(lab)
+    finally:
+        lock.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
     timing = lab.out / "timings.json"
     times = json.loads(timing.read_text()) if timing.is_file() else {}
@@ -376,19 +418,19 @@ RECIPES: dict[str, Recipe] = {
         endpoint_weight=1.0,
         meanflow_weight=0.0,
     ),
-    "distill_range": Recipe(
-        "distill",
-        1.5,
-        "MeanFlow distillation with ω ~ U[1, 3] per sample (the previous mfmjt distill defaults)",
-        "this project's previous default (docs/distillation.md history)",
-        meanflow={**STUDENT_MEANFLOW, **RANGE},
-    ),
     "distill_fixed": Recipe(
         "distill",
         FIXED_OMEGA,
         "MeanFlow distillation at fixed ω 4.5, no endpoint term (ablation of the endpoints)",
         "MeanFlow's CFG training at one ω",
         meanflow={**STUDENT_MEANFLOW, **FIXED},
+    ),
+    "distill_range": Recipe(
+        "distill",
+        1.5,
+        "MeanFlow distillation with ω ~ U[1, 3] per sample (the previous mfmjt distill defaults)",
+        "this project's previous default (docs/distillation.md history)",
+        meanflow={**STUDENT_MEANFLOW, **RANGE},
     ),
 }
 

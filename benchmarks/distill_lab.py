@@ -103,7 +103,7 @@ SCALES: dict[str, Scale] = {
         endpoint_noises=1,
         endpoint_steps=25,
         n_choose=32,
-        n_report=64,
+        n_report=48,
     ),
     # one H100: the embedded default's architecture (4.6M, 2 joint + 6 audio-only blocks), batch 128
     "gpu": Scale(
@@ -130,6 +130,11 @@ class Lab:
     scale_name: str
     device: str
     threads: int = 1
+    recipes: tuple[str, ...] = ()  # the students this run trains (default: every recipe)
+
+    @property
+    def active(self) -> list[str]:
+        return list(self.recipes) if self.recipes else list(RECIPES)
 
     @property
     def scale(self) -> Scale:
@@ -568,7 +573,7 @@ def choose_student(lab: Lab) -> str:
     """The best student at one step on the choosing scenes: onset F1, ties (within 0.005) to the lower
     FD. Copied to ``student/``; the choice is kept in ``choice.json``."""
     scored = []
-    for name in RECIPES:
+    for name in lab.active:
         record = _read_eval(lab, name, "choose", 1)
         if record is not None:
             m = record["metrics"]
@@ -632,14 +637,14 @@ def stage_report(lab: Lab) -> dict[str, Any]:
         },
         "teacher": {"training": teacher_cost, "config": teacher_config(lab).to_dict()},
         "recommended_student": choice,
-        "recipes": {k: asdict(v) for k, v in RECIPES.items()},
+        "recipes": {k: asdict(RECIPES[k]) for k in lab.active},
         "timings_minutes": {k: v / 60 for k, v in timings.items()},
         "evaluations": [json.loads(p.read_text()) for p in sorted((lab.out / "evals").glob("*.json"))],
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{os.cpu_count()} CPUs, device {lab.device}",
         "training": {},
     }
-    for name in [*RECIPES, *REFERENCES]:
+    for name in [*lab.active, *REFERENCES]:
         if (lab.run_dir(name) / "train_log.jsonl").is_file():
             results["training"][name] = training_cost(lab, name)
     (lab.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -650,7 +655,7 @@ def stage_report(lab: Lab) -> dict[str, Any]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     rows += [_row(lab, "teacher", k, teacher_cost) for k in s.teacher_eval_steps]
-    for name in [choice, *[r for r in RECIPES if r != choice]]:
+    for name in [choice, *[r for r in lab.active if r != choice]]:
         note = " (recommended)" if name == choice else ""
         rows += [_row(lab, name, k, results["training"].get(name), note) for k in s.student_eval_steps]
     for name in REFERENCES:
@@ -658,7 +663,7 @@ def stage_report(lab: Lab) -> dict[str, Any]:
             _row(lab, name, k, results["training"].get(name), " (reference)") for k in s.student_eval_steps
         ]
     choose_rows = ["| student | one-step onset F1 | FD |", "|---|---|---|"]
-    for name in RECIPES:
+    for name in lab.active:
         record = _read_eval(lab, name, "choose", 1)
         if record is not None:
             m = record["metrics"]
@@ -718,14 +723,15 @@ def all_tasks(lab: Lab) -> list[Task]:
         ),
         Task("endpoints", stage_endpoints, ("teacher",)),
     ]
-    for name, recipe in RECIPES.items():
+    for name in lab.active:
+        recipe = RECIPES[name]
         deps = ("teacher", "endpoints") if recipe.endpoint_weight > 0 else ("teacher",)
         done = _done_file(lambda lab, n=name: lab.student(n) / "config.json")
         tasks.append(Task(f"student:{name}", lambda lab, n=name: stage_student(lab, n), deps, done=done))
         tasks.append(Task(f"choose:{name}", _evaluation(name, "choose", (1,)), (f"student:{name}",)))
-    tasks.append(Task("choice", choose_student, tuple(f"choose:{n}" for n in RECIPES)))
+    tasks.append(Task("choice", choose_student, tuple(f"choose:{n}" for n in lab.active)))
     tasks.append(Task("report:teacher", _evaluation("teacher", "report", s.teacher_eval_steps), ("teacher",)))
-    for name in [*RECIPES, *REFERENCES]:
+    for name in [*lab.active, *REFERENCES]:
         dep = name if name in REFERENCES else f"student:{name}"
         tasks.append(Task(f"report:{name}", _evaluation(name, "report", s.student_eval_steps), (dep,)))
     tasks.append(Task("table", stage_report, tuple(t.name for t in tasks)))
@@ -742,19 +748,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="stages run side by side (subprocesses)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process")
     parser.add_argument(
+        "--recipes", nargs="+", choices=list(RECIPES), default=None,
+        help="train and compare only these students (default: every recipe)",
+    )  # fmt: skip
+    parser.add_argument(
         "--task", default=None, help=argparse.SUPPRESS
     )  # one stage (the runner's subprocesses)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     torch.set_num_threads(threads)
-    lab = Lab(args.out.resolve(), args.scale, args.device, threads)
+    lab = Lab(args.out.resolve(), args.scale, args.device, threads, tuple(args.recipes or ()))
     lab.out.mkdir(parents=True, exist_ok=True)
     tasks = all_tasks(lab)
     if args.task is not None:
         _timed(lab, next(t for t in tasks if t.name == args.task))
         return
     base = ["--out", str(lab.out), "--scale", args.scale, "--device", args.device, "--threads", str(threads)]
+    if args.recipes:
+        base += ["--recipes", *args.recipes]
     run_tasks(lab, tasks, args.jobs, base)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}")
 

@@ -1,5 +1,10 @@
 """MeanFlow distillation from a flow-matching teacher (``mfmjt distill``).
 
+Two terms, each switchable: the regression of the student's one-step output onto the teacher's
+multi-step ODE endpoints (:class:`EndpointConfig`, :func:`teacher_endpoints`; on by default, the
+recipe benchmarks/distill_lab.py chose) and the MeanFlow identity below (``meanflow_weight``; off by
+default, on for students meant for 2-4 steps).
+
 The student starts as an exact copy of the teacher and learns the MeanFlow identity (paper Eq. 4-5)
 with the teacher's guided velocity as the instantaneous velocity:
 
@@ -156,6 +161,13 @@ def teacher_velocity(
     w = guidance.strength[rows].to(out.dtype).view(shape)
     guided = w * rows_c + (1 - w) * scale * v_u
     return v_c.index_put((rows,), guided).to(z.dtype)
+
+
+# The lab's recommended student (ep_only): endpoint regression alone, one teacher endpoint per item
+# (benchmarks/distill_lab.py, docs/distillation.md); the defaults of mfmjt distill and DistillConfig.
+DEFAULT_ENDPOINT_WEIGHT = 1.0
+DEFAULT_ENDPOINT_NOISES = 1
+DEFAULT_MEANFLOW_WEIGHT = 0.0
 
 
 @dataclass(frozen=True)
@@ -532,18 +544,25 @@ class TeacherSampleStore:
 @dataclass(frozen=True)
 class DistillConfig:
     """A distillation run: the teacher, the training run (store, out_dir, steps, MeanFlow settings;
-    its network is the teacher's plus a guidance embedding) and where x comes from."""
+    its network is the teacher's plus a guidance embedding), where x comes from, the endpoint term
+    and the weight of the MeanFlow term (defaults: the lab's recipe, endpoints only)."""
 
     teacher: str
     train: Any  # mfmjt.train.TrainConfig
     x_source: str = "auto"  # "store": the store's latents; "teacher": teacher samples; auto: store if any
     samples: TeacherSampleConfig = TeacherSampleConfig()
-    endpoints: EndpointConfig = EndpointConfig()  # one-step regression onto teacher ODE endpoints
-    meanflow_weight: float = 1.0  # weight of the MeanFlow distillation term (0: endpoints only)
+    # one-step regression onto the teacher's ODE endpoints, and the weight of the MeanFlow term
+    endpoints: EndpointConfig = EndpointConfig(weight=DEFAULT_ENDPOINT_WEIGHT, noises=DEFAULT_ENDPOINT_NOISES)
+    meanflow_weight: float = DEFAULT_MEANFLOW_WEIGHT
 
     def __post_init__(self) -> None:
         if self.x_source not in X_SOURCES:
             raise ValueError(f"x_source must be one of {X_SOURCES}, got {self.x_source!r}")
+        if self.meanflow_weight == 0 and self.endpoints.weight == 0:
+            raise ValueError(
+                "nothing to learn: the MeanFlow term (--meanflow-weight) and the endpoint term "
+                "(--endpoint-weight) are both 0"
+            )
         if self.train.meanflow.guidance_max <= 1:
             raise ValueError(
                 "distillation trains guidance into the student: guidance_max must be > 1 "
@@ -639,6 +658,7 @@ def distill(config: DistillConfig) -> Path:
         ),
         export_metadata={
             "lineage": lineage,
+            "recommended": _recommended_sampling(config, train_config),
             "distillation": {
                 "teacher": str(config.teacher),
                 "x_source": source,
@@ -652,6 +672,16 @@ def distill(config: DistillConfig) -> Path:
     return result.export_dir if result.export_dir is not None else train_config.out_dir / CHECKPOINT_NAME
 
 
+def _recommended_sampling(config: DistillConfig, train_config: Any) -> dict[str, Any]:
+    """One step at the ω the student was taught: the endpoints' ω, else the one trained ω, else 1.5."""
+    mf = train_config.meanflow
+    if config.endpoints.weight > 0:
+        return {"steps": 1, "cfg": config.endpoints.cfg_strength, "guidance": config.endpoints.guidance}
+    if mf.guidance_min == mf.guidance_max:
+        return {"steps": 1, "cfg": mf.guidance_max, "guidance": "scaled"}
+    return {"steps": 1, "cfg": 1.5, "guidance": "scaled"}
+
+
 # The EMA of a distillation run averages about the last third of it: 1 / (1 - decay) = steps / 3
 # (a short run from a good model; MMAudio's post-hoc EMA width is likewise a fraction of its run).
 EMA_RUN_FRACTION = 1 / 3
@@ -662,15 +692,19 @@ def distill_ema_decay(steps: int) -> float:
     return max(0.0, 1.0 - 1.0 / max(1.0, EMA_RUN_FRACTION * steps))
 
 
-# The training options whose defaults differ for distillation. The learning rate stays constant
+# The training options whose defaults differ for distillation: the recipe the lab
+# (benchmarks/distill_lab.py, docs/distillation.md) chose, the one-step regression onto the teacher's
+# 25-step ω-4.5 endpoints with the MeanFlow term off (``--meanflow-weight 1`` adds it: better at 2
+# and 4 steps, worse at one); the MeanFlow options below apply when it is on. The learning rate stays constant
 # after warm-up (no step decays: the training default's decays at 62.5 % and 87.5 % of --steps are
 # the paper's 400k-step schedule, and left 200-step runs 125 steps at full rate); the EMA decay, when
 # not given, follows the run length (:func:`distill_ema_decay`).
 DISTILL_DEFAULTS: dict[str, Any] = dict(
     mean_flow_ratio=0.5,
     one_step_share=0.25,
-    guidance_max=3.0,
-    guidance_unguided_share=0.25,
+    guidance_min=4.5,  # one ω, the teacher's multi-step ω (the endpoints' ω)
+    guidance_max=4.5,
+    guidance_unguided_share=0.0,
     adaptive_loss_power=1.0,
     all_dropout=0.1,
     lr=1e-4,
@@ -697,8 +731,8 @@ def add_distill_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     a("--teacher-sample-steps", type=int, default=s.steps)
     a("--teacher-sample-cfg", type=float, default=s.cfg_strength, help="ω of the teacher's samples")
     a("--teacher-sample-guidance", choices=["standard", "scaled"], default=s.guidance)
-    e = EndpointConfig()
-    a("--meanflow-weight", type=float, default=1.0,
+    e = EndpointConfig(weight=DEFAULT_ENDPOINT_WEIGHT, noises=DEFAULT_ENDPOINT_NOISES)
+    a("--meanflow-weight", type=float, default=DEFAULT_MEANFLOW_WEIGHT,
       help="weight of the MeanFlow distillation term (0: train the endpoint regression only)")  # fmt: skip
     a("--endpoint-weight", type=float, default=e.weight,
       help="weight of the regression of the one-step output onto the teacher's multi-step ODE endpoints "

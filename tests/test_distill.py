@@ -450,7 +450,8 @@ def test_distill_cli_runs_resumes_exports_and_the_student_generates_in_one_step(
     args = [
         "distill", "--teacher", str(teacher_dir), "--store", str(store), "--out", str(run), "--steps", "4",
         "--batch-size", "3", "--x-source", "teacher", "--teacher-sample-steps", "2", "--no-progress",
-        "--checkpoint-every", "2",
+        "--checkpoint-every", "2", "--meanflow-weight", "1", "--endpoint-weight", "0", "--guidance-min", "1",
+        "--guidance-max", "3", "--guidance-unguided-share", "0.25",
     ]  # fmt: skip
     assert main([*args, "--stop-after", "2"]) == 0
     assert (run / "checkpoint_last.pt").is_file() and not (run / "final").exists()
@@ -471,7 +472,7 @@ def test_distill_cli_runs_resumes_exports_and_the_student_generates_in_one_step(
         "teacher": str(teacher_dir),
         "x_source": "teacher",
         "meanflow_weight": 1.0,
-        "endpoints": asdict(EndpointConfig(weight=0.0)),
+        "endpoints": asdict(EndpointConfig(weight=0.0, noises=1)),
         "teacher_samples": {"steps": 2, "cfg_strength": 1.0, "guidance": "scaled", "seed": 0, "chunk": 16},
     }
     assert "distillation from the flow-matching teacher" in meta["lineage"][-1]

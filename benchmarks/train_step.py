@@ -7,6 +7,11 @@ no data loading. Divide the 400k steps of the recipe by what it prints to get th
 
     python benchmarks/train_step.py --variant small_16k --batch-size 64 --device cuda --bf16
     python benchmarks/train_step.py --variant small_16k --batch-size 2 --steps 3   # CPU check
+    python benchmarks/train_step.py --objective train distill ...   # both, side by side
+
+``--objective distill`` times a step of ``mfmjt distill``'s default recipe instead: the frozen teacher's
+guided velocity (two teacher forwards on the guided rows), the student's MeanFlow loss with its JVP
+and the one-step regression onto (random stand-ins for) the teacher's ODE endpoints.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import resource
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -47,7 +53,39 @@ def random_batch(config: TrainConfig, duration: float, generator: torch.Generato
     }
 
 
-def measure(args: argparse.Namespace) -> dict[str, object]:
+def _distill_setup(config: TrainConfig, batch: dict[str, torch.Tensor], device: torch.device) -> tuple:
+    """(config, build, loss) of a distillation step: mfmjt distill's default recipe, a random
+    frozen teacher of the variant and random endpoints of the batch's shape."""
+    import argparse as _argparse
+
+    import numpy as np
+
+    from mfmjt.distill import (
+        DistillationLoss,
+        EndpointConfig,
+        add_distill_arguments,
+        config_from_args,
+        fold_dt_embedding,
+        student_from_teacher,
+    )
+    from mfmjt.model import MFMJTNetwork
+
+    parser = add_distill_arguments(_argparse.ArgumentParser())
+    defaults = config_from_args(parser.parse_args(["--teacher", "-", "--store", "-", "--out", "-"]))
+    config = replace(config, meanflow=defaults.train.meanflow, network_overrides={"guidance_embed": True})
+    teacher = fold_dt_embedding(MFMJTNetwork(replace(config.network_config(), guidance_embed=False)))
+    teacher = teacher.to(device).eval().requires_grad_(False)
+    b, (length, dim) = batch["latent_mean"].shape[0], batch["latent_mean"].shape[1:]
+    endpoints = np.random.default_rng(0).standard_normal((b, 1, 2, length, dim)).astype(np.float32)
+    batch["index"] = torch.arange(b)
+    ec = replace(defaults.endpoints, noises=1) if defaults.endpoints.weight > 0 else EndpointConfig(1.0, 1)
+    loss = DistillationLoss(
+        teacher, meanflow_weight=defaults.meanflow_weight, endpoints=endpoints, endpoint_config=ec
+    )
+    return config, lambda *a, **k: student_from_teacher(teacher), loss
+
+
+def measure(args: argparse.Namespace, objective: str = "train") -> dict[str, object]:
     device = torch.device(args.device)
     config = TrainConfig(
         store=("(random)",),
@@ -59,12 +97,18 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
         device=args.device,
     )
     info = _Dist(rank=0, world_size=1, local_rank=0, device=device)
+    batch = random_batch(config, args.duration, torch.Generator().manual_seed(0))
+    build, loss = None, None
+    if objective == "distill":
+        config, build, loss = _distill_setup(config, batch, device)
     # build_network wants stores only for latent statistics / empty text; init_from-free, stats off
-    state = _new_state(config, [], info, resuming=True)  # type: ignore[arg-type]
+    if build is None:
+        state = _new_state(config, [], info, resuming=True)  # type: ignore[arg-type]
+    else:
+        state = _new_state(config, [], info, resuming=True, build=build)  # type: ignore[arg-type]
     net = state.network
     params = [p for p in net.parameters() if p.requires_grad]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
-    batch = random_batch(config, args.duration, torch.Generator().manual_seed(0))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -76,7 +120,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     for step in range(args.warmup + args.steps):
         sync()
         start = time.perf_counter()
-        _train_step(net, params, batch, config, state.generator, autocast, info)
+        _train_step(net, params, batch, config, state.generator, autocast, info, loss)
         state.optimizer.step()
         state.scheduler.step()
         state.ema.update(net)
@@ -85,6 +129,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
             times.append(time.perf_counter() - start)
         logger.info("step %d: %.3f s", step, time.perf_counter() - start)
     result: dict[str, object] = {
+        "objective": objective,
         "variant": args.variant,
         "batch_size": args.batch_size,
         "duration": args.duration,
@@ -113,15 +158,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
+    parser.add_argument(
+        "--objective", nargs="+", choices=["train", "distill"], default=["train"],
+        help="MeanFlow training (mfmjt train's defaults) and/or mfmjt distill's default step",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = measure(args)
-    logger.info("%s", json.dumps(result))
+    results = [measure(args, objective) for objective in args.objective]
+    for result in results:
+        logger.info("%s", json.dumps(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.write_text(json.dumps(results[0] if len(results) == 1 else results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
 """MeanFlow distillation from a flow-matching teacher (``mfmjt distill``).
 
+Two terms, each switchable: the regression of the student's one-step output onto the teacher's
+multi-step ODE endpoints (:class:`EndpointConfig`, :func:`teacher_endpoints`; on by default, the
+recipe benchmarks/distill_lab.py chose) and the MeanFlow identity below (``meanflow_weight``; off by
+default, on for students meant for 2-4 steps).
+
 The student starts as an exact copy of the teacher and learns the MeanFlow identity (paper Eq. 4-5)
 with the teacher's guided velocity as the instantaneous velocity:
 
@@ -42,7 +47,14 @@ from tqdm.auto import tqdm
 from mfmjt.config import AUDIO_MODES, SequenceLengths
 from mfmjt.feature_store import FeatureStore
 from mfmjt.guidance import projection_scale
-from mfmjt.meanflow import MeanFlowConfig, MeanFlowLoss, TrainingGuidance, drop_conditions, meanflow_loss
+from mfmjt.meanflow import (
+    MeanFlowConfig,
+    MeanFlowLoss,
+    TimePairs,
+    TrainingGuidance,
+    drop_conditions,
+    meanflow_loss,
+)
 from mfmjt.model import MFMJTNetwork
 from mfmjt.model.network import GUIDANCE_EMBED_PREFIX
 from mfmjt.resolve import ModelSource, resolve_model
@@ -127,12 +139,102 @@ def teacher_velocity(
     return v_c.index_put((rows,), guided).to(z.dtype)
 
 
+# The lab's recommended student (ep_only): endpoint regression alone, one teacher endpoint per item
+# (benchmarks/distill_lab.py, docs/distillation.md); the defaults of mfmjt distill and DistillConfig.
+DEFAULT_ENDPOINT_WEIGHT = 1.0
+DEFAULT_ENDPOINT_NOISES = 1
+DEFAULT_MEANFLOW_WEIGHT = 0.0
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """Regression of the student's one-step output onto the teacher's multi-step ODE endpoints
+    (knowledge distillation of the sampler, Luhman & Luhman 2021, used alongside the MeanFlow loss).
+
+    For ``noises`` fixed noises ε per training item the teacher's ``steps``-step Euler sample x_T(ε) at
+    ω ``cfg_strength`` (``guidance`` rule) is made once (:func:`teacher_endpoints`); every training step
+    then adds ``weight``·‖ε − u(ε, r=0, t=1, ω) − x_T(ε)‖² (mean over the batch, one random noise per
+    item) with the student told that ω. ``weight`` 0: off."""
+
+    weight: float = 0.0
+    noises: int = 2
+    steps: int = 25
+    cfg_strength: float = 4.5
+    guidance: str = "scaled"
+    seed: int = 0
+    chunk: int = 32
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise ValueError(f"endpoint weight must be >= 0, got {self.weight}")
+        if self.noises < 1 or self.steps < 1 or self.chunk < 1:
+            raise ValueError(
+                f"endpoint noises, steps and chunk must be >= 1, got "
+                f"{self.noises}, {self.steps}, {self.chunk}"
+            )
+        if self.guidance not in ("standard", "scaled"):
+            raise ValueError(f"endpoint guidance must be standard or scaled, got {self.guidance!r}")
+
+
+def undropped_conditions(
+    net: MFMJTNetwork, batch: Mapping[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch's conditions as the teacher's endpoints were made with: nothing dropped, "no video"
+    features where the item has no video."""
+    no_drop = MeanFlowConfig(video_dropout=0.0, text_dropout=0.0)
+    return drop_conditions(
+        batch["clip_f"], batch["sync_f"], batch["text_f"],
+        net.empty_clip_feat, net.empty_sync_feat, net.empty_string_feat,
+        config=no_drop, has_video=batch["has_video"],
+    )  # fmt: skip
+
+
+def endpoint_error(
+    model: Any,
+    noise: torch.Tensor,
+    target: torch.Tensor,
+    conditions: Sequence[torch.Tensor],
+    cfg_strength: float,
+    scaled: bool,
+) -> torch.Tensor:
+    """Per-sample ‖ε − u(ε, 0, 1, ω) − x_T‖² (mean over the other dims): the one-step sample's
+    squared distance to the teacher's endpoint, in the network's normalised latent space."""
+    b = noise.shape[0]
+    one = torch.ones(b, dtype=noise.dtype, device=noise.device)
+    kwargs = {}
+    if getattr(getattr(model, "config", None), "guidance_embed", False):
+        kwargs = {
+            "cfg_strength": torch.full((b,), float(cfg_strength), device=noise.device),
+            "scaled": torch.full((b,), bool(scaled), device=noise.device),
+        }
+    u = model(noise, *conditions, one, one, **kwargs)
+    return (noise.float() - u.float() - target.float()).square().mean(dim=tuple(range(1, noise.dim())))
+
+
 class DistillationLoss:
     """:func:`mfmjt.meanflow.meanflow_loss` with the teacher's guided velocity as v (a drop-in for
-    the training loop's loss: same arguments, same result type)."""
+    the training loop's loss: same arguments, same result type), times ``meanflow_weight``, plus
+    the endpoint regression of :class:`EndpointConfig` when ``endpoints`` (``[N, K, 2, L, C]``:
+    noise and normalised endpoint of every item and noise, :func:`teacher_endpoints`) are given.
+    With ``meanflow_weight`` 0 only the endpoint term is trained (no teacher forward, no JVP)."""
 
-    def __init__(self, teacher: MFMJTNetwork) -> None:
+    def __init__(
+        self,
+        teacher: MFMJTNetwork,
+        *,
+        meanflow_weight: float = 1.0,
+        endpoints: np.ndarray | None = None,
+        endpoint_config: EndpointConfig = EndpointConfig(),
+    ) -> None:
+        if meanflow_weight < 0:
+            raise ValueError(f"meanflow_weight must be >= 0, got {meanflow_weight}")
+        use_endpoints = endpoints is not None and endpoint_config.weight > 0
+        if meanflow_weight == 0 and not use_endpoints:
+            raise ValueError("with meanflow_weight 0 the endpoint term is the whole loss: give endpoints")
         self.teacher = teacher
+        self.meanflow_weight = meanflow_weight
+        self.endpoints = endpoints if use_endpoints else None
+        self.endpoint_config = endpoint_config
 
     def __call__(
         self,
@@ -143,20 +245,42 @@ class DistillationLoss:
         config: MeanFlowConfig,
         generator: torch.Generator | None = None,
         guidance: TrainingGuidance | None = None,
+        batch: Mapping[str, torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> MeanFlowLoss:
         if guidance is None:
             raise ValueError("distillation needs a guidance setting per sample (guidance_max > 1)")
         if self.teacher.device != x.device:
             self.teacher.to(x.device)
+        b = x.shape[0]
+        if self.meanflow_weight > 0:
 
-        def velocity(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return teacher_velocity(self.teacher, z, t, conditions, guidance)
+            def velocity(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                return teacher_velocity(self.teacher, z, t, conditions, guidance)
 
-        return meanflow_loss(
-            model, x, conditions, config=config, generator=generator, guidance=guidance, velocity=velocity,
-            **kwargs,
+            out = meanflow_loss(
+                model, x, conditions, config=config, generator=generator, guidance=guidance,
+                velocity=velocity, **kwargs,
+            )  # fmt: skip
+            out = MeanFlowLoss(out.loss * self.meanflow_weight, out.per_sample, out.pairs)
+        else:
+            ones = torch.ones(b, device=x.device)
+            no_pairs = TimePairs(r=ones, t=ones, mean=torch.zeros(b, dtype=torch.bool, device=x.device))
+            out = MeanFlowLoss(x.new_zeros(()), x.new_zeros(b), no_pairs)
+        if self.endpoints is None:
+            return out
+        if batch is None or "index" not in batch:
+            raise ValueError("the endpoint term needs the batch's item indices (batch=...)")
+        ec = self.endpoint_config
+        idx = batch["index"].cpu().numpy()
+        k = torch.randint(self.endpoints.shape[1], (b,), generator=generator, device=x.device).cpu().numpy()
+        pair = torch.from_numpy(np.asarray(self.endpoints[idx, k], dtype=np.float32)).to(x.device, x.dtype)
+        err = endpoint_error(
+            model, pair[:, 0], pair[:, 1], undropped_conditions(model, batch), ec.cfg_strength,
+            ec.guidance == "scaled",
         )  # fmt: skip
+        per_sample = out.per_sample if self.meanflow_weight > 0 else err.detach().to(out.per_sample.dtype)
+        return MeanFlowLoss(out.loss + ec.weight * err.mean(), per_sample, out.pairs)
 
 
 # ---------------------------------------------------------------------------- teacher samples
@@ -249,6 +373,76 @@ def teacher_samples(
     return np.load(path, mmap_mode="r")
 
 
+ENDPOINTS_NAME = "teacher_endpoints.npy"
+ENDPOINTS_META_NAME = "teacher_endpoints.json"
+
+
+def teacher_endpoints(
+    store: FeatureStore,
+    teacher: MFMJTNetwork,
+    teacher_name: str | Path,
+    config: EndpointConfig = EndpointConfig(),
+    progress: bool = True,
+) -> np.ndarray:
+    """``[N, K, 2, L, C]``: for every item of ``store`` and each of K = ``config.noises`` noises, the
+    noise ε (normalised latent space; item i, noise k from seed ``config.seed + k·N + i``) and the
+    teacher's ``config.steps``-step Euler sample from it at ω ``config.cfg_strength`` (normalised),
+    with the item's conditions undropped. Kept in ``store.path/teacher_endpoints.npy``: made once,
+    continued chunk by chunk after an interruption, refused when made with other settings."""
+    from mfmjt.sampler import sample
+
+    path, meta_path = store.path / ENDPOINTS_NAME, store.path / ENDPOINTS_META_NAME
+    n, k = len(store), config.noises
+    length, dim = _sample_length(store, teacher), teacher.config.latent_dim
+    shape = (n, k, 2, length, dim)
+    settings = {"teacher": _teacher_id(teacher_name, teacher), **asdict(config), "shape": list(shape)}
+    for key in ("chunk", "weight"):
+        settings.pop(key)
+    done = 0
+    if meta_path.is_file() and path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta["settings"] != settings:
+            raise ValueError(
+                f"{path} holds teacher endpoints made with {meta['settings']}, not {settings}: "
+                f"delete {path.name} and {meta_path.name} to make new ones"
+            )
+        done = int(meta["done"])
+        array = np.load(path, mmap_mode="r+")
+    else:
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        _write_json(meta_path, {"settings": settings, "done": 0})
+    if done >= n * k:
+        return np.load(path, mmap_mode="r")
+    logger.info("teacher endpoints for %s: %d items x %d noises, %d steps at ω %g", store.path, n, k,
+                config.steps, config.cfg_strength)  # fmt: skip
+    device = teacher.device
+    bar = tqdm(total=n * k, initial=done, disable=not progress, desc="teacher endpoints")
+    for start in range(done, n * k, config.chunk):  # flat index j = k·N + i
+        flat = list(range(start, min(start + config.chunk, n * k)))
+        items, noise_ids = [j % n for j in flat], [j // n for j in flat]
+        b = {key: v.to(device) for key, v in store.get_batch(items).items()}
+        clip_f, sync_f, text_f = undropped_conditions(teacher, b)
+        noise = torch.stack(
+            [torch.randn(length, dim, generator=torch.Generator().manual_seed(config.seed + j)) for j in flat]
+        ).to(device)
+        with torch.no_grad():
+            cond = teacher.preprocess_conditions(clip_f, sync_f, text_f, length)
+            uncond = teacher.empty_conditions(len(flat), length, clip_f.shape[1], sync_f.shape[1])
+            z0 = sample(
+                teacher, noise, cond, uncond, steps=config.steps, cfg_strength=config.cfg_strength,
+                guidance=config.guidance, guidance_in_network=False,
+            )[config.guidance]  # fmt: skip
+        for row, (i, kk) in enumerate(zip(items, noise_ids, strict=True)):
+            array[i, kk, 0] = noise[row].float().cpu().numpy()
+            array[i, kk, 1] = z0[row].float().cpu().numpy()
+        array.flush()
+        _write_json(meta_path, {"settings": settings, "done": flat[-1] + 1})
+        bar.update(len(flat))
+    bar.close()
+    del array
+    return np.load(path, mmap_mode="r")
+
+
 def _sample_length(store: FeatureStore, teacher: MFMJTNetwork) -> int:
     """Latent frames of the teacher's samples: the store's latents', else those its extraction
     recorded for its codec (``extra["latent_shape"]``), else the teacher's audio mode's for the
@@ -266,6 +460,14 @@ def _sample_length(store: FeatureStore, teacher: MFMJTNetwork) -> int:
         return int(recorded[0])
     mode = next((m for m in AUDIO_MODES.values() if m.latent_dim == teacher.config.latent_dim), "16k")
     return SequenceLengths.for_duration(float(store.duration or 8.0), mode).latent
+
+
+def _endpoints_complete(store: FeatureStore) -> bool:
+    meta_path = store.path / ENDPOINTS_META_NAME
+    if not meta_path.is_file():
+        return False
+    meta = json.loads(meta_path.read_text())
+    return int(meta["done"]) >= int(np.prod(meta["settings"]["shape"][:2]))
 
 
 def _samples_complete(store: FeatureStore) -> bool:
@@ -318,16 +520,25 @@ class TeacherSampleStore:
 @dataclass(frozen=True)
 class DistillConfig:
     """A distillation run: the teacher, the training run (store, out_dir, steps, MeanFlow settings;
-    its network is the teacher's plus a guidance embedding) and where x comes from."""
+    its network is the teacher's plus a guidance embedding), where x comes from, the endpoint term
+    and the weight of the MeanFlow term (defaults: the lab's recipe, endpoints only)."""
 
     teacher: str
     train: Any  # mfmjt.train.TrainConfig
     x_source: str = "auto"  # "store": the store's latents; "teacher": teacher samples; auto: store if any
     samples: TeacherSampleConfig = TeacherSampleConfig()
+    # one-step regression onto the teacher's ODE endpoints, and the weight of the MeanFlow term
+    endpoints: EndpointConfig = EndpointConfig(weight=DEFAULT_ENDPOINT_WEIGHT, noises=DEFAULT_ENDPOINT_NOISES)
+    meanflow_weight: float = DEFAULT_MEANFLOW_WEIGHT
 
     def __post_init__(self) -> None:
         if self.x_source not in X_SOURCES:
             raise ValueError(f"x_source must be one of {X_SOURCES}, got {self.x_source!r}")
+        if self.meanflow_weight == 0 and self.endpoints.weight == 0:
+            raise ValueError(
+                "nothing to learn: the MeanFlow term (--meanflow-weight) and the endpoint term "
+                "(--endpoint-weight) are both 0"
+            )
         if self.train.meanflow.guidance_max <= 1:
             raise ValueError(
                 "distillation trains guidance into the student: guidance_max must be > 1 "
@@ -392,6 +603,19 @@ def distill(config: DistillConfig) -> Path:
                 "(the same mfmjt distill command without torchrun, e.g. with --stop-after 1)"
             )
         samples = teacher_samples(store, teacher, config.teacher, config.samples, train_config.progress)
+    endpoints = None
+    if config.endpoints.weight > 0:
+        if len(data.mix.stores) > 1:
+            raise ValueError(
+                "the endpoint regression (--endpoint-weight) takes one --store: its teacher endpoints are "
+                "kept per store item; give one store or --endpoint-weight 0"
+            )
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _endpoints_complete(store):
+            raise ValueError(
+                f"the teacher endpoints of {store.path} are not complete: make them in one process first "
+                "(the same mfmjt distill command without torchrun, e.g. with --stop-after 1)"
+            )
+        endpoints = teacher_endpoints(store, teacher, config.teacher, config.endpoints, train_config.progress)
 
     lineage = _lineage(train_config, train_config.steps)
     x_text = "the store's audio" if source == "store" else (
@@ -401,12 +625,20 @@ def distill(config: DistillConfig) -> Path:
     hooks = TrainHooks(
         build_network=lambda _config, _data, **_: student_from_teacher(teacher),
         wrap_store=None if samples is None else (lambda s: TeacherSampleStore(s, samples)),
-        loss=DistillationLoss(teacher),
+        loss=DistillationLoss(
+            teacher,
+            meanflow_weight=config.meanflow_weight,
+            endpoints=endpoints,
+            endpoint_config=config.endpoints,
+        ),
         export_metadata={
             "lineage": lineage,
+            "recommended": _recommended_sampling(config, train_config),
             "distillation": {
                 "teacher": str(config.teacher),
                 "x_source": source,
+                "meanflow_weight": config.meanflow_weight,
+                "endpoints": asdict(config.endpoints),
                 **({"teacher_samples": asdict(config.samples)} if source == "teacher" else {}),
             },
         },
@@ -415,16 +647,44 @@ def distill(config: DistillConfig) -> Path:
     return result.export_dir if result.export_dir is not None else train_config.out_dir / CHECKPOINT_NAME
 
 
-# The training options whose defaults differ for distillation (the embedded default's recipe).
+def _recommended_sampling(config: DistillConfig, train_config: Any) -> dict[str, Any]:
+    """One step at the ω the student was taught: the endpoints' ω, else the one trained ω, else 1.5."""
+    mf = train_config.meanflow
+    if config.endpoints.weight > 0:
+        return {"steps": 1, "cfg": config.endpoints.cfg_strength, "guidance": config.endpoints.guidance}
+    if mf.guidance_min == mf.guidance_max:
+        return {"steps": 1, "cfg": mf.guidance_max, "guidance": "scaled"}
+    return {"steps": 1, "cfg": 1.5, "guidance": "scaled"}
+
+
+# The EMA of a distillation run averages about the last third of it: 1 / (1 - decay) = steps / 3
+# (a short run from a good model; MMAudio's post-hoc EMA width is likewise a fraction of its run).
+EMA_RUN_FRACTION = 1 / 3
+
+
+def distill_ema_decay(steps: int) -> float:
+    """The default EMA decay of a distillation run of ``steps`` steps: 1 - 1 / (steps / 3)."""
+    return max(0.0, 1.0 - 1.0 / max(1.0, EMA_RUN_FRACTION * steps))
+
+
+# The training options whose defaults differ for distillation: the recipe the lab
+# (benchmarks/distill_lab.py, docs/distillation.md) chose, the one-step regression onto the teacher's
+# 25-step ω-4.5 endpoints with the MeanFlow term off (``--meanflow-weight 1`` adds it: better at 2
+# and 4 steps, worse at one); the MeanFlow options below apply when it is on. The learning rate stays constant
+# after warm-up (no step decays: the training default's decays at 62.5 % and 87.5 % of --steps are
+# the paper's 400k-step schedule, and left 200-step runs 125 steps at full rate); the EMA decay, when
+# not given, follows the run length (:func:`distill_ema_decay`).
 DISTILL_DEFAULTS: dict[str, Any] = dict(
     mean_flow_ratio=0.5,
     one_step_share=0.25,
-    guidance_max=3.0,
-    guidance_unguided_share=0.25,
+    guidance_min=4.5,  # one ω, the teacher's multi-step ω (the endpoints' ω)
+    guidance_max=4.5,
+    guidance_unguided_share=0.0,
     adaptive_loss_power=1.0,
     all_dropout=0.1,
     lr=1e-4,
     warmup_steps=20,
+    lr_decay_at=(),
     steps=2000,
 )
 
@@ -446,6 +706,17 @@ def add_distill_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     a("--teacher-sample-steps", type=int, default=s.steps)
     a("--teacher-sample-cfg", type=float, default=s.cfg_strength, help="ω of the teacher's samples")
     a("--teacher-sample-guidance", choices=["standard", "scaled"], default=s.guidance)
+    e = EndpointConfig(weight=DEFAULT_ENDPOINT_WEIGHT, noises=DEFAULT_ENDPOINT_NOISES)
+    a("--meanflow-weight", type=float, default=DEFAULT_MEANFLOW_WEIGHT,
+      help="weight of the MeanFlow distillation term (0: train the endpoint regression only)")  # fmt: skip
+    a("--endpoint-weight", type=float, default=e.weight,
+      help="weight of the regression of the one-step output onto the teacher's multi-step ODE endpoints "
+           "(0: off); the endpoints are made once and kept in the store directory")  # fmt: skip
+    a("--endpoint-noises", type=int, default=e.noises, help="teacher endpoints (noises) per item")
+    a("--endpoint-steps", type=int, default=e.steps, help="Euler steps of the teacher's endpoints")
+    a("--endpoint-cfg", type=float, default=e.cfg_strength,
+      help="ω of the teacher's endpoints (the student is told this ω on that term)")  # fmt: skip
+    a("--endpoint-guidance", choices=["standard", "scaled"], default=e.guidance)
     return parser
 
 
@@ -454,7 +725,10 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
 
     # the student's architecture comes from the teacher later; its guidance embedding is known now
     overrides = [*(args.network_overrides or []), "guidance_embed=true"]
-    args = argparse.Namespace(**{**vars(args), "network_overrides": overrides})
+    values = {**vars(args), "network_overrides": overrides}
+    if values.get("ema_decay") is None:
+        values["ema_decay"] = distill_ema_decay(values["steps"])
+    args = argparse.Namespace(**values)
     train = TrainConfig.from_args(args)
     return DistillConfig(
         teacher=args.teacher,
@@ -466,12 +740,22 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
             guidance=args.teacher_sample_guidance,
             seed=train.seed,
         ),
+        endpoints=EndpointConfig(
+            weight=args.endpoint_weight,
+            noises=args.endpoint_noises,
+            steps=args.endpoint_steps,
+            cfg_strength=args.endpoint_cfg,
+            guidance=args.endpoint_guidance,
+            seed=train.seed,
+        ),
+        meanflow_weight=args.meanflow_weight,
     )
 
 
 __all__ = [
     "DistillConfig",
     "DistillationLoss",
+    "EndpointConfig",
     "TeacherSampleConfig",
     "TeacherSampleStore",
     "add_distill_arguments",
@@ -480,6 +764,7 @@ __all__ = [
     "fold_dt_embedding",
     "load_teacher",
     "student_from_teacher",
+    "teacher_endpoints",
     "teacher_samples",
     "teacher_velocity",
 ]

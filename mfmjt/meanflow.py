@@ -59,6 +59,9 @@ class MeanFlowConfig:
     # except a share trained unguided (ω = 1); half the guided samples use scaled CFG. 1: off
     guidance_max: float = 1.0
     guidance_unguided_share: float = 0.25
+    # lower end of the guided ω draws: ω ~ U[guidance_min, guidance_max]; guidance_min = guidance_max
+    # (with unguided share 0) trains one fixed ω, guidance folded into the network at that strength
+    guidance_min: float = 1.0
 
     def __post_init__(self) -> None:
         shares = ("mean_flow_ratio", "one_step_share", "video_dropout", "text_dropout", "all_dropout")
@@ -68,6 +71,10 @@ class MeanFlowConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if not 1.0 <= self.guidance_max < float("inf"):
             raise ValueError(f"guidance_max must be a finite number >= 1, got {self.guidance_max}")
+        if not 1.0 <= self.guidance_min <= self.guidance_max:
+            raise ValueError(
+                f"guidance_min must be in [1, guidance_max = {self.guidance_max:g}], got {self.guidance_min}"
+            )
         if not self.time_sigma > 0:
             raise ValueError(f"time_sigma must be positive, got {self.time_sigma}")
         if not (self.adaptive_loss_power >= 0 and self.adaptive_loss_eps > 0):
@@ -134,9 +141,10 @@ def sample_guidance(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample (ω, scaled): ω = 1 with ``guidance_unguided_share``, else U[1, guidance_max]."""
+    """Per-sample (ω, scaled): ω = 1 with ``guidance_unguided_share``, else
+    U[guidance_min, guidance_max]."""
     u = torch.rand(3, batch_size, generator=generator, device=device)
-    strength = 1 + (config.guidance_max - 1) * u[0]
+    strength = config.guidance_min + (config.guidance_max - config.guidance_min) * u[0]
     strength = torch.where(u[1] < config.guidance_unguided_share, torch.ones_like(strength), strength)
     return strength, u[2] < 0.5
 

@@ -312,7 +312,8 @@ class TrainHooks:
 
     ``build_network(config, data, compute_stats=...)`` makes the starting network (default
     :func:`build_network`), ``wrap_store(store)`` may replace the run's first store (the dataset its
-    batches come from), ``loss`` is called like :func:`mfmjt.meanflow.meanflow_loss`, and
+    batches come from), ``loss`` is called like :func:`mfmjt.meanflow.meanflow_loss` plus ``batch=``
+    (the raw batch on the device: item ``index``, undropped conditions), and
     ``export_metadata`` adds (or overrides) fields of the exported model's ``config.json``.
     """
 
@@ -591,10 +592,12 @@ def _train_step(
         strength, scaled = sample_guidance(x.shape[0], config.meanflow, generator, device)
         empty = (net.empty_clip_feat, net.empty_sync_feat, net.empty_string_feat)  # used without grad
         guidance = TrainingGuidance(strength, scaled, empty)
+    extra = {} if loss_fn is None else {"batch": b}  # a swapped-in loss may use the raw batch
     with autocast:
         out = (loss_fn or meanflow_loss)(
-            net, x, (clip_f, sync_f, text_f), config=config.meanflow, generator=generator, guidance=guidance
-        )
+            net, x, (clip_f, sync_f, text_f), config=config.meanflow, generator=generator, guidance=guidance,
+            **extra,
+        )  # fmt: skip
     for p in params:
         p.grad = None
     out.loss.backward()

@@ -75,6 +75,7 @@ MEANFLOW_HELP = {
         "train CFG into the network for ω in [1, this] (needs --network guidance_embed=true; 1 = off)"
     ),
     "guidance_unguided_share": "share of samples trained at ω = 1 when --guidance-max > 1",
+    "guidance_min": "lower end of the trained ω range U[this, --guidance-max] (= --guidance-max: one ω)",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +16,20 @@ from torch import nn
 import mfmjt.sampler
 from mfmjt.cli import main
 from mfmjt.distill import (
+    ENDPOINTS_META_NAME,
     SAMPLES_META_NAME,
     DistillationLoss,
+    EndpointConfig,
     TeacherSampleConfig,
     fold_dt_embedding,
     load_teacher,
     student_from_teacher,
+    teacher_endpoints,
     teacher_samples,
     teacher_velocity,
 )
 from mfmjt.feature_store import FeatureStore, FeatureStoreWriter
-from mfmjt.meanflow import MeanFlowConfig, TimePairs, TrainingGuidance, meanflow_loss
+from mfmjt.meanflow import MeanFlowConfig, TimePairs, TrainingGuidance, meanflow_loss, sample_guidance
 from mfmjt.model import MFMJTNetwork, NetworkConfig
 from mfmjt.model_dir import load_network, read_metadata, save_network
 from mfmjt.pipeline import default_model_dir, load_pipeline
@@ -144,6 +148,115 @@ def test_the_velocity_override_leaves_plain_meanflow_untouched():
     plain = meanflow_loss(student, x, (cond,), pairs=pairs, noise=eps, guidance=None)
     data = meanflow_loss(student, x, (cond,), pairs=pairs, noise=eps, velocity=lambda z, t: eps - x)
     torch.testing.assert_close(plain.per_sample, data.per_sample)
+
+
+class AffineStudent3(AffineStudent):
+    """AffineStudent taking any number of conditions (ignored), with "no condition" features and a
+    guidance embedding, as the endpoint term calls it."""
+
+    config = NetworkConfig.variant("tiny", guidance_embed=True)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.empty_clip_feat = torch.zeros(1, 2, dtype=torch.float64)
+        self.empty_sync_feat = torch.zeros(1, 2, dtype=torch.float64)
+        self.empty_string_feat = torch.zeros(1, 2, dtype=torch.float64)
+        self.seen_scaled: list[torch.Tensor] = []
+
+    def forward(self, z, *conditions_t_dt, cfg_strength=None, scaled=None):
+        if scaled is not None:
+            self.seen_scaled.append(scaled.detach().clone())
+        *_, t, dt = conditions_t_dt  # one condition (the MeanFlow term) or three (the endpoint term)
+        return super().forward(z, None, t, dt, cfg_strength, scaled)
+
+
+def _endpoint_case(n_items: int = 5, k: int = 2):
+    g = torch.Generator().manual_seed(9)
+    b, shape = 4, (3, 2)
+    endpoints = torch.randn(n_items, k, 2, *shape, generator=g, dtype=torch.float64)
+    index = torch.tensor([3, 0, 4, 3])
+    batch = {
+        "index": index,
+        "clip_f": torch.randn(b, 1, 2, generator=g, dtype=torch.float64),
+        "sync_f": torch.randn(b, 1, 2, generator=g, dtype=torch.float64),
+        "text_f": torch.randn(b, 1, 2, generator=g, dtype=torch.float64),
+        "has_video": torch.tensor([True, False, True, True]),
+    }
+    return b, shape, endpoints.numpy(), batch
+
+
+def test_endpoint_term_is_the_one_step_distance_to_the_teachers_endpoint_in_closed_form():
+    b, shape, endpoints, batch = _endpoint_case(k=1)
+    student = AffineStudent3()
+    teacher = LinearTeacher(0.8, -1.3)
+    config = EndpointConfig(weight=0.7, noises=1, cfg_strength=4.5, guidance="scaled")
+    x = torch.zeros(b, *shape, dtype=torch.float64)
+    uncond = (torch.zeros(1, *shape, dtype=torch.float64),)
+    guidance = TrainingGuidance(
+        torch.full((b,), 4.5, dtype=torch.float64), torch.ones(b, dtype=torch.bool), uncond
+    )
+    out = DistillationLoss(teacher, meanflow_weight=0.0, endpoints=endpoints, endpoint_config=config)(
+        student, x, (x,), config=MeanFlowConfig(), guidance=guidance, batch=batch
+    )
+    p, q, s_, gg = (float(w.detach()) for w in (student.p, student.q, student.s, student.g))
+    eps = torch.from_numpy(endpoints[batch["index"].numpy(), 0, 0])
+    x_teacher = torch.from_numpy(endpoints[batch["index"].numpy(), 0, 1])
+    # one step from ε: x̂ = ε - u(ε, r=0, t=1, ω) with u = p·ε + q·1 + s·0 + g·(ω - 1)
+    one_step = eps - (p * eps + q + gg * (4.5 - 1))
+    expected = (one_step - x_teacher).square().mean(dim=(1, 2))
+    torch.testing.assert_close(
+        out.per_sample, expected.float().to(out.per_sample.dtype), rtol=1e-5, atol=1e-7
+    )
+    torch.testing.assert_close(out.loss, 0.7 * expected.mean().to(out.loss.dtype), rtol=1e-5, atol=1e-7)
+    assert torch.equal(student.seen_strength[-1], torch.full((b,), 4.5))  # told the endpoints' ω
+    assert student.seen_scaled[-1].all()  # and their rule
+    out.loss.backward()
+    assert float(student.p.grad) != 0  # the term trains the student
+    assert student.s.grad is None or float(student.s.grad) == 0  # it only sees r = 0
+
+
+def test_endpoint_term_adds_to_the_weighted_meanflow_term_and_draws_one_noise_per_row():
+    b, shape, endpoints, batch = _endpoint_case(k=2)
+    b_, x, eps, cond, uncond, pairs, guidance = _analytic_case()
+    x, eps = x[:b, :3, :2], eps[:b, :3, :2]
+    cond, uncond = cond[:b, :3, :2], uncond[:, :3, :2]
+    pairs = TimePairs(r=pairs.r[:b], t=pairs.t[:b], mean=pairs.mean[:b])
+    guidance = TrainingGuidance(guidance.strength[:b], guidance.scaled[:b], (uncond,))
+    teacher = LinearTeacher(0.8, -1.3)
+    config = EndpointConfig(weight=2.0, noises=2, cfg_strength=3.0, guidance="standard")
+    student = AffineStudent3()
+    meanflow_only = DistillationLoss(teacher)(
+        student, x, (cond,), config=MeanFlowConfig(), guidance=guidance, pairs=pairs, noise=eps
+    )
+    g = torch.Generator().manual_seed(4)
+    both = DistillationLoss(teacher, meanflow_weight=0.5, endpoints=endpoints, endpoint_config=config)(
+        student, x, (cond,), config=MeanFlowConfig(), guidance=guidance, pairs=pairs, noise=eps, generator=g,
+        batch=batch,
+    )  # fmt: skip
+    k = torch.randint(2, (b,), generator=torch.Generator().manual_seed(4)).numpy()  # the same draw
+    idx = batch["index"].numpy()
+    e, x_teacher = torch.from_numpy(endpoints[idx, k, 0]), torch.from_numpy(endpoints[idx, k, 1])
+    p, q, gg = (float(w.detach()) for w in (student.p, student.q, student.g))
+    endpoint = (e - (p * e + q + gg * 2.0) - x_teacher).square().mean(dim=(1, 2)).mean()
+    expected = 0.5 * meanflow_only.loss + 2.0 * endpoint
+    torch.testing.assert_close(both.loss, expected.to(both.loss.dtype), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(both.per_sample, meanflow_only.per_sample)  # the log keeps the MeanFlow error
+    assert not student.seen_scaled[-1].any()  # standard rule on the endpoint rows
+
+
+def test_a_fixed_guidance_strength_and_a_shifted_range_are_drawn_as_configured():
+    fixed = MeanFlowConfig(guidance_min=4.5, guidance_max=4.5, guidance_unguided_share=0.0)
+    strength, _ = sample_guidance(256, fixed, torch.Generator().manual_seed(0))
+    assert torch.equal(strength, torch.full((256,), 4.5))
+    ranged = MeanFlowConfig(guidance_min=2.0, guidance_max=3.0, guidance_unguided_share=0.25)
+    strength, _ = sample_guidance(4096, ranged, torch.Generator().manual_seed(0))
+    guided = strength[strength != 1]
+    assert guided.min() >= 2.0 and guided.max() <= 3.0 and abs(guided.mean().item() - 2.5) < 0.02
+    assert abs((strength == 1).float().mean().item() - 0.25) < 0.03
+    default, _ = sample_guidance(64, MeanFlowConfig(guidance_max=3.0), torch.Generator().manual_seed(1))
+    assert default.min() >= 1.0  # the old range U[1, max] is the default
+    with pytest.raises(ValueError, match="guidance_min"):
+        MeanFlowConfig(guidance_min=3.5, guidance_max=3.0)
 
 
 # ------------------------------------------------------------------------------- real networks
@@ -271,6 +384,63 @@ def test_teacher_samples_are_made_once_resumed_after_an_interruption_and_checked
         teacher_samples(store, teacher, "t", TeacherSampleConfig(steps=3, chunk=2), progress=False)
 
 
+def test_teacher_endpoints_are_the_teachers_euler_samples_made_once_and_resumed(tmp_path, monkeypatch):
+    teacher = fold_dt_embedding(_random_flow_matching_net()).requires_grad_(False)
+    config = EndpointConfig(weight=1.0, noises=2, steps=3, cfg_strength=2.5, seed=5, chunk=4)
+    store = FeatureStore(make_store(tmp_path / "a"))
+    ends = np.array(teacher_endpoints(store, teacher, "t", config, progress=False))
+    n = len(store)
+    assert ends.shape == (n, 2, 2, 16, 20)
+    # item 4, noise 1: flat index 1·N + 4; by hand, three Euler steps of the scaled-CFG velocity
+    i, k = 4, 1
+    noise = torch.randn(16, 20, generator=torch.Generator().manual_seed(5 + k * n + i))
+    np.testing.assert_array_equal(ends[i, k, 0], noise.numpy())
+    b = store.get_batch([i])
+    has_video = bool(b["has_video"][0])
+    clip = b["clip_f"] if has_video else teacher.empty_clip_feat.expand_as(b["clip_f"])
+    sync = b["sync_f"] if has_video else teacher.empty_sync_feat.expand_as(b["sync_f"])
+    z = noise[None]
+    with torch.no_grad():
+        for t0, t1 in ((1.0, 2 / 3), (2 / 3, 1 / 3), (1 / 3, 0.0)):
+            t = torch.tensor([t0])
+            v_c = teacher(z, clip, sync, b["text_f"], t, torch.zeros(1))
+            v_u = teacher(z, teacher.empty_clip_feat.expand_as(clip), teacher.empty_sync_feat.expand_as(sync),
+                          teacher.empty_string_feat.expand_as(b["text_f"]), t, torch.zeros(1))  # fmt: skip
+            s = (v_c * v_u).sum() / (v_u * v_u).sum()
+            z = z - (t0 - t1) * (2.5 * v_c + (1 - 2.5) * s * v_u)
+    np.testing.assert_allclose(ends[i, k, 1], z[0].numpy(), rtol=1e-4, atol=1e-5)
+
+    other = FeatureStore(make_store(tmp_path / "b"))
+    real_sample, calls = mfmjt.sampler.sample, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args[1].shape[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(mfmjt.sampler, "sample", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        teacher_endpoints(other, teacher, "t", config, progress=False)
+    assert json.loads((other.path / ENDPOINTS_META_NAME).read_text())["done"] == 4
+    monkeypatch.setattr(mfmjt.sampler, "sample", real_sample)
+    resumed = np.array(teacher_endpoints(other, teacher, "t", config, progress=False))
+    np.testing.assert_allclose(resumed, ends, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(mfmjt.sampler, "sample", None)  # reused: sampling again would fail
+    again = np.array(teacher_endpoints(other, teacher, "t", replace_weight(config, 3.0), progress=False))
+    assert np.array_equal(again, resumed)
+    with pytest.raises(ValueError, match="teacher endpoints made with"):
+        teacher_endpoints(
+            other, teacher, "t", EndpointConfig(weight=1.0, noises=2, steps=4, seed=5), progress=False
+        )
+
+
+def replace_weight(config: EndpointConfig, weight: float) -> EndpointConfig:
+    from dataclasses import replace
+
+    return replace(config, weight=weight)
+
+
 def test_distill_cli_runs_resumes_exports_and_the_student_generates_in_one_step(tmp_path, monkeypatch):
     teacher = MFMJTNetwork(NetworkConfig.variant("tiny", **MICRO))
     randomize(teacher, 5)
@@ -280,7 +450,8 @@ def test_distill_cli_runs_resumes_exports_and_the_student_generates_in_one_step(
     args = [
         "distill", "--teacher", str(teacher_dir), "--store", str(store), "--out", str(run), "--steps", "4",
         "--batch-size", "3", "--x-source", "teacher", "--teacher-sample-steps", "2", "--no-progress",
-        "--checkpoint-every", "2",
+        "--checkpoint-every", "2", "--meanflow-weight", "1", "--endpoint-weight", "0", "--guidance-min", "1",
+        "--guidance-max", "3", "--guidance-unguided-share", "0.25",
     ]  # fmt: skip
     assert main([*args, "--stop-after", "2"]) == 0
     assert (run / "checkpoint_last.pt").is_file() and not (run / "final").exists()
@@ -300,6 +471,8 @@ def test_distill_cli_runs_resumes_exports_and_the_student_generates_in_one_step(
     assert meta["distillation"] == {
         "teacher": str(teacher_dir),
         "x_source": "teacher",
+        "meanflow_weight": 1.0,
+        "endpoints": asdict(EndpointConfig(weight=0.0, noises=1)),
         "teacher_samples": {"steps": 2, "cfg_strength": 1.0, "guidance": "scaled", "seed": 0, "chunk": 16},
     }
     assert "distillation from the flow-matching teacher" in meta["lineage"][-1]

@@ -215,8 +215,7 @@ def teacher_config(lab: Lab) -> Any:
 def stage_teacher(lab: Lab) -> Path:
     """Train (or resume) the teacher and export it Δt-folded to ``teacher/``."""
     from mfmjt.distill import fold_dt_embedding
-    from mfmjt.model import MFMJTNetwork
-    from mfmjt.model.network import read_metadata
+    from mfmjt.model_dir import load_network, read_metadata, save_network
     from mfmjt.train import train
 
     if (lab.teacher / "config.json").is_file():
@@ -224,9 +223,9 @@ def stage_teacher(lab: Lab) -> Path:
     exported = train(teacher_config(lab))
     meta = read_metadata(exported)
     meta.pop("network")
-    net = fold_dt_embedding(MFMJTNetwork.from_pretrained(exported))
+    net = fold_dt_embedding(load_network(exported))
     tmp = lab.teacher.with_name("teacher.tmp")
-    net.save_pretrained(tmp, **meta)
+    save_network(net, tmp, **meta)
     for name in meta.get("features", {}).get("files", []):
         shutil.copy2(exported / name, tmp / name)
     tmp.replace(lab.teacher)

@@ -311,7 +311,7 @@ def write_model_dir(
     ``weights_dtype`` (e.g. ``torch.float16``) stores the floating-point tensors rounded to that
     type, halving the file; loading casts them back into the network's own dtype. ``check_files``:
     refuse a config whose feature files are not in the directory (off for callers that copy them
-    in afterwards, e.g. ``mfmjt export`` through :meth:`MFMJTNetwork.save_pretrained`).
+    in afterwards, e.g. ``mfmjt export`` through :func:`save_network`).
     """
     from safetensors.torch import save_file
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mfmjt.model.network import read_metadata
+from mfmjt.model_dir import read_metadata
 from mfmjt.pipeline import load_pipeline
 
 REPO = Path(__file__).resolve().parents[1]

@@ -34,6 +34,8 @@ def _video_inputs(items: Sequence[str]) -> list[Path]:
             if not found:
                 logger.warning("no videos (%s) in %s", ", ".join(sorted(VIDEO_SUFFIXES)), path)
             paths.extend(found)
+        elif not path.exists():  # before the model loads: a typo costs nothing
+            raise ValueError(f"{path}: no such video file or folder")
         else:
             paths.append(path)
     return paths
@@ -112,8 +114,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         name = video.name if video else repr(args.prompt)
         try:
             result = pipe.generate(video=video, progress=_StepBar(name), **settings)
-        except ValueError as err:  # unusable input: report, skip, go on
-            failures += 1
+        except ValueError as err:
+            if len(jobs) == 1:  # the one input: main reports it in one line
+                raise
+            failures += 1  # one of several: report, skip, go on
             logger.error("skipped %s: %s", name, err)
             continue
         stem = video.stem if video else _safe_stem(args.prompt)

@@ -91,10 +91,13 @@ class _Prepared:
 
 
 class _LRU(OrderedDict):
-    def __init__(self, size: int) -> None:
+    """A small thread-safe cache; ``evict`` is called on each value it drops."""
+
+    def __init__(self, size: int, evict: Callable[[Any], None] | None = None) -> None:
         super().__init__()
         self.size = size
         self.lock = threading.Lock()
+        self.evict = evict
 
     def fetch(self, key: Any, make: Callable[[], Any]) -> Any:
         with self.lock:
@@ -104,9 +107,16 @@ class _LRU(OrderedDict):
         value = make()
         with self.lock:
             self[key] = value
+            self.move_to_end(key)
             while len(self) > self.size:
-                self.popitem(last=False)
+                _, dropped = self.popitem(last=False)
+                if self.evict is not None and dropped is not None and dropped != value:
+                    self.evict(dropped)
         return value
+
+    def forget(self, key: Any) -> None:
+        with self.lock:
+            self.pop(key, None)
 
 
 @dataclass
@@ -154,7 +164,7 @@ class DemoService:
         self.allowed_roots = [Path(p).resolve() for p in allowed_roots] if allowed_roots else None
         self._decoded = _LRU(2)
         self._costs: dict[str, GpuCost] = {}  # per model, from its latest request
-        self._tracks = _LRU(16)
+        self._tracks = _LRU(16, evict=lambda path: path.unlink(missing_ok=True))
         self.run_model = gpu(self._request_seconds)(self._run_model)
         self.run_sweep = gpu(self._sweep_seconds)(self._run_sweep)
 
@@ -431,10 +441,23 @@ class DemoService:
 
     # ------------------------------------------------------------------------- helpers
     def _track(self, video: Path, digest: str, duration: float) -> Path:
+        """The H.264 track of ``video`` (content ``digest``) cut to ``duration`` s, prepared once.
+
+        The cache is keyed, and a re-encoded track named, by the clip's content and the cut, so two
+        users' clips never share a track. A clip usable as it is is cached as None and served from
+        this request's own file, never from another request's upload.
+        """
         key = (digest, round(duration, 6))
-        return self._tracks.fetch(
-            key, lambda: video_track.prepare_track(video, duration, self.outputs.shared("tracks"))
-        )
+
+        def make() -> Path | None:
+            track = video_track.prepare_track(video, duration, self.outputs.shared("tracks"), digest)
+            return None if track == video else track
+
+        track = self._tracks.fetch(key, make)
+        if track is not None and not track.is_file():  # removed meanwhile (a cleanup): prepare it again
+            self._tracks.forget(key)
+            track = self._tracks.fetch(key, make)
+        return video if track is None else track
 
     @staticmethod
     def _state(kind: str, prepared: _Prepared, result: GenerationResult, wavs: list[Path]) -> dict:

@@ -15,6 +15,7 @@ try:  # must precede torch on a ZeroGPU Space
 except ImportError:  # pragma: no cover - spaces is in requirements.txt
     spaces = None
 
+import functools
 import logging
 import os
 import tempfile
@@ -60,7 +61,11 @@ def _upload_roots() -> list[Path]:
 LAUNCH_KWARGS: dict[str, Any] = dict(
     max_file_size=MAX_FILE_SIZE,
     ssr_mode=False,
-    app_kwargs={"middleware": [Middleware(UploadGuard, allowed_roots=_upload_roots)]},
+    app_kwargs={
+        "middleware": [
+            Middleware(UploadGuard, allowed_roots=_upload_roots, example_roots=lambda: [PACKAGE_ASSETS])
+        ]
+    },
 )
 HEADER = (
     "# MF-MJT — one-step video-to-audio\n"
@@ -88,8 +93,12 @@ class _Steps:
 
 
 def _user_errors(fn: Callable) -> Callable:
-    """Handlers raise gr.Error with the service's sentence; anything unexpected is logged, not shown."""
+    """Handlers raise gr.Error with the service's sentence; anything unexpected is logged, not shown.
 
+    The handler keeps ``fn``'s signature (``functools.wraps``): Gradio names the API parameters after it.
+    """
+
+    @functools.wraps(fn)
     def handler(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
@@ -105,15 +114,7 @@ def _user_errors(fn: Callable) -> Callable:
                 print_exception=False,
             ) from None
 
-    handler.__name__ = getattr(fn, "__name__", "handler")
-    handler.__doc__ = fn.__doc__
     return handler
-
-
-def _omega_sweep(service: DemoService, state: dict | None) -> tuple:
-    """The ω sweep of the shown request: a picture and one wav per ω."""
-    picture, files = service.omega_sweep(state)
-    return picture, [str(f) for f in files]
 
 
 # ------------------------------------------------------------------------------------------ layout
@@ -215,15 +216,105 @@ def _unpack(kind: str, out: Any) -> tuple:
     return (*players, *files, out.info, out.seed, out.state)
 
 
-def _generate(run: Callable[..., Any], kind: str, name: str, doc: str) -> Callable:
-    """The Generate handler: ``run`` (a service request method) on the inputs, unpacked for the tab."""
+def video_endpoint(service: DemoService) -> Callable:
+    """The ``/video_to_audio`` handler; its parameter names are the API's."""
 
-    def generate(*inputs: Any, progress: Any = gr.Progress()) -> tuple:  # noqa: B008 - Gradio's marker
-        return _unpack(kind, run(*inputs, _Steps(progress)))
+    def video_to_audio(
+        video: Any,
+        prompt: str = "",
+        negative_prompt: str = "",
+        duration: float = 0,
+        steps: int = 1,
+        cfg_strength: float = 1.5,
+        guidance: str = "both",
+        seed: int = 0,
+        randomize_seed: bool = False,
+        model: str = "default",
+        progress: Any = gr.Progress(),  # noqa: B008 - Gradio's marker
+    ) -> tuple:
+        """Generate audio for a video, with standard and/or scaled classifier-free guidance.
 
-    generate.__name__ = name
-    generate.__doc__ = doc
-    return generate
+        Args:
+            video: the clip; from gradio_client, upload it with handle_file(path)
+            prompt: optional text describing the sound
+            negative_prompt: optional text describing what to avoid
+            duration: seconds to generate; 0 = the whole clip (up to the server's limit)
+            steps: sampling steps (1 for MeanFlow models, about 25 for flow-matching models)
+            cfg_strength: guidance strength ω
+            guidance: "standard", "scaled" or "both"
+            seed: the noise seed
+            randomize_seed: draw a new seed instead of using seed
+            model: which model (offered only when the demo serves several)
+
+        Returns:
+            The standard-CFG mp4 and the scaled-CFG mp4 (None for a mode not requested), the audio files
+            (.wav), a markdown info text and the seed used.
+        """
+        out = service.video_to_audio(
+            video,
+            prompt,
+            negative_prompt,
+            duration,
+            steps,
+            cfg_strength,
+            guidance,
+            seed,
+            randomize_seed,
+            model,
+            _Steps(progress),
+        )
+        return _unpack("v2a", out)
+
+    return video_to_audio
+
+
+def text_endpoint(service: DemoService) -> Callable:
+    """The ``/text_to_audio`` handler; its parameter names are the API's."""
+
+    def text_to_audio(
+        prompt: str,
+        negative_prompt: str = "",
+        duration: float = T2A_DEFAULT_DURATION,
+        steps: int = 1,
+        cfg_strength: float = 1.5,
+        guidance: str = "both",
+        seed: int = 0,
+        randomize_seed: bool = False,
+        model: str = "default",
+        progress: Any = gr.Progress(),  # noqa: B008 - Gradio's marker
+    ) -> tuple:
+        """Generate audio from a prompt, with standard and/or scaled classifier-free guidance.
+
+        Args:
+            prompt: text describing the sound
+            negative_prompt: optional text describing what to avoid
+            duration: seconds to generate (up to the server's limit)
+            steps: sampling steps (1 for MeanFlow models, about 25 for flow-matching models)
+            cfg_strength: guidance strength ω
+            guidance: "standard", "scaled" or "both"
+            seed: the noise seed
+            randomize_seed: draw a new seed instead of using seed
+            model: which model (offered only when the demo serves several)
+
+        Returns:
+            The standard-CFG audio file and the scaled-CFG audio file (None for a mode not requested), a
+            markdown info text and the seed used.
+        """
+        out = service.text_to_audio(
+            prompt,
+            negative_prompt,
+            duration,
+            steps,
+            cfg_strength,
+            guidance,
+            seed,
+            randomize_seed,
+            model,
+            _Steps(progress),
+        )
+        return _unpack("t2a", out)
+
+    return text_to_audio
 
 
 def _wire_results(
@@ -252,8 +343,8 @@ def _wire_results(
 
     after(button.click(_user_errors(generate), inputs, outputs, api_name=generate.__name__, **queue))
 
-    def remix(cfg_strength: Any, guidance: Any, steps: Any, state_value: dict | None) -> tuple:
-        """Re-mix the shown one-step result with a new ω or guidance."""
+    def remix(cfg_strength: float, guidance: str, steps: int, state_value: dict | None) -> tuple:
+        """Re-mix the session's last one-step result with a new ω (cfg_strength) or guidance."""
         result = service.remix(state_value, cfg_strength, guidance, steps)
         return tuple(gr.skip() for _ in outputs) if result is None else _unpack(kind, result)
 
@@ -276,9 +367,15 @@ def _wire_results(
     controls.steps.input(
         nudge_cfg, [controls.steps, controls.cfg], controls.cfg, api_visibility="private", queue=False
     )
+
+    def omega_sweep(state_value: dict | None) -> tuple:
+        """The session's last request at one step, scaled guidance, a few ω: a picture and one wav per ω."""
+        picture, files = service.omega_sweep(state_value)
+        return picture, [str(f) for f in files]
+
     sweep_button, sweep_image, sweep_files = results.sweep
     sweep_button.click(
-        _user_errors(partial(_omega_sweep, service)),
+        _user_errors(omega_sweep),
         state,
         [sweep_image, sweep_files],
         api_name=f"omega_sweep_{kind}",
@@ -313,13 +410,7 @@ def video_tab(
             cache_examples=False,
             label="example clips",
         ).dataset
-    generate = _generate(
-        service.video_to_audio,
-        "v2a",
-        "video_to_audio",
-        """Generate audio for a video. Returns the standard-CFG mp4, the scaled-CFG mp4 (None for a mode
-        not requested), the audio files (.wav), a markdown info text and the seed used.""",
-    )
+    generate = video_endpoint(service)
     inputs = [video, prompt, negative, *controls.inputs(), model]
     _wire_results(service, "v2a", button, inputs, controls, results, state, generate)
     video.change(
@@ -347,13 +438,7 @@ def text_tab(
         gr.Examples(
             [[p] for p in card.prompts], inputs=[prompt], cache_examples=False, label="example prompts"
         )
-    generate = _generate(
-        service.text_to_audio,
-        "t2a",
-        "text_to_audio",
-        """Generate audio from a prompt. Returns the standard-CFG audio file, the scaled-CFG audio file
-        (None for a mode not requested), a markdown info text and the seed used.""",
-    )
+    generate = text_endpoint(service)
     inputs = [prompt, negative, *controls.inputs(), model]
     _wire_results(service, "t2a", button, inputs, controls, results, state, generate)
     return controls

@@ -79,6 +79,10 @@ def _number(value: Any, field: str, expected: str) -> float:
 
 def _whole(value: Any, field: str, low: int, high: int) -> int:
     expected = f"a whole number from {low} to {high}"
+    if isinstance(value, int) and not isinstance(value, bool):  # exact: a float cannot hold 2**63 - 1
+        if not low <= value <= high:
+            raise RequestError(f"{field} must be {expected}, got {_shown(value)}")
+        return int(value)
     number = _number(value, field, expected)
     if number != int(number) or not low <= number <= high:
         raise RequestError(f"{field} must be {expected}, got {_shown(value)}")

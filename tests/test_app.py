@@ -64,6 +64,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def v2a(client: Client, video: Path | None, **settings) -> tuple:
+    """``/video_to_audio`` called by parameter name, as docs/demo.md shows."""
     args = dict(
         prompt="",
         negative_prompt="",
@@ -75,9 +76,8 @@ def v2a(client: Client, video: Path | None, **settings) -> tuple:
         randomize_seed=False,
     )
     args.update(settings)
-    return client.predict(
-        handle_file(str(video)) if video else None, *args.values(), api_name="/video_to_audio"
-    )
+    video = handle_file(str(video)) if video else None
+    return client.predict(video=video, **args, api_name="/video_to_audio")
 
 
 def t2a(client: Client, prompt: str, **settings) -> tuple:
@@ -91,7 +91,44 @@ def t2a(client: Client, prompt: str, **settings) -> tuple:
         randomize_seed=False,
     )
     args.update(settings)
-    return client.predict(prompt, *args.values(), api_name="/text_to_audio")
+    return client.predict(prompt=prompt, **args, api_name="/text_to_audio")
+
+
+V2A_PARAMETERS = [
+    "video",
+    "prompt",
+    "negative_prompt",
+    "duration",
+    "steps",
+    "cfg_strength",
+    "guidance",
+    "seed",
+    "randomize_seed",
+]
+
+
+def test_the_api_parameters_have_the_names_a_user_writes(client, pipe):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    names = {api: [p["parameter_name"] for p in e["parameters"]] for api, e in endpoints.items()}
+    assert names["/video_to_audio"] == V2A_PARAMETERS  # one model: no model parameter
+    assert names["/text_to_audio"] == V2A_PARAMETERS[1:]
+    # with several models the model is a parameter too
+    demo = app.build_demo({"random": lambda: pipe, "again": lambda: pipe})
+    with served(demo, **app.LAUNCH_KWARGS) as url:
+        several = Client(url, verbose=False, analytics_enabled=False)
+        endpoints = several.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        assert [p["parameter_name"] for p in endpoints["/video_to_audio"]["parameters"]][-1] == "model"
+        assert [p["parameter_default"] for p in endpoints["/text_to_audio"]["parameters"]][-1] == "random"
+
+
+def test_docs_calls_by_name_work_with_defaults(client, clip):
+    """The calls of docs/demo.md: only the video (or prompt) and what differs from the defaults."""
+    standard, scaled, wavs, info, seed = client.predict(
+        video=handle_file(str(clip)), steps=1, guidance="scaled", api_name="/video_to_audio"
+    )
+    assert standard is None and len(wavs) == 1 and seed == 0
+    standard, scaled, info, seed = client.predict(prompt="a ball", duration=1.5, api_name="/text_to_audio")
+    assert len(sf.read(standard)[0]) == 24000 and "ω = 1.5" in info
 
 
 def test_compare_mode_returns_two_mp4s_with_one_video_and_one_audio_stream(client, clip):

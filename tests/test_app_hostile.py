@@ -24,7 +24,7 @@ from stacks import small_random_pipeline
 
 gr = pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client.exceptions import AppError, ValidationError  # noqa: E402
 
 os.environ.setdefault("MFMJT_APP_BUILD", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -100,7 +100,7 @@ def t2a(client: Client, prompt, **settings) -> tuple:
 def refused(call, pattern: str) -> str:
     """Run ``call``; it must fail within the time bound with a plain message matching ``pattern``."""
     start = time.perf_counter()
-    with pytest.raises(AppError) as info:
+    with pytest.raises((AppError, ValidationError)) as info:
         call()
     elapsed = time.perf_counter() - start
     message = str(info.value.message if hasattr(info.value, "message") else info.value) or str(info.value)
@@ -160,10 +160,24 @@ def test_a_hostile_number_in_video_to_audio_is_refused_plainly(client, small_cli
     refused(lambda: v2a(client, small_clip, **{field: value}), message)
 
 
-def test_a_giant_duration_is_capped_and_said(client):
-    standard, scaled, info, _ = t2a(client, "a ball", duration=1e300)
+@pytest.mark.parametrize("duration", [1e300, 1e308, 10**300])
+def test_a_giant_duration_is_capped_and_said(client, duration):
+    """Issue #27: 1e308 s overflowed in the long-form planner ("generation failed on the server")."""
+    standard, scaled, info, _ = t2a(client, "a ball", duration=duration)
     assert f"Generated the first {MAX_DURATION:g} s" in info
     assert len(sf.read(standard)[0]) == round(MAX_DURATION * 16000)
+
+
+def test_a_giant_duration_on_a_video_uses_the_whole_clip(client, small_clip):
+    standard, _, wavs, info, _ = v2a(client, small_clip, duration=1e308, guidance="standard")
+    assert len(sf.read(wavs[0])[0]) == 16000  # the 1 s clip, all of it
+
+
+def test_the_largest_seed_is_accepted(client):
+    """Issue #27: 2**63 - 1 was refused by a message naming 2**63 - 1 as the maximum."""
+    standard, scaled, info, seed = t2a(client, "a ball", seed=2**63 - 1)
+    assert seed == 2**63 - 1 and f"seed {2**63 - 1}" in info
+    refused(lambda: t2a(client, "a ball", seed=2**63), f"seed must be a whole number from 0 to {2**63 - 1}")
 
 
 # ------------------------------------------------------------------------------------------ text
@@ -217,27 +231,65 @@ def test_an_unknown_model_is_refused(client, model):
 
 
 # ------------------------------------------------------------------------------------------ video payloads
+UPLOAD_IT = r"upload the file with handle_file\(path\)"
+
+
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
         (None, "no video"),
-        # payloads that are not file data at all are stopped by Gradio before the demo's code runs:
-        # its generic sentence (the details go to the server log)
-        ("", GRADIO_REFUSAL),
-        (12, GRADIO_REFUSAL),
-        ({"path": "/etc/passwd"}, GRADIO_REFUSAL),
-        ({"video": {"path": "/etc/hostname"}}, GRADIO_REFUSAL),
+        # what is not a file object is answered before Gradio's own checks (whose refusal is empty)
+        ("", f"this is not a file: {UPLOAD_IT}"),
+        (12, f"this is not a file: {UPLOAD_IT}"),
+        ({"path": "/etc/passwd"}, f"this is not a file: {UPLOAD_IT}"),
+        ({"video": {"path": "/etc/hostname"}}, f"this is not a file: {UPLOAD_IT}"),
         (
+            # gradio_client uploads a local file named in a file object: then it is not a video
             {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}},
-            "not a file uploaded to this demo|not a supported media format|" + GRADIO_REFUSAL,
+            f"the file 'passwd' was not uploaded to this demo; {UPLOAD_IT}|cannot read passwd: the file is "
+            "corrupt",
         ),
-        ("/nonexistent/clip.mp4", GRADIO_REFUSAL),
-        ("x" * 10_000, GRADIO_REFUSAL),
+        ("/nonexistent/clip.mp4", f"a plain string is not a file: {UPLOAD_IT}"),
+        ("x" * 10_000, f"a plain string is not a file: {UPLOAD_IT}"),
+        # issue #27: URLs (Gradio would fetch them on the caller's behalf)
+        ("https://example.com/clip.mp4", f"URLs are not fetched: {UPLOAD_IT}"),
+        (handle_file("https://example.com/clip.mp4"), f"URLs are not fetched: {UPLOAD_IT}"),
+        ({"path": "http://127.0.0.1:9/x.mp4", "meta": {"_type": "gradio.FileData"}}, "URLs are not fetched"),
     ],
-    ids=["none", "empty", "int", "etc-passwd", "nested", "etc-passwd-filedata", "missing", "long"],
+    ids=[
+        "none",
+        "empty",
+        "int",
+        "etc-passwd",
+        "nested",
+        "etc-passwd-filedata",
+        "missing",
+        "long",
+        "url",
+        "url-handle-file",
+        "url-filedata",
+    ],
 )
 def test_a_hostile_video_payload_is_refused(client, payload, message):
     refused(lambda: v2a(client, payload), message)
+
+
+def test_a_local_path_as_a_plain_string_says_to_use_handle_file(client, small_clip):
+    """Issue #27: gradio_client sends a str as text; Gradio's refusal of it was empty."""
+    refused(
+        lambda: v2a(client, str(small_clip)),
+        f"^1 parameter.*\n- video: a plain string is not a file: {UPLOAD_IT}$",
+    )
+
+
+def test_an_example_clip_by_its_server_path_says_how_to_send_it(client):
+    from mfmjt.demo.models import ModelCard
+
+    example = ModelCard.read("default").videos[0][0]
+    refused(lambda: v2a(client, example), r'send this example clip as \{"path": <its path>')
+    # sent as a file object with that path, as the message says, it is used
+    standard, scaled, wavs, info, _ = v2a(client, {"path": example, "meta": {"_type": "gradio.FileData"}})
+    assert len(wavs) == 2 and probe(video_path(standard))["audio"]
 
 
 def test_a_server_path_in_a_raw_api_call_is_refused_with_a_sentence(client, clips):
@@ -248,13 +300,22 @@ def test_a_server_path_in_a_raw_api_call_is_refused_with_a_sentence(client, clip
     payload = [{"path": str(secret), "meta": {"_type": "gradio.FileData"}}, *V2A_DEFAULTS.values(), "random"]
     app_url = client.src.rstrip("/")
     fn_index = next(i for i, fn in client_demo().fns.items() if fn.api_name == "video_to_audio")
-    answer = httpx.post(
-        f"{app_url}/gradio_api/queue/join",
-        json={"data": payload, "fn_index": fn_index, "session_hash": "hostile1", "trigger_id": None},
-        timeout=30,
-    )
-    assert answer.status_code == 400
-    assert answer.json()["detail"] == "the file 'server_side.mp4' was not uploaded to this demo; upload it"
+    answers = [
+        httpx.post(
+            f"{app_url}/gradio_api/queue/join",
+            json={"data": payload, "fn_index": fn_index, "session_hash": "hostile1", "trigger_id": None},
+            timeout=30,
+        ),
+        httpx.post(f"{app_url}/gradio_api/call/video_to_audio", json={"data": payload}, timeout=30),
+    ]
+    for answer in answers:
+        assert answer.status_code == 422  # Gradio's answer to input that fails validation
+        (detail,) = answer.json()["detail"]
+        assert detail["parameter_name"] == "video"
+        expected = (
+            "the file 'server_side.mp4' was not uploaded to this demo; upload the file with handle_file(path)"
+        )
+        assert detail["message"] == expected
 
 
 # ------------------------------------------------------------------------------------------ video files

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,7 @@ class _Prepared:
     decoded: media.DecodedVideo | None = None
     digest: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    note: str = ""  # for the user, when the service changed the request (a duration over the limit)
 
 
 class _LRU(OrderedDict):
@@ -229,6 +230,11 @@ class DemoService:
         except RequestError as exc:
             raise UserError(str(exc)) from None
         prepared = _Prepared(str(model), pipe, request)
+        if request.duration is not None and request.duration > pipe.max_duration:
+            # capped here, so that no later step computes with a huge number (1e308 seconds)
+            if path is None:
+                prepared.note = f"Generated the first {pipe.max_duration:g} s: the limit of this demo."
+            prepared.request = request = replace(request, duration=pipe.max_duration)
         if path is not None:
             start = time.perf_counter()
             prepared.digest = file_digest(path)
@@ -291,8 +297,6 @@ class DemoService:
         omegas: tuple[float, ...],
     ) -> list[GenerationResult]:
         """One single-mode one-step result per ω (one network forward each)."""
-        from dataclasses import replace
-
         return [self._run_model(model, replace(request, cfg_strength=w, steps=1), decoded) for w in omegas]
 
     # ------------------------------------------------------------------------ requests
@@ -304,6 +308,8 @@ class DemoService:
         prepared = self.check(video, *args)
         result = self.run_model(prepared.model, prepared.request, prepared.decoded, progress)
         self._costs[prepared.model] = GpuCost.from_result(result)
+        if prepared.note and not result.message:
+            result.message = prepared.note
         return prepared, result
 
     def video_to_audio(

@@ -2,13 +2,24 @@
 
 Run ``python app.py`` (serves on 0.0.0.0:7860; ``PORT`` or ``GRADIO_SERVER_PORT`` override the port),
 or ``gradio app.py`` for reload mode (it finds the module-level ``demo``). ``MFMJT_MODEL`` names the
-model(s) loaded at start, comma-separated (default ``default``, the embedded model); the registry models
-are offered too and fetched when selected. ``MFMJT_MAX_DURATION`` caps the seconds generated per request.
+model(s) loaded at start, comma-separated (default ``default``, the embedded model);
+``MFMJT_ALLOWED_MODELS`` those visitors may select besides (comma-separated; default: the registry
+models that pass the memory check on this machine), fetched when selected. ``MFMJT_MAX_DURATION`` caps
+the seconds generated per request.
 This file is also the Hugging Face Space entry point; on a ZeroGPU Space the model runs under
 ``spaces.GPU`` (see docs/demo.md). The work itself is in :mod:`mfmjt.demo.service`; this file is layout.
 """
 
 from __future__ import annotations
+
+import os
+
+from mfmjt.demo.files import use_own_gradio_cache
+
+if __name__ == "__main__" or os.environ.get("MFMJT_APP_BUILD", "1") != "0":
+    # the app's own folder holds Gradio's cache and uploads: removed at exit (SIGTERM too) and, after a
+    # crash, by the next start; set before Gradio (which spaces imports) reads it
+    use_own_gradio_cache()
 
 try:  # must precede torch on a ZeroGPU Space
     import spaces
@@ -17,8 +28,7 @@ except ImportError:  # pragma: no cover - spaces is in requirements.txt
 
 import functools
 import logging
-import os
-import tempfile
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -457,9 +467,8 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None, preload
     configured = loaders is None
     if loaders is None:
         loaders = loaders_from_env()
-    models = ModelCache(loaders)
-    gradio_tmp = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
-    service = DemoService(models, OutputDirs(), gpu=_gpu, allowed_roots=[gradio_tmp, PACKAGE_ASSETS])
+    models = ModelCache(loaders, checked=offered_from_env()[1] if configured else ())
+    service = DemoService(models, OutputDirs(), gpu=_gpu, allowed_roots=[*_upload_roots()])
     first = models.names[0]
     start_models = configured_names() if configured else [first]
     if preload:
@@ -477,7 +486,15 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None, preload
         model_info = gr.Markdown(models.describe(first), elem_id="model-info")
         if len(models.names) > 1:
             model: gr.components.Component = gr.Dropdown(
-                models.names, value=first, label="model", interactive=True
+                models.offered(timeout=0), value=first, label="model", interactive=True
+            )
+            # the registry models awaiting the memory check appear once it is done
+            demo.load(
+                lambda: gr.Dropdown(choices=models.offered()),
+                None,
+                model,
+                api_visibility="private",
+                queue=False,
             )
         else:
             model = gr.State(first)
@@ -534,13 +551,19 @@ def configured_names() -> list[str]:
     return names or ["default"]
 
 
+def offered_from_env() -> tuple[list[str], list[str]]:
+    """The configured models and those the owner allows, and which of them await the memory check."""
+    return offered_names(configured_names(), os.environ.get("MFMJT_ALLOWED_MODELS"))
+
+
 def loaders_from_env() -> dict[str, Callable[[], Pipeline]]:
-    """The configured models, then every registry model; ``$MFMJT_MAX_DURATION`` caps seconds per request."""
+    """The configured models, then those the owner allows (``$MFMJT_ALLOWED_MODELS``, default: the
+    registry models that fit this machine's memory); ``$MFMJT_MAX_DURATION`` caps seconds per request."""
     max_duration = float(os.environ.get("MFMJT_MAX_DURATION", "30"))
     fast = options_from_env()  # $MFMJT_PRECISION, $MFMJT_COMPILE (see docs/gpu.md)
     return {
         name: partial(load_fast_pipeline, name, max_duration=max_duration, **fast)
-        for name in offered_names(configured_names())
+        for name in offered_from_env()[0]
     }
 
 
@@ -553,6 +576,17 @@ def load_fast_pipeline(name: str, *, max_duration: float, **fast: Any) -> Pipeli
     return pipe
 
 
+def stop_cleanly_on_sigterm() -> None:
+    """Treat SIGTERM (how Spaces, docker and systemd stop a service) as Ctrl-C: Gradio's launch then
+    closes the server and returns, and the exit handlers remove the app's folder, Gradio's cache in it."""
+
+    def stop(signum: int, frame: Any) -> None:
+        logger.info("SIGTERM: stopping")
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main() -> None:
     port = int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
     (demo or build_demo()).launch(server_name="0.0.0.0", server_port=port, **LAUNCH_KWARGS)
@@ -560,6 +594,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop_cleanly_on_sigterm()  # from here on, model loading included
 demo = build_demo() if os.environ.get("MFMJT_APP_BUILD", "1") != "0" else None
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import cfr, probe, served, video_path, write_clip, write_video
+from helpers import probe, served, video_path, write_clip
 from stacks import small_random_pipeline
 
 from mfmjt.pipeline import Pipeline
@@ -242,9 +242,12 @@ def test_moving_omega_at_one_step_remixes_without_a_network_forward(client, clip
 
 
 def test_request_folders_are_pruned(tmp_path):
-    (tmp_path / "999999999").mkdir()  # a folder of a process that no longer runs
+    (tmp_path / "999999999").mkdir()  # a folder of an older version, of a process that no longer runs
+    (tmp_path / "999999999-0123abcd").mkdir()  # an instance that no longer runs
+    (tmp_path / f"{os.getpid()}-0123abcd").mkdir()  # an earlier process with this pid (a restart)
     dirs = OutputDirs(root=tmp_path, keep=2)
-    assert os.listdir(tmp_path) == [str(os.getpid())]  # removed at start
+    assert os.listdir(tmp_path) == [dirs.root.name]  # removed at start
+    assert dirs.root.name.startswith(f"{os.getpid()}-")
     made = [dirs.new() for _ in range(4)]
     assert [p.exists() for p in made] == [False, True, True, True]  # pruned before each new one
     failed = dirs.new()
@@ -310,11 +313,40 @@ def test_the_embedded_model_card_has_its_own_examples():
     assert card.videos and all(Path(v).is_file() for v, _ in card.videos)
 
 
-def test_every_registry_model_is_offered_after_the_configured_ones(monkeypatch):
+def test_the_owner_allow_list_decides_what_visitors_may_load(monkeypatch):
     monkeypatch.setenv("MFMJT_MODEL", "default")
-    names = list(app.loaders_from_env())
-    assert names[0] == "default" and "mmaudio-small-16k" in names
-    assert names[1:] == registry_names()
+    monkeypatch.setenv("MFMJT_ALLOWED_MODELS", "mmaudio-small-16k, /srv/models/mine,")
+    assert list(app.loaders_from_env()) == ["default", "mmaudio-small-16k", "/srv/models/mine"]
+    assert app.offered_from_env()[1] == []  # the owner's list is not second-guessed
+    monkeypatch.setenv("MFMJT_ALLOWED_MODELS", "")  # nothing besides the models loaded at start
+    assert list(app.loaders_from_env()) == ["default"]
+    models = ModelCache(app.loaders_from_env())
+    with pytest.raises(
+        ModelError, match=r"^the model 'mmaudio-large-44k-v2' is not offered by this demo; choose"
+    ):
+        models.get("mmaudio-large-44k-v2")
+
+
+@pytest.mark.slow  # the estimates build every MMAudio network on the meta device: minutes on 2 busy cores
+def test_by_default_only_registry_models_that_fit_in_memory_are_offered(monkeypatch, pipe):
+    from mfmjt import memory
+    from mfmjt.pipeline import MMAUDIO_NAMES
+
+    monkeypatch.delenv("MFMJT_ALLOWED_MODELS", raising=False)
+    monkeypatch.setenv("MFMJT_MODEL", "default")
+    monkeypatch.setattr(memory.torch.cuda, "is_available", lambda: False)
+    # a machine with just the memory the smallest model needs
+    machine = memory.estimate_pipeline_memory(MMAUDIO_NAMES["mmaudio-small-16k"]).total_bytes
+    monkeypatch.setattr(memory, "total_memory_bytes", lambda: machine)
+    names, checked = app.offered_from_env()
+    assert names == ["default", *registry_names()] and checked == registry_names()
+    models = ModelCache({name: lambda: pipe for name in names}, checked=checked)
+    fitting = [n for n in checked if memory.estimate_pipeline_memory(MMAUDIO_NAMES[n]).total_bytes <= machine]
+    assert models.offered() == ["default", *fitting]
+    assert "mmaudio-small-16k" in fitting and "mmaudio-large-44k-v2" not in fitting
+    assert models.get("mmaudio-small-16k") is pipe
+    with pytest.raises(ModelError, match="'mmaudio-large-44k-v2' is not offered by this demo; choose one of"):
+        models.get("mmaudio-large-44k-v2")
 
 
 def test_the_demo_offers_a_model_selector_and_preloads_only_the_first_given_model(pipe):
@@ -354,71 +386,3 @@ def test_the_picture_shows_both_results_on_one_axis(client, clip):
 
     assert image.size == (plots.WIDTH, 2 * (plots.PANEL_HEIGHT + plots.LABEL_HEIGHT) + plots.AXIS_HEIGHT)
     assert service.picture(None) is None
-
-
-# ------------------------------------------------------------------------------------------ isolation
-RED, BLUE = (220, 30, 30), (30, 30, 220)
-
-
-def solid_clip(path: Path, codec: str, colour: tuple[int, int, int], seconds: float = 1.6) -> Path:
-    """A clip of one colour; webm/avi/mkv codecs all need a re-encoded H.264 track."""
-
-    def paint(i: int, w: int, h: int) -> np.ndarray:
-        return np.broadcast_to(np.array(colour, np.uint8), (h, w, 3)).copy()
-
-    return write_video(path, cfr(25, seconds), (64, 48), codec, 25, painter=paint)
-
-
-def picture_colour(mp4: str) -> np.ndarray:
-    """The mean RGB of the middle frame of an mp4's video stream."""
-    import av
-
-    with av.open(mp4) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    return frames[len(frames) // 2].reshape(-1, 3).mean(axis=0)
-
-
-def mp4_audio(mp4: str) -> np.ndarray:
-    import av
-
-    with av.open(mp4) as container:
-        return np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
-
-
-def misfit(mp4: np.ndarray, wave: np.ndarray) -> float:
-    """How far an mp4's decoded AAC audio is from ``wave``: the relative RMS error of the best alignment
-    within ±2048 samples (the encoder's delay), both without their mean."""
-    n = min(len(mp4), len(wave)) - 2048
-    a, b = mp4 - mp4.mean(), wave - wave.mean()
-    errors = [
-        np.linalg.norm(x - y) / (np.linalg.norm(y) + 1e-12)
-        for lag in range(0, 2049, 8)
-        for x, y in ((a[lag : lag + n], b[:n]), (a[:n], b[lag : lag + n]))
-    ]
-    return float(min(errors))
-
-
-def test_two_sessions_with_same_length_clips_each_get_their_own_picture_and_audio(client, tmp_path):
-    """Issue #27: the re-encoded track was cached under its duration alone, so a second user's clip of
-    the same length replaced the first user's picture in their next Generate or remix."""
-    red = solid_clip(tmp_path / "red.webm", "libvpx-vp9", RED)
-    blue = solid_clip(tmp_path / "blue.avi", "mpeg4", BLUE)
-    other = Client(client.src, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "b"))
-    sessions = {"red": (client, red, RED, 21), "blue": (other, blue, BLUE, 22)}
-    answers: dict[str, list] = {"red": [], "blue": []}
-    for turn in ("red", "blue", "red", "blue"):
-        session, clip, _, seed = sessions[turn]
-        answers[turn].append(v2a(session, clip, guidance="scaled", seed=seed))
-        answers[turn].append(session.predict(2.5, "scaled", 1, api_name="/remix_v2a"))  # the ω release
-    wavs = {turn: sf.read(answers[turn][0][2][0])[0] for turn in answers}
-    for turn, (_, _, colour, _) in sessions.items():
-        first, remix, again, remix_again = answers[turn]
-        np.testing.assert_array_equal(sf.read(again[2][0])[0], wavs[turn])  # the same request: same audio
-        assert "live remix" in remix[3] and "live remix" in remix_again[3]
-        for answer in (first, remix, again, remix_again):
-            mp4 = video_path(answer[1])
-            assert np.abs(picture_colour(mp4) - colour).max() < 40, (turn, picture_colour(mp4))
-            own = sf.read(answer[2][0])[0]
-            theirs = wavs["blue" if turn == "red" else "red"]
-            audio = mp4_audio(mp4)
-            assert misfit(audio, own) < 0.3 < misfit(audio, theirs)

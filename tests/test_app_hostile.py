@@ -19,7 +19,7 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import probe, served, video_path, write_clip
+from helpers import cfr, probe, served, video_path, write_clip, write_video
 from stacks import small_random_pipeline
 
 gr = pytest.importorskip("gradio")
@@ -27,7 +27,8 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError, ValidationError  # noqa: E402
 
 os.environ.setdefault("MFMJT_APP_BUILD", "0")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 import app  # noqa: E402
 
 pytestmark = [
@@ -226,7 +227,7 @@ def test_a_hostile_guidance_is_refused(client, field, value, message):
 def test_an_unknown_model_is_refused(client, model):
     refused(
         lambda: client.predict("a ball", *T2A_DEFAULTS.values(), False, model, api_name="/text_to_audio"),
-        "unknown model",
+        r"the model .* is not offered by this demo; choose one of \['random', 'same'\]",
     )
 
 
@@ -494,6 +495,126 @@ def test_unusual_clips_get_audio_for_their_whole_length(client, clips, kind, exp
 def test_the_info_never_leaks_the_server_paths(client, small_clip):
     outputs = v2a(client, small_clip)
     assert "/tmp" not in outputs[3] and "gradio" not in outputs[3]
+
+
+# ------------------------------------------------------------------------------------------ isolation
+RED, BLUE = (220, 30, 30), (30, 30, 220)
+
+
+def solid_clip(path: Path, codec: str, colour: tuple[int, int, int], seconds: float = 1.6) -> Path:
+    """A clip of one colour; webm/avi/mkv codecs all need a re-encoded H.264 track."""
+
+    def paint(i: int, w: int, h: int) -> np.ndarray:
+        return np.broadcast_to(np.array(colour, np.uint8), (h, w, 3)).copy()
+
+    return write_video(path, cfr(25, seconds), (64, 48), codec, 25, painter=paint)
+
+
+def picture_colour(mp4: str) -> np.ndarray:
+    """The mean RGB of the middle frame of an mp4's video stream."""
+    import av
+
+    with av.open(mp4) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return frames[len(frames) // 2].reshape(-1, 3).mean(axis=0)
+
+
+def mp4_audio(mp4: str) -> np.ndarray:
+    import av
+
+    with av.open(mp4) as container:
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+
+
+def misfit(mp4: np.ndarray, wave: np.ndarray) -> float:
+    """How far an mp4's decoded AAC audio is from ``wave``: the relative RMS error of the best alignment
+    within ±2048 samples (the encoder's delay), both without their mean."""
+    n = min(len(mp4), len(wave)) - 2048
+    a, b = mp4 - mp4.mean(), wave - wave.mean()
+    errors = [
+        np.linalg.norm(x - y) / (np.linalg.norm(y) + 1e-12)
+        for lag in range(0, 2049, 8)
+        for x, y in ((a[lag : lag + n], b[:n]), (a[:n], b[lag : lag + n]))
+    ]
+    return float(min(errors))
+
+
+def test_two_sessions_with_same_length_clips_each_get_their_own_picture_and_audio(client, tmp_path):
+    """Issue #27: the re-encoded track was cached under its duration alone, so a second user's clip of
+    the same length replaced the first user's picture in their next Generate or remix."""
+    red = solid_clip(tmp_path / "red.webm", "libvpx-vp9", RED)
+    blue = solid_clip(tmp_path / "blue.avi", "mpeg4", BLUE)
+    other = Client(client.src, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "b"))
+    sessions = {"red": (client, red, RED, 21), "blue": (other, blue, BLUE, 22)}
+    answers: dict[str, list] = {"red": [], "blue": []}
+    for turn in ("red", "blue", "red", "blue"):
+        session, clip, _, seed = sessions[turn]
+        answers[turn].append(v2a(session, clip, guidance="scaled", seed=seed))
+        answers[turn].append(session.predict(2.5, "scaled", 1, api_name="/remix_v2a"))  # the ω release
+    wavs = {turn: sf.read(answers[turn][0][2][0])[0] for turn in answers}
+    for turn, (_, _, colour, _) in sessions.items():
+        first, remix, again, remix_again = answers[turn]
+        np.testing.assert_array_equal(sf.read(again[2][0])[0], wavs[turn])  # the same request: same audio
+        assert "live remix" in remix[3] and "live remix" in remix_again[3]
+        for answer in (first, remix, again, remix_again):
+            mp4 = video_path(answer[1])
+            assert np.abs(picture_colour(mp4) - colour).max() < 40, (turn, picture_colour(mp4))
+            own = sf.read(answer[2][0])[0]
+            theirs = wavs["blue" if turn == "red" else "red"]
+            audio = mp4_audio(mp4)
+            assert misfit(audio, own) < 0.3 < misfit(audio, theirs)
+
+
+# ------------------------------------------------------------------------------------------ stopping
+def test_sigterm_removes_the_apps_folder_and_its_gradio_cache(tmp_path):
+    """Issue #27: SIGTERM (how Spaces, docker and systemd stop a service) left the app's folder and
+    Gradio's cache files behind. ``python app.py`` serves the embedded model with $TMPDIR in tmp_path."""
+    import signal
+    import socket
+    import subprocess
+    import urllib.request
+
+    server_tmp = tmp_path / "server"
+    dead = server_tmp / "mfmjt_app" / "999999999-0123abcd" / "_gradio" / "f00d"  # a killed instance's
+    dead.mkdir(parents=True)
+    (dead / "upload.mp4").write_bytes(b"left behind")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TMPDIR": str(server_tmp), "PORT": str(port), "MFMJT_APP_BUILD": "1"}
+    for name in ("GRADIO_TEMP_DIR", "MFMJT_TEMP_DIR", "MFMJT_MODEL", "MFMJT_ALLOWED_MODELS"):
+        env.pop(name, None)
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        assert not (server_tmp / "mfmjt_app" / "999999999-0123abcd").exists()  # removed at start
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path / "client"))
+        clip = write_clip(tmp_path / "clip.mp4", 1.0, width=64, height=48, fps=25)
+        standard, scaled, wavs, _, _ = client.predict(
+            video=handle_file(str(clip)), api_name="/video_to_audio"
+        )
+        (instance,) = (server_tmp / "mfmjt_app").iterdir()
+        cached = {p.name for p in (instance / "_gradio").rglob("*") if p.is_file()}
+        assert {"clip.mp4", Path(standard).name, Path(wavs[0]).name} <= cached  # the upload and outputs
+        assert not (server_tmp / "gradio").exists()  # nothing in Gradio's default folder
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert list((server_tmp / "mfmjt_app").iterdir()) == []
+    assert not (server_tmp / "gradio").exists()
 
 
 # ------------------------------------------------------------------------------------------ still alive

@@ -58,6 +58,9 @@ logger = logging.getLogger("mfmjt.app")
 REPO_ROOT = Path(__file__).resolve().parent
 MAX_FILE_SIZE = "100mb"  # uploads; the pixel caps in mfmjt.media bound the decoding work
 DELETE_CACHE = (600, 1800)  # Gradio's cache: every 10 min, files older than 30 min
+# requests handled at once: their checks, decoding and file writing overlap, while the model itself runs
+# one request at a time (DemoService.slot)
+REQUESTS_AT_ONCE = 4
 GUIDANCE_CHOICES = [("standard", "standard"), ("scaled", "scaled"), ("compare both", "both")]
 
 
@@ -338,7 +341,7 @@ def _wire_results(
     generate: Callable,
 ) -> None:
     """Generate, remix (ω release, guidance change), the ω sweep and the follow-up picture / players."""
-    queue = dict(concurrency_limit=1, concurrency_id="generate", preprocess=False)
+    queue = dict(concurrency_limit=REQUESTS_AT_ONCE, concurrency_id="requests", preprocess=False)
     files = [results.files] if results.files is not None else []
     outputs = [*results.players, *files, results.info, controls.seed, state]
 
@@ -390,8 +393,8 @@ def _wire_results(
         [sweep_image, sweep_files],
         api_name=f"omega_sweep_{kind}",
         api_visibility="undocumented",
-        concurrency_limit=1,
-        concurrency_id="generate",
+        concurrency_limit=REQUESTS_AT_ONCE,
+        concurrency_id="requests",
     )
 
 
@@ -538,7 +541,7 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None, preload
                 ],
                 api_visibility="private",
                 concurrency_limit=1,
-                concurrency_id="generate",
+                concurrency_id="load_model",
             )
     demo.queue(max_size=16, default_concurrency_limit=1)
     demo.mfmjt_service = service  # for tests and benchmarks

@@ -565,6 +565,35 @@ def test_two_sessions_with_same_length_clips_each_get_their_own_picture_and_audi
             assert misfit(audio, own) < 0.3 < misfit(audio, theirs)
 
 
+# ------------------------------------------------------------------------------------------ heavy inputs
+def test_a_small_request_does_not_wait_for_a_heavy_clip_to_decode(client, clips, monkeypatch):
+    """Issue #27: decoding happens outside the one generation slot, so a request queued behind a heavy
+    upload is not held for that upload's decoding (held here until the small request is answered)."""
+    import threading
+
+    from mfmjt import media
+
+    original, started, release = media.decode_video, threading.Event(), threading.Event()
+
+    def held_decode(path, *args, **kwargs):
+        if Path(path).name == "heavy.mp4":
+            started.set()
+            release.wait(120)
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(media, "decode_video", held_decode)
+    heavy = write_clip(clips / "heavy.mp4", 1.0, width=64, height=48, fps=25)
+    job = client.submit(handle_file(str(heavy)), *V2A_DEFAULTS.values(), "random", api_name="/video_to_audio")
+    try:
+        assert started.wait(60)
+        small = client.submit("a ball", *T2A_DEFAULTS.values(), False, "random", api_name="/text_to_audio")
+        standard, scaled, info, _ = small.result(timeout=60)  # answered while the heavy one decodes
+        assert len(sf.read(standard)[0]) == 16000 and not job.done()
+    finally:
+        release.set()
+    assert len(job.result(timeout=120)[2]) == 2
+
+
 # ------------------------------------------------------------------------------------------ stopping
 def test_sigterm_removes_the_apps_folder_and_its_gradio_cache(tmp_path):
     """Issue #27: SIGTERM (how Spaces, docker and systemd stop a service) left the app's folder and

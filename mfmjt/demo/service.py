@@ -1,11 +1,13 @@
 """What the demo does, as plain methods: check a request, generate, write the files, describe the result.
 
 The Gradio layout (``app.py``) only wires components to these methods. Per request the work is split
-so that only the network needs a GPU reservation: the request is checked and the video decoded on the
-CPU first, :meth:`DemoService.run_model` (wrapped by ``spaces.GPU`` on a ZeroGPU Space) computes
-features, samples and decodes audio, and the mp4s and pictures are written on the CPU afterwards. The
-video track of a clip is prepared once (copied, or re-encoded at most once) and shared by both guidance
-modes and by every remix, which therefore only encode audio.
+so that only the network needs a GPU reservation and the one generation slot (:attr:`DemoService.slot`):
+the request is checked and the video decoded on the CPU first, outside the slot, so that a small request
+queued behind a heavy upload waits only for the model's share of it; :meth:`DemoService.run_model`
+(wrapped by ``spaces.GPU`` on a ZeroGPU Space) computes features, samples and decodes audio; the mp4s
+and pictures are written on the CPU afterwards, outside the slot again. The video track of a clip is
+prepared once (copied, or re-encoded at most once) and shared by both guidance modes and by every
+remix, which therefore only encode audio.
 
 Every failure a user can cause raises :class:`UserError` with a plain sentence; anything else is
 logged with its traceback and reported without internals.
@@ -166,6 +168,9 @@ class DemoService:
         self._decoded = _LRU(2)
         self._costs: dict[str, GpuCost] = {}  # per model, from its latest request
         self._tracks = _LRU(16, evict=lambda path: path.unlink(missing_ok=True))
+        # the one generation slot: requests are checked, decoded and written concurrently (the app lets
+        # a few run at once), but the model runs one request at a time
+        self.slot = threading.Lock()
         self.run_model = gpu(self._request_seconds)(self._run_model)
         self.run_sweep = gpu(self._sweep_seconds)(self._run_sweep)
 
@@ -306,7 +311,8 @@ class DemoService:
         """Check a request (``args``: :meth:`check`'s arguments after the video) and run the model on it;
         the measured cost sizes the model's next GPU reservation."""
         prepared = self.check(video, *args)
-        result = self.run_model(prepared.model, prepared.request, prepared.decoded, progress)
+        with self.slot:  # only the model waits for the one generation slot; decoding happened before
+            result = self.run_model(prepared.model, prepared.request, prepared.decoded, progress)
         self._costs[prepared.model] = GpuCost.from_result(result)
         if prepared.note and not result.message:
             result.message = prepared.note
@@ -427,7 +433,8 @@ class DemoService:
             False,
             state["model"],
         )
-        results = self.run_sweep(prepared.model, prepared.request, prepared.decoded, tuple(omegas))
+        with self.slot:
+            results = self.run_sweep(prepared.model, prepared.request, prepared.decoded, tuple(omegas))
         out_dir = self.outputs.new("sweep_")
         waves, files = {}, []
         for w, result in zip(omegas, results, strict=True):

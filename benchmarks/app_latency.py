@@ -236,7 +236,12 @@ def main() -> None:
                     times.append(request(case, clip, seed))
                 multiples.append(times[-1] / transcodes[-1])
             results[case.label], ratios[case.label] = times, multiples
-            logger.info("%s: %s s", case.label, ", ".join(f"{t:.2f}" for t in times))
+            logger.info(
+                "%s: %s s; × transcode %s",
+                case.label,
+                ", ".join(f"{t:.2f}" for t in times),
+                ", ".join(f"{r:.2f}" for r in multiples),
+            )
     finally:
         demo.close()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -2,22 +2,33 @@
 
 Run ``python app.py`` (serves on 0.0.0.0:7860; ``PORT`` or ``GRADIO_SERVER_PORT`` override the port),
 or ``gradio app.py`` for reload mode (it finds the module-level ``demo``). ``MFMJT_MODEL`` names the
-model(s) loaded at start, comma-separated (default ``default``, the embedded model); the registry models
-are offered too and fetched when selected. ``MFMJT_MAX_DURATION`` caps the seconds generated per request.
+model(s) loaded at start, comma-separated (default ``default``, the embedded model);
+``MFMJT_ALLOWED_MODELS`` those visitors may select besides (comma-separated; default: the registry
+models that pass the memory check on this machine), fetched when selected. ``MFMJT_MAX_DURATION`` caps
+the seconds generated per request.
 This file is also the Hugging Face Space entry point; on a ZeroGPU Space the model runs under
 ``spaces.GPU`` (see docs/demo.md). The work itself is in :mod:`mfmjt.demo.service`; this file is layout.
 """
 
 from __future__ import annotations
 
+import os
+
+from mfmjt.demo.files import use_own_gradio_cache
+
+if __name__ == "__main__" or os.environ.get("MFMJT_APP_BUILD", "1") != "0":
+    # the app's own folder holds Gradio's cache and uploads: removed at exit (SIGTERM too) and, after a
+    # crash, by the next start; set before Gradio (which spaces imports) reads it
+    use_own_gradio_cache()
+
 try:  # must precede torch on a ZeroGPU Space
     import spaces
 except ImportError:  # pragma: no cover - spaces is in requirements.txt
     spaces = None
 
+import functools
 import logging
-import os
-import tempfile
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -47,6 +58,9 @@ logger = logging.getLogger("mfmjt.app")
 REPO_ROOT = Path(__file__).resolve().parent
 MAX_FILE_SIZE = "100mb"  # uploads; the pixel caps in mfmjt.media bound the decoding work
 DELETE_CACHE = (600, 1800)  # Gradio's cache: every 10 min, files older than 30 min
+# requests handled at once: their checks, decoding and file writing overlap, while the model itself runs
+# one request at a time (DemoService.slot)
+REQUESTS_AT_ONCE = 4
 GUIDANCE_CHOICES = [("standard", "standard"), ("scaled", "scaled"), ("compare both", "both")]
 
 
@@ -60,7 +74,11 @@ def _upload_roots() -> list[Path]:
 LAUNCH_KWARGS: dict[str, Any] = dict(
     max_file_size=MAX_FILE_SIZE,
     ssr_mode=False,
-    app_kwargs={"middleware": [Middleware(UploadGuard, allowed_roots=_upload_roots)]},
+    app_kwargs={
+        "middleware": [
+            Middleware(UploadGuard, allowed_roots=_upload_roots, example_roots=lambda: [PACKAGE_ASSETS])
+        ]
+    },
 )
 HEADER = (
     "# MF-MJT — one-step video-to-audio\n"
@@ -88,8 +106,12 @@ class _Steps:
 
 
 def _user_errors(fn: Callable) -> Callable:
-    """Handlers raise gr.Error with the service's sentence; anything unexpected is logged, not shown."""
+    """Handlers raise gr.Error with the service's sentence; anything unexpected is logged, not shown.
 
+    The handler keeps ``fn``'s signature (``functools.wraps``): Gradio names the API parameters after it.
+    """
+
+    @functools.wraps(fn)
     def handler(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
@@ -105,15 +127,7 @@ def _user_errors(fn: Callable) -> Callable:
                 print_exception=False,
             ) from None
 
-    handler.__name__ = getattr(fn, "__name__", "handler")
-    handler.__doc__ = fn.__doc__
     return handler
-
-
-def _omega_sweep(service: DemoService, state: dict | None) -> tuple:
-    """The ω sweep of the shown request: a picture and one wav per ω."""
-    picture, files = service.omega_sweep(state)
-    return picture, [str(f) for f in files]
 
 
 # ------------------------------------------------------------------------------------------ layout
@@ -215,15 +229,105 @@ def _unpack(kind: str, out: Any) -> tuple:
     return (*players, *files, out.info, out.seed, out.state)
 
 
-def _generate(run: Callable[..., Any], kind: str, name: str, doc: str) -> Callable:
-    """The Generate handler: ``run`` (a service request method) on the inputs, unpacked for the tab."""
+def video_endpoint(service: DemoService) -> Callable:
+    """The ``/video_to_audio`` handler; its parameter names are the API's."""
 
-    def generate(*inputs: Any, progress: Any = gr.Progress()) -> tuple:  # noqa: B008 - Gradio's marker
-        return _unpack(kind, run(*inputs, _Steps(progress)))
+    def video_to_audio(
+        video: Any,
+        prompt: str = "",
+        negative_prompt: str = "",
+        duration: float = 0,
+        steps: int = 1,
+        cfg_strength: float = 1.5,
+        guidance: str = "both",
+        seed: int = 0,
+        randomize_seed: bool = False,
+        model: str = "default",
+        progress: Any = gr.Progress(),  # noqa: B008 - Gradio's marker
+    ) -> tuple:
+        """Generate audio for a video, with standard and/or scaled classifier-free guidance.
 
-    generate.__name__ = name
-    generate.__doc__ = doc
-    return generate
+        Args:
+            video: the clip; from gradio_client, upload it with handle_file(path)
+            prompt: optional text describing the sound
+            negative_prompt: optional text describing what to avoid
+            duration: seconds to generate; 0 = the whole clip (up to the server's limit)
+            steps: sampling steps (1 for MeanFlow models, about 25 for flow-matching models)
+            cfg_strength: guidance strength ω
+            guidance: "standard", "scaled" or "both"
+            seed: the noise seed
+            randomize_seed: draw a new seed instead of using seed
+            model: which model (offered only when the demo serves several)
+
+        Returns:
+            The standard-CFG mp4 and the scaled-CFG mp4 (None for a mode not requested), the audio files
+            (.wav), a markdown info text and the seed used.
+        """
+        out = service.video_to_audio(
+            video,
+            prompt,
+            negative_prompt,
+            duration,
+            steps,
+            cfg_strength,
+            guidance,
+            seed,
+            randomize_seed,
+            model,
+            _Steps(progress),
+        )
+        return _unpack("v2a", out)
+
+    return video_to_audio
+
+
+def text_endpoint(service: DemoService) -> Callable:
+    """The ``/text_to_audio`` handler; its parameter names are the API's."""
+
+    def text_to_audio(
+        prompt: str,
+        negative_prompt: str = "",
+        duration: float = T2A_DEFAULT_DURATION,
+        steps: int = 1,
+        cfg_strength: float = 1.5,
+        guidance: str = "both",
+        seed: int = 0,
+        randomize_seed: bool = False,
+        model: str = "default",
+        progress: Any = gr.Progress(),  # noqa: B008 - Gradio's marker
+    ) -> tuple:
+        """Generate audio from a prompt, with standard and/or scaled classifier-free guidance.
+
+        Args:
+            prompt: text describing the sound
+            negative_prompt: optional text describing what to avoid
+            duration: seconds to generate (up to the server's limit)
+            steps: sampling steps (1 for MeanFlow models, about 25 for flow-matching models)
+            cfg_strength: guidance strength ω
+            guidance: "standard", "scaled" or "both"
+            seed: the noise seed
+            randomize_seed: draw a new seed instead of using seed
+            model: which model (offered only when the demo serves several)
+
+        Returns:
+            The standard-CFG audio file and the scaled-CFG audio file (None for a mode not requested), a
+            markdown info text and the seed used.
+        """
+        out = service.text_to_audio(
+            prompt,
+            negative_prompt,
+            duration,
+            steps,
+            cfg_strength,
+            guidance,
+            seed,
+            randomize_seed,
+            model,
+            _Steps(progress),
+        )
+        return _unpack("t2a", out)
+
+    return text_to_audio
 
 
 def _wire_results(
@@ -237,7 +341,7 @@ def _wire_results(
     generate: Callable,
 ) -> None:
     """Generate, remix (ω release, guidance change), the ω sweep and the follow-up picture / players."""
-    queue = dict(concurrency_limit=1, concurrency_id="generate", preprocess=False)
+    queue = dict(concurrency_limit=REQUESTS_AT_ONCE, concurrency_id="requests", preprocess=False)
     files = [results.files] if results.files is not None else []
     outputs = [*results.players, *files, results.info, controls.seed, state]
 
@@ -252,8 +356,8 @@ def _wire_results(
 
     after(button.click(_user_errors(generate), inputs, outputs, api_name=generate.__name__, **queue))
 
-    def remix(cfg_strength: Any, guidance: Any, steps: Any, state_value: dict | None) -> tuple:
-        """Re-mix the shown one-step result with a new ω or guidance."""
+    def remix(cfg_strength: float, guidance: str, steps: int, state_value: dict | None) -> tuple:
+        """Re-mix the session's last one-step result with a new ω (cfg_strength) or guidance."""
         result = service.remix(state_value, cfg_strength, guidance, steps)
         return tuple(gr.skip() for _ in outputs) if result is None else _unpack(kind, result)
 
@@ -276,15 +380,21 @@ def _wire_results(
     controls.steps.input(
         nudge_cfg, [controls.steps, controls.cfg], controls.cfg, api_visibility="private", queue=False
     )
+
+    def omega_sweep(state_value: dict | None) -> tuple:
+        """The session's last request at one step, scaled guidance, a few ω: a picture and one wav per ω."""
+        picture, files = service.omega_sweep(state_value)
+        return picture, [str(f) for f in files]
+
     sweep_button, sweep_image, sweep_files = results.sweep
     sweep_button.click(
-        _user_errors(partial(_omega_sweep, service)),
+        _user_errors(omega_sweep),
         state,
         [sweep_image, sweep_files],
         api_name=f"omega_sweep_{kind}",
         api_visibility="undocumented",
-        concurrency_limit=1,
-        concurrency_id="generate",
+        concurrency_limit=REQUESTS_AT_ONCE,
+        concurrency_id="requests",
     )
 
 
@@ -313,13 +423,7 @@ def video_tab(
             cache_examples=False,
             label="example clips",
         ).dataset
-    generate = _generate(
-        service.video_to_audio,
-        "v2a",
-        "video_to_audio",
-        """Generate audio for a video. Returns the standard-CFG mp4, the scaled-CFG mp4 (None for a mode
-        not requested), the audio files (.wav), a markdown info text and the seed used.""",
-    )
+    generate = video_endpoint(service)
     inputs = [video, prompt, negative, *controls.inputs(), model]
     _wire_results(service, "v2a", button, inputs, controls, results, state, generate)
     video.change(
@@ -347,13 +451,7 @@ def text_tab(
         gr.Examples(
             [[p] for p in card.prompts], inputs=[prompt], cache_examples=False, label="example prompts"
         )
-    generate = _generate(
-        service.text_to_audio,
-        "t2a",
-        "text_to_audio",
-        """Generate audio from a prompt. Returns the standard-CFG audio file, the scaled-CFG audio file
-        (None for a mode not requested), a markdown info text and the seed used.""",
-    )
+    generate = text_endpoint(service)
     inputs = [prompt, negative, *controls.inputs(), model]
     _wire_results(service, "t2a", button, inputs, controls, results, state, generate)
     return controls
@@ -372,9 +470,8 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None, preload
     configured = loaders is None
     if loaders is None:
         loaders = loaders_from_env()
-    models = ModelCache(loaders)
-    gradio_tmp = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
-    service = DemoService(models, OutputDirs(), gpu=_gpu, allowed_roots=[gradio_tmp, PACKAGE_ASSETS])
+    models = ModelCache(loaders, checked=offered_from_env()[1] if configured else ())
+    service = DemoService(models, OutputDirs(), gpu=_gpu, allowed_roots=[*_upload_roots()])
     first = models.names[0]
     start_models = configured_names() if configured else [first]
     if preload:
@@ -392,7 +489,15 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None, preload
         model_info = gr.Markdown(models.describe(first), elem_id="model-info")
         if len(models.names) > 1:
             model: gr.components.Component = gr.Dropdown(
-                models.names, value=first, label="model", interactive=True
+                models.offered(timeout=0), value=first, label="model", interactive=True
+            )
+            # the registry models awaiting the memory check appear once it is done
+            demo.load(
+                lambda: gr.Dropdown(choices=models.offered()),
+                None,
+                model,
+                api_visibility="private",
+                queue=False,
             )
         else:
             model = gr.State(first)
@@ -436,7 +541,7 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None, preload
                 ],
                 api_visibility="private",
                 concurrency_limit=1,
-                concurrency_id="generate",
+                concurrency_id="load_model",
             )
     demo.queue(max_size=16, default_concurrency_limit=1)
     demo.mfmjt_service = service  # for tests and benchmarks
@@ -449,13 +554,19 @@ def configured_names() -> list[str]:
     return names or ["default"]
 
 
+def offered_from_env() -> tuple[list[str], list[str]]:
+    """The configured models and those the owner allows, and which of them await the memory check."""
+    return offered_names(configured_names(), os.environ.get("MFMJT_ALLOWED_MODELS"))
+
+
 def loaders_from_env() -> dict[str, Callable[[], Pipeline]]:
-    """The configured models, then every registry model; ``$MFMJT_MAX_DURATION`` caps seconds per request."""
+    """The configured models, then those the owner allows (``$MFMJT_ALLOWED_MODELS``, default: the
+    registry models that fit this machine's memory); ``$MFMJT_MAX_DURATION`` caps seconds per request."""
     max_duration = float(os.environ.get("MFMJT_MAX_DURATION", "30"))
     fast = options_from_env()  # $MFMJT_PRECISION, $MFMJT_COMPILE (see docs/gpu.md)
     return {
         name: partial(load_fast_pipeline, name, max_duration=max_duration, **fast)
-        for name in offered_names(configured_names())
+        for name in offered_from_env()[0]
     }
 
 
@@ -468,6 +579,17 @@ def load_fast_pipeline(name: str, *, max_duration: float, **fast: Any) -> Pipeli
     return pipe
 
 
+def stop_cleanly_on_sigterm() -> None:
+    """Treat SIGTERM (how Spaces, docker and systemd stop a service) as Ctrl-C: Gradio's launch then
+    closes the server and returns, and the exit handlers remove the app's folder, Gradio's cache in it."""
+
+    def stop(signum: int, frame: Any) -> None:
+        logger.info("SIGTERM: stopping")
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main() -> None:
     port = int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
     (demo or build_demo()).launch(server_name="0.0.0.0", server_port=port, **LAUNCH_KWARGS)
@@ -475,6 +597,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop_cleanly_on_sigterm()  # from here on, model loading included
 demo = build_demo() if os.environ.get("MFMJT_APP_BUILD", "1") != "0" else None
 
 if __name__ == "__main__":

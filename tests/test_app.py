@@ -64,6 +64,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def v2a(client: Client, video: Path | None, **settings) -> tuple:
+    """``/video_to_audio`` called by parameter name, as docs/demo.md shows."""
     args = dict(
         prompt="",
         negative_prompt="",
@@ -75,9 +76,8 @@ def v2a(client: Client, video: Path | None, **settings) -> tuple:
         randomize_seed=False,
     )
     args.update(settings)
-    return client.predict(
-        handle_file(str(video)) if video else None, *args.values(), api_name="/video_to_audio"
-    )
+    video = handle_file(str(video)) if video else None
+    return client.predict(video=video, **args, api_name="/video_to_audio")
 
 
 def t2a(client: Client, prompt: str, **settings) -> tuple:
@@ -91,7 +91,44 @@ def t2a(client: Client, prompt: str, **settings) -> tuple:
         randomize_seed=False,
     )
     args.update(settings)
-    return client.predict(prompt, *args.values(), api_name="/text_to_audio")
+    return client.predict(prompt=prompt, **args, api_name="/text_to_audio")
+
+
+V2A_PARAMETERS = [
+    "video",
+    "prompt",
+    "negative_prompt",
+    "duration",
+    "steps",
+    "cfg_strength",
+    "guidance",
+    "seed",
+    "randomize_seed",
+]
+
+
+def test_the_api_parameters_have_the_names_a_user_writes(client, pipe):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    names = {api: [p["parameter_name"] for p in e["parameters"]] for api, e in endpoints.items()}
+    assert names["/video_to_audio"] == V2A_PARAMETERS  # one model: no model parameter
+    assert names["/text_to_audio"] == V2A_PARAMETERS[1:]
+    # with several models the model is a parameter too
+    demo = app.build_demo({"random": lambda: pipe, "again": lambda: pipe})
+    with served(demo, **app.LAUNCH_KWARGS) as url:
+        several = Client(url, verbose=False, analytics_enabled=False)
+        endpoints = several.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        assert [p["parameter_name"] for p in endpoints["/video_to_audio"]["parameters"]][-1] == "model"
+        assert [p["parameter_default"] for p in endpoints["/text_to_audio"]["parameters"]][-1] == "random"
+
+
+def test_docs_calls_by_name_work_with_defaults(client, clip):
+    """The calls of docs/demo.md: only the video (or prompt) and what differs from the defaults."""
+    standard, scaled, wavs, info, seed = client.predict(
+        video=handle_file(str(clip)), steps=1, guidance="scaled", api_name="/video_to_audio"
+    )
+    assert standard is None and len(wavs) == 1 and seed == 0
+    standard, scaled, info, seed = client.predict(prompt="a ball", duration=1.5, api_name="/text_to_audio")
+    assert len(sf.read(standard)[0]) == 24000 and "ω = 1.5" in info
 
 
 def test_compare_mode_returns_two_mp4s_with_one_video_and_one_audio_stream(client, clip):
@@ -205,9 +242,12 @@ def test_moving_omega_at_one_step_remixes_without_a_network_forward(client, clip
 
 
 def test_request_folders_are_pruned(tmp_path):
-    (tmp_path / "999999999").mkdir()  # a folder of a process that no longer runs
+    (tmp_path / "999999999").mkdir()  # a folder of an older version, of a process that no longer runs
+    (tmp_path / "999999999-0123abcd").mkdir()  # an instance that no longer runs
+    (tmp_path / f"{os.getpid()}-0123abcd").mkdir()  # an earlier process with this pid (a restart)
     dirs = OutputDirs(root=tmp_path, keep=2)
-    assert os.listdir(tmp_path) == [str(os.getpid())]  # removed at start
+    assert os.listdir(tmp_path) == [dirs.root.name]  # removed at start
+    assert dirs.root.name.startswith(f"{os.getpid()}-")
     made = [dirs.new() for _ in range(4)]
     assert [p.exists() for p in made] == [False, True, True, True]  # pruned before each new one
     failed = dirs.new()
@@ -273,11 +313,40 @@ def test_the_embedded_model_card_has_its_own_examples():
     assert card.videos and all(Path(v).is_file() for v, _ in card.videos)
 
 
-def test_every_registry_model_is_offered_after_the_configured_ones(monkeypatch):
+def test_the_owner_allow_list_decides_what_visitors_may_load(monkeypatch):
     monkeypatch.setenv("MFMJT_MODEL", "default")
-    names = list(app.loaders_from_env())
-    assert names[0] == "default" and "mmaudio-small-16k" in names
-    assert names[1:] == registry_names()
+    monkeypatch.setenv("MFMJT_ALLOWED_MODELS", "mmaudio-small-16k, /srv/models/mine,")
+    assert list(app.loaders_from_env()) == ["default", "mmaudio-small-16k", "/srv/models/mine"]
+    assert app.offered_from_env()[1] == []  # the owner's list is not second-guessed
+    monkeypatch.setenv("MFMJT_ALLOWED_MODELS", "")  # nothing besides the models loaded at start
+    assert list(app.loaders_from_env()) == ["default"]
+    models = ModelCache(app.loaders_from_env())
+    with pytest.raises(
+        ModelError, match=r"^the model 'mmaudio-large-44k-v2' is not offered by this demo; choose"
+    ):
+        models.get("mmaudio-large-44k-v2")
+
+
+@pytest.mark.slow  # the estimates build every MMAudio network on the meta device: minutes on 2 busy cores
+def test_by_default_only_registry_models_that_fit_in_memory_are_offered(monkeypatch, pipe):
+    from mfmjt import memory
+    from mfmjt.pipeline import MMAUDIO_NAMES
+
+    monkeypatch.delenv("MFMJT_ALLOWED_MODELS", raising=False)
+    monkeypatch.setenv("MFMJT_MODEL", "default")
+    monkeypatch.setattr(memory.torch.cuda, "is_available", lambda: False)
+    # a machine with just the memory the smallest model needs
+    machine = memory.estimate_pipeline_memory(MMAUDIO_NAMES["mmaudio-small-16k"]).total_bytes
+    monkeypatch.setattr(memory, "total_memory_bytes", lambda: machine)
+    names, checked = app.offered_from_env()
+    assert names == ["default", *registry_names()] and checked == registry_names()
+    models = ModelCache({name: lambda: pipe for name in names}, checked=checked)
+    fitting = [n for n in checked if memory.estimate_pipeline_memory(MMAUDIO_NAMES[n]).total_bytes <= machine]
+    assert models.offered() == ["default", *fitting]
+    assert "mmaudio-small-16k" in fitting and "mmaudio-large-44k-v2" not in fitting
+    assert models.get("mmaudio-small-16k") is pipe
+    with pytest.raises(ModelError, match="'mmaudio-large-44k-v2' is not offered by this demo; choose one of"):
+        models.get("mmaudio-large-44k-v2")
 
 
 def test_the_demo_offers_a_model_selector_and_preloads_only_the_first_given_model(pipe):

@@ -19,15 +19,16 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import probe, served, video_path, write_clip
+from helpers import cfr, probe, served, video_path, write_clip, write_video
 from stacks import small_random_pipeline
 
 gr = pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client.exceptions import AppError, ValidationError  # noqa: E402
 
 os.environ.setdefault("MFMJT_APP_BUILD", "0")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 import app  # noqa: E402
 
 pytestmark = [
@@ -100,7 +101,7 @@ def t2a(client: Client, prompt, **settings) -> tuple:
 def refused(call, pattern: str) -> str:
     """Run ``call``; it must fail within the time bound with a plain message matching ``pattern``."""
     start = time.perf_counter()
-    with pytest.raises(AppError) as info:
+    with pytest.raises((AppError, ValidationError)) as info:
         call()
     elapsed = time.perf_counter() - start
     message = str(info.value.message if hasattr(info.value, "message") else info.value) or str(info.value)
@@ -160,10 +161,24 @@ def test_a_hostile_number_in_video_to_audio_is_refused_plainly(client, small_cli
     refused(lambda: v2a(client, small_clip, **{field: value}), message)
 
 
-def test_a_giant_duration_is_capped_and_said(client):
-    standard, scaled, info, _ = t2a(client, "a ball", duration=1e300)
+@pytest.mark.parametrize("duration", [1e300, 1e308, 10**300])
+def test_a_giant_duration_is_capped_and_said(client, duration):
+    """Issue #27: 1e308 s overflowed in the long-form planner ("generation failed on the server")."""
+    standard, scaled, info, _ = t2a(client, "a ball", duration=duration)
     assert f"Generated the first {MAX_DURATION:g} s" in info
     assert len(sf.read(standard)[0]) == round(MAX_DURATION * 16000)
+
+
+def test_a_giant_duration_on_a_video_uses_the_whole_clip(client, small_clip):
+    standard, _, wavs, info, _ = v2a(client, small_clip, duration=1e308, guidance="standard")
+    assert len(sf.read(wavs[0])[0]) == 16000  # the 1 s clip, all of it
+
+
+def test_the_largest_seed_is_accepted(client):
+    """Issue #27: 2**63 - 1 was refused by a message naming 2**63 - 1 as the maximum."""
+    standard, scaled, info, seed = t2a(client, "a ball", seed=2**63 - 1)
+    assert seed == 2**63 - 1 and f"seed {2**63 - 1}" in info
+    refused(lambda: t2a(client, "a ball", seed=2**63), f"seed must be a whole number from 0 to {2**63 - 1}")
 
 
 # ------------------------------------------------------------------------------------------ text
@@ -212,32 +227,70 @@ def test_a_hostile_guidance_is_refused(client, field, value, message):
 def test_an_unknown_model_is_refused(client, model):
     refused(
         lambda: client.predict("a ball", *T2A_DEFAULTS.values(), False, model, api_name="/text_to_audio"),
-        "unknown model",
+        r"the model .* is not offered by this demo; choose one of \['random', 'same'\]",
     )
 
 
 # ------------------------------------------------------------------------------------------ video payloads
+UPLOAD_IT = r"upload the file with handle_file\(path\)"
+
+
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
         (None, "no video"),
-        # payloads that are not file data at all are stopped by Gradio before the demo's code runs:
-        # its generic sentence (the details go to the server log)
-        ("", GRADIO_REFUSAL),
-        (12, GRADIO_REFUSAL),
-        ({"path": "/etc/passwd"}, GRADIO_REFUSAL),
-        ({"video": {"path": "/etc/hostname"}}, GRADIO_REFUSAL),
+        # what is not a file object is answered before Gradio's own checks (whose refusal is empty)
+        ("", f"this is not a file: {UPLOAD_IT}"),
+        (12, f"this is not a file: {UPLOAD_IT}"),
+        ({"path": "/etc/passwd"}, f"this is not a file: {UPLOAD_IT}"),
+        ({"video": {"path": "/etc/hostname"}}, f"this is not a file: {UPLOAD_IT}"),
         (
+            # gradio_client uploads a local file named in a file object: then it is not a video
             {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}},
-            "not a file uploaded to this demo|not a supported media format|" + GRADIO_REFUSAL,
+            f"the file 'passwd' was not uploaded to this demo; {UPLOAD_IT}|cannot read passwd: the file is "
+            "corrupt",
         ),
-        ("/nonexistent/clip.mp4", GRADIO_REFUSAL),
-        ("x" * 10_000, GRADIO_REFUSAL),
+        ("/nonexistent/clip.mp4", f"a plain string is not a file: {UPLOAD_IT}"),
+        ("x" * 10_000, f"a plain string is not a file: {UPLOAD_IT}"),
+        # issue #27: URLs (Gradio would fetch them on the caller's behalf)
+        ("https://example.com/clip.mp4", f"URLs are not fetched: {UPLOAD_IT}"),
+        (handle_file("https://example.com/clip.mp4"), f"URLs are not fetched: {UPLOAD_IT}"),
+        ({"path": "http://127.0.0.1:9/x.mp4", "meta": {"_type": "gradio.FileData"}}, "URLs are not fetched"),
     ],
-    ids=["none", "empty", "int", "etc-passwd", "nested", "etc-passwd-filedata", "missing", "long"],
+    ids=[
+        "none",
+        "empty",
+        "int",
+        "etc-passwd",
+        "nested",
+        "etc-passwd-filedata",
+        "missing",
+        "long",
+        "url",
+        "url-handle-file",
+        "url-filedata",
+    ],
 )
 def test_a_hostile_video_payload_is_refused(client, payload, message):
     refused(lambda: v2a(client, payload), message)
+
+
+def test_a_local_path_as_a_plain_string_says_to_use_handle_file(client, small_clip):
+    """Issue #27: gradio_client sends a str as text; Gradio's refusal of it was empty."""
+    refused(
+        lambda: v2a(client, str(small_clip)),
+        f"^1 parameter.*\n- video: a plain string is not a file: {UPLOAD_IT}$",
+    )
+
+
+def test_an_example_clip_by_its_server_path_says_how_to_send_it(client):
+    from mfmjt.demo.models import ModelCard
+
+    example = ModelCard.read("default").videos[0][0]
+    refused(lambda: v2a(client, example), r'send this example clip as \{"path": <its path>')
+    # sent as a file object with that path, as the message says, it is used
+    standard, scaled, wavs, info, _ = v2a(client, {"path": example, "meta": {"_type": "gradio.FileData"}})
+    assert len(wavs) == 2 and probe(video_path(standard))["audio"]
 
 
 def test_a_server_path_in_a_raw_api_call_is_refused_with_a_sentence(client, clips):
@@ -248,13 +301,22 @@ def test_a_server_path_in_a_raw_api_call_is_refused_with_a_sentence(client, clip
     payload = [{"path": str(secret), "meta": {"_type": "gradio.FileData"}}, *V2A_DEFAULTS.values(), "random"]
     app_url = client.src.rstrip("/")
     fn_index = next(i for i, fn in client_demo().fns.items() if fn.api_name == "video_to_audio")
-    answer = httpx.post(
-        f"{app_url}/gradio_api/queue/join",
-        json={"data": payload, "fn_index": fn_index, "session_hash": "hostile1", "trigger_id": None},
-        timeout=30,
-    )
-    assert answer.status_code == 400
-    assert answer.json()["detail"] == "the file 'server_side.mp4' was not uploaded to this demo; upload it"
+    answers = [
+        httpx.post(
+            f"{app_url}/gradio_api/queue/join",
+            json={"data": payload, "fn_index": fn_index, "session_hash": "hostile1", "trigger_id": None},
+            timeout=30,
+        ),
+        httpx.post(f"{app_url}/gradio_api/call/video_to_audio", json={"data": payload}, timeout=30),
+    ]
+    for answer in answers:
+        assert answer.status_code == 422  # Gradio's answer to input that fails validation
+        (detail,) = answer.json()["detail"]
+        assert detail["parameter_name"] == "video"
+        expected = (
+            "the file 'server_side.mp4' was not uploaded to this demo; upload the file with handle_file(path)"
+        )
+        assert detail["message"] == expected
 
 
 # ------------------------------------------------------------------------------------------ video files
@@ -433,6 +495,155 @@ def test_unusual_clips_get_audio_for_their_whole_length(client, clips, kind, exp
 def test_the_info_never_leaks_the_server_paths(client, small_clip):
     outputs = v2a(client, small_clip)
     assert "/tmp" not in outputs[3] and "gradio" not in outputs[3]
+
+
+# ------------------------------------------------------------------------------------------ isolation
+RED, BLUE = (220, 30, 30), (30, 30, 220)
+
+
+def solid_clip(path: Path, codec: str, colour: tuple[int, int, int], seconds: float = 1.6) -> Path:
+    """A clip of one colour; webm/avi/mkv codecs all need a re-encoded H.264 track."""
+
+    def paint(i: int, w: int, h: int) -> np.ndarray:
+        return np.broadcast_to(np.array(colour, np.uint8), (h, w, 3)).copy()
+
+    return write_video(path, cfr(25, seconds), (64, 48), codec, 25, painter=paint)
+
+
+def picture_colour(mp4: str) -> np.ndarray:
+    """The mean RGB of the middle frame of an mp4's video stream."""
+    import av
+
+    with av.open(mp4) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return frames[len(frames) // 2].reshape(-1, 3).mean(axis=0)
+
+
+def mp4_audio(mp4: str) -> np.ndarray:
+    import av
+
+    with av.open(mp4) as container:
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+
+
+def misfit(mp4: np.ndarray, wave: np.ndarray) -> float:
+    """How far an mp4's decoded AAC audio is from ``wave``: the relative RMS error of the best alignment
+    within ±2048 samples (the encoder's delay), both without their mean."""
+    n = min(len(mp4), len(wave)) - 2048
+    a, b = mp4 - mp4.mean(), wave - wave.mean()
+    errors = [
+        np.linalg.norm(x - y) / (np.linalg.norm(y) + 1e-12)
+        for lag in range(0, 2049, 8)
+        for x, y in ((a[lag : lag + n], b[:n]), (a[:n], b[lag : lag + n]))
+    ]
+    return float(min(errors))
+
+
+def test_two_sessions_with_same_length_clips_each_get_their_own_picture_and_audio(client, tmp_path):
+    """Issue #27: the re-encoded track was cached under its duration alone, so a second user's clip of
+    the same length replaced the first user's picture in their next Generate or remix."""
+    red = solid_clip(tmp_path / "red.webm", "libvpx-vp9", RED)
+    blue = solid_clip(tmp_path / "blue.avi", "mpeg4", BLUE)
+    other = Client(client.src, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "b"))
+    sessions = {"red": (client, red, RED, 21), "blue": (other, blue, BLUE, 22)}
+    answers: dict[str, list] = {"red": [], "blue": []}
+    for turn in ("red", "blue", "red", "blue"):
+        session, clip, _, seed = sessions[turn]
+        answers[turn].append(v2a(session, clip, guidance="scaled", seed=seed))
+        answers[turn].append(session.predict(2.5, "scaled", 1, api_name="/remix_v2a"))  # the ω release
+    wavs = {turn: sf.read(answers[turn][0][2][0])[0] for turn in answers}
+    for turn, (_, _, colour, _) in sessions.items():
+        first, remix, again, remix_again = answers[turn]
+        np.testing.assert_array_equal(sf.read(again[2][0])[0], wavs[turn])  # the same request: same audio
+        assert "live remix" in remix[3] and "live remix" in remix_again[3]
+        for answer in (first, remix, again, remix_again):
+            mp4 = video_path(answer[1])
+            assert np.abs(picture_colour(mp4) - colour).max() < 40, (turn, picture_colour(mp4))
+            own = sf.read(answer[2][0])[0]
+            theirs = wavs["blue" if turn == "red" else "red"]
+            audio = mp4_audio(mp4)
+            assert misfit(audio, own) < 0.3 < misfit(audio, theirs)
+
+
+# ------------------------------------------------------------------------------------------ heavy inputs
+def test_a_small_request_does_not_wait_for_a_heavy_clip_to_decode(client, clips, monkeypatch):
+    """Issue #27: decoding happens outside the one generation slot, so a request queued behind a heavy
+    upload is not held for that upload's decoding (held here until the small request is answered)."""
+    import threading
+
+    from mfmjt import media
+
+    original, started, release = media.decode_video, threading.Event(), threading.Event()
+
+    def held_decode(path, *args, **kwargs):
+        if Path(path).name == "heavy.mp4":
+            started.set()
+            release.wait(120)
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(media, "decode_video", held_decode)
+    heavy = write_clip(clips / "heavy.mp4", 1.0, width=64, height=48, fps=25)
+    job = client.submit(handle_file(str(heavy)), *V2A_DEFAULTS.values(), "random", api_name="/video_to_audio")
+    try:
+        assert started.wait(60)
+        small = client.submit("a ball", *T2A_DEFAULTS.values(), False, "random", api_name="/text_to_audio")
+        standard, scaled, info, _ = small.result(timeout=60)  # answered while the heavy one decodes
+        assert len(sf.read(standard)[0]) == 16000 and not job.done()
+    finally:
+        release.set()
+    assert len(job.result(timeout=120)[2]) == 2
+
+
+# ------------------------------------------------------------------------------------------ stopping
+def test_sigterm_removes_the_apps_folder_and_its_gradio_cache(tmp_path):
+    """Issue #27: SIGTERM (how Spaces, docker and systemd stop a service) left the app's folder and
+    Gradio's cache files behind. ``python app.py`` serves the embedded model with $TMPDIR in tmp_path."""
+    import signal
+    import socket
+    import subprocess
+    import urllib.request
+
+    server_tmp = tmp_path / "server"
+    dead = server_tmp / "mfmjt_app" / "999999999-0123abcd" / "_gradio" / "f00d"  # a killed instance's
+    dead.mkdir(parents=True)
+    (dead / "upload.mp4").write_bytes(b"left behind")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TMPDIR": str(server_tmp), "PORT": str(port), "MFMJT_APP_BUILD": "1"}
+    for name in ("GRADIO_TEMP_DIR", "MFMJT_TEMP_DIR", "MFMJT_MODEL", "MFMJT_ALLOWED_MODELS"):
+        env.pop(name, None)
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        assert not (server_tmp / "mfmjt_app" / "999999999-0123abcd").exists()  # removed at start
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path / "client"))
+        clip = write_clip(tmp_path / "clip.mp4", 1.0, width=64, height=48, fps=25)
+        standard, scaled, wavs, _, _ = client.predict(
+            video=handle_file(str(clip)), api_name="/video_to_audio"
+        )
+        (instance,) = (server_tmp / "mfmjt_app").iterdir()
+        cached = {p.name for p in (instance / "_gradio").rglob("*") if p.is_file()}
+        assert {"clip.mp4", Path(standard).name, Path(wavs[0]).name} <= cached  # the upload and outputs
+        assert not (server_tmp / "gradio").exists()  # nothing in Gradio's default folder
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert list((server_tmp / "mfmjt_app").iterdir()) == []
+    assert not (server_tmp / "gradio").exists()
 
 
 # ------------------------------------------------------------------------------------------ still alive

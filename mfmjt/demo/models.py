@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mfmjt.pipeline import MMAUDIO_NAMES, Pipeline, default_model_dir
-from mfmjt.request import Recommended, recommended_settings
+from mfmjt.request import Recommended
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +34,36 @@ def registry_names() -> list[str]:
     return [name for name in MMAUDIO_NAMES if name.startswith("mmaudio-")]
 
 
-def offered_names(configured: list[str]) -> list[str]:
-    """The configured models first, then every registry model not already among them."""
+def fits_in_memory(name: str) -> bool:
+    """Whether registry model ``name`` passes the memory check it gets before loading
+    (:func:`mfmjt.memory.check_memory_before_loading`, on the device it would load onto)."""
+    import torch
+
+    from mfmjt.memory import InsufficientMemoryError, check_memory_before_loading, estimate_pipeline_memory
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    try:
+        check_memory_before_loading(estimate_pipeline_memory(MMAUDIO_NAMES[name], dtype), device)
+    except InsufficientMemoryError as exc:
+        logger.info("not offering %s: %s", name, exc)
+        return False
+    return True
+
+
+def offered_names(configured: list[str], allowed: str | None = None) -> tuple[list[str], list[str]]:
+    """The models visitors may choose, and those of them still subject to the memory check.
+
+    The configured ones (loaded at start) come first, then ``allowed`` (the owner's comma-separated
+    allow-list, ``$MFMJT_ALLOWED_MODELS``; "" allows no others). When ``allowed`` is None: every registry
+    model, each offered only if it passes the memory check (:class:`ModelCache` runs the checks in the
+    background, as they take seconds)."""
     names = list(dict.fromkeys(configured))
-    return names + [name for name in registry_names() if name not in names]
+    if allowed is None:
+        others = [name for name in registry_names() if name not in names]
+        return names + others, others
+    others = [name.strip() for name in allowed.split(",") if name.strip()]
+    return names + [name for name in dict.fromkeys(others) if name not in names], []
 
 
 def model_directory(name: str) -> Path | None:
@@ -95,14 +121,23 @@ class ModelCard:
 
 
 def model_settings(pipe: Pipeline) -> Recommended:
-    """Default steps and ω for a loaded model (see :func:`mfmjt.request.recommended_settings`)."""
-    return recommended_settings(pipe.objective)
+    """Default steps and ω for a loaded model: its own recommendation (:meth:`Pipeline.sampling`), as the
+    CLI and the Python API use it."""
+    sampling = pipe.sampling()
+    return Recommended(steps=sampling.steps, cfg_strength=sampling.cfg_strength)
 
 
 class ModelCache:
     """Pipelines by name: loaded once in the main process, then kept. A failed load is retried next time."""
 
-    def __init__(self, loaders: dict[str, Callable[[], Pipeline]]) -> None:
+    def __init__(
+        self,
+        loaders: dict[str, Callable[[], Pipeline]],
+        *,
+        checked: list[str] | tuple[str, ...] = (),
+        check: Callable[[str], bool] = fits_in_memory,
+    ) -> None:
+        """``checked``: names offered only if ``check`` passes (run once, in a background thread)."""
         if not loaders:
             raise ValueError("no models configured")
         self.loaders = dict(loaders)
@@ -110,11 +145,36 @@ class ModelCache:
         self._pipelines: dict[str, Pipeline] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._checked = [n for n in checked if n in self.loaders]
+        self._passed: dict[str, bool] = {}
+        self._checks_done = threading.Event()
+        if self._checked:
+            threading.Thread(target=self._run_checks, args=(check,), name="model-checks", daemon=True).start()
+        else:
+            self._checks_done.set()
+
+    def _run_checks(self, check: Callable[[str], bool]) -> None:
+        for name in self._checked:
+            try:
+                self._passed[name] = bool(check(name))
+            except Exception:  # noqa: BLE001 - a check that fails offers nothing
+                logger.exception("checking model %r failed", name)
+                self._passed[name] = False
+        self._checks_done.set()
+
+    def offered(self, timeout: float | None = None) -> list[str]:
+        """The names visitors may choose (waiting up to ``timeout`` s for the checks; those not done yet
+        are left out)."""
+        self._checks_done.wait(timeout)
+        return [n for n in self.names if n not in self._checked or self._passed.get(n, False)]
 
     def get(self, name: str) -> Pipeline:
-        """The pipeline ``name``, loading it if needed; ModelError if unknown or unloadable."""
-        if not isinstance(name, str) or name not in self.loaders:
-            raise ModelError(f"unknown model {str(name)[:60]!r}; choose one of {self.names}")
+        """The pipeline ``name``, loading it if needed; ModelError if not offered or unloadable."""
+        known = isinstance(name, str) and name in self.loaders
+        if not known or (name in self._checked and name not in self.offered()):  # checked: wait for it
+            raise ModelError(
+                f"the model {str(name)[:60]!r} is not offered by this demo; choose one of {self.offered()}"
+            )
         with self._lock:
             if name not in self._pipelines:
                 start = time.perf_counter()

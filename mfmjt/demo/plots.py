@@ -14,8 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mfmjt.evaluate import ONSET_THRESHOLD_DB
-from mfmjt.synthetic import detect_onsets
+from mfmjt.onsets import ONSET_THRESHOLD_DB, detect_onsets
 
 WIDTH = 900  # pixels of the time axis
 PANEL_HEIGHT = 130

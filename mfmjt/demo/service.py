@@ -1,11 +1,13 @@
 """What the demo does, as plain methods: check a request, generate, write the files, describe the result.
 
 The Gradio layout (``app.py``) only wires components to these methods. Per request the work is split
-so that only the network needs a GPU reservation: the request is checked and the video decoded on the
-CPU first, :meth:`DemoService.run_model` (wrapped by ``spaces.GPU`` on a ZeroGPU Space) computes
-features, samples and decodes audio, and the mp4s and pictures are written on the CPU afterwards. The
-video track of a clip is prepared once (copied, or re-encoded at most once) and shared by both guidance
-modes and by every remix, which therefore only encode audio.
+so that only the network needs a GPU reservation and the one generation slot (:attr:`DemoService.slot`):
+the request is checked and the video decoded on the CPU first, outside the slot, so that a small request
+queued behind a heavy upload waits only for the model's share of it; :meth:`DemoService.run_model`
+(wrapped by ``spaces.GPU`` on a ZeroGPU Space) computes features, samples and decodes audio; the mp4s
+and pictures are written on the CPU afterwards, outside the slot again. The video track of a clip is
+prepared once (copied, or re-encoded at most once) and shared by both guidance modes and by every
+remix, which therefore only encode audio.
 
 Every failure a user can cause raises :class:`UserError` with a plain sentence; anything else is
 logged with its traceback and reported without internals.
@@ -19,7 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +90,17 @@ class _Prepared:
     decoded: media.DecodedVideo | None = None
     digest: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    note: str = ""  # for the user, when the service changed the request (a duration over the limit)
 
 
 class _LRU(OrderedDict):
-    def __init__(self, size: int) -> None:
+    """A small thread-safe cache; ``evict`` is called on each value it drops."""
+
+    def __init__(self, size: int, evict: Callable[[Any], None] | None = None) -> None:
         super().__init__()
         self.size = size
         self.lock = threading.Lock()
+        self.evict = evict
 
     def fetch(self, key: Any, make: Callable[[], Any]) -> Any:
         with self.lock:
@@ -104,9 +110,16 @@ class _LRU(OrderedDict):
         value = make()
         with self.lock:
             self[key] = value
+            self.move_to_end(key)
             while len(self) > self.size:
-                self.popitem(last=False)
+                _, dropped = self.popitem(last=False)
+                if self.evict is not None and dropped is not None and dropped != value:
+                    self.evict(dropped)
         return value
+
+    def forget(self, key: Any) -> None:
+        with self.lock:
+            self.pop(key, None)
 
 
 @dataclass
@@ -154,7 +167,10 @@ class DemoService:
         self.allowed_roots = [Path(p).resolve() for p in allowed_roots] if allowed_roots else None
         self._decoded = _LRU(2)
         self._costs: dict[str, GpuCost] = {}  # per model, from its latest request
-        self._tracks = _LRU(16)
+        self._tracks = _LRU(16, evict=lambda path: path.unlink(missing_ok=True))
+        # the one generation slot: requests are checked, decoded and written concurrently (the app lets
+        # a few run at once), but the model runs one request at a time
+        self.slot = threading.Lock()
         self.run_model = gpu(self._request_seconds)(self._run_model)
         self.run_sweep = gpu(self._sweep_seconds)(self._run_sweep)
 
@@ -215,18 +231,21 @@ class DemoService:
             seed=None if randomize_seed is True else seed,
         )
         try:
-            request = request.validate(self.limits, pipe.objective)
+            request = request.validate(self.limits, pipe.recommended)
         except RequestError as exc:
             raise UserError(str(exc)) from None
         prepared = _Prepared(str(model), pipe, request)
+        if request.duration is not None and request.duration > pipe.max_duration:
+            # capped here, so that no later step computes with a huge number (1e308 seconds)
+            if path is None:
+                prepared.note = f"Generated the first {pipe.max_duration:g} s: the limit of this demo."
+            prepared.request = request = replace(request, duration=pipe.max_duration)
         if path is not None:
             start = time.perf_counter()
             prepared.digest = file_digest(path)
             key = (prepared.digest, request.duration, pipe.max_duration)
             try:
-                prepared.decoded = self._decoded.fetch(
-                    key, lambda: media.decode_video(path, request.duration, max_duration=pipe.max_duration)
-                )
+                prepared.decoded = self._decoded.fetch(key, lambda: pipe.decode_video(path, request.duration))
             except media.MediaError as exc:
                 raise UserError(str(exc).replace(str(path), path.name)) from None
             prepared.timings["decode_video"] = time.perf_counter() - start
@@ -281,8 +300,6 @@ class DemoService:
         omegas: tuple[float, ...],
     ) -> list[GenerationResult]:
         """One single-mode one-step result per ω (one network forward each)."""
-        from dataclasses import replace
-
         return [self._run_model(model, replace(request, cfg_strength=w, steps=1), decoded) for w in omegas]
 
     # ------------------------------------------------------------------------ requests
@@ -292,8 +309,11 @@ class DemoService:
         """Check a request (``args``: :meth:`check`'s arguments after the video) and run the model on it;
         the measured cost sizes the model's next GPU reservation."""
         prepared = self.check(video, *args)
-        result = self.run_model(prepared.model, prepared.request, prepared.decoded, progress)
+        with self.slot:  # only the model waits for the one generation slot; decoding happened before
+            result = self.run_model(prepared.model, prepared.request, prepared.decoded, progress)
         self._costs[prepared.model] = GpuCost.from_result(result)
+        if prepared.note and not result.message:
+            result.message = prepared.note
         return prepared, result
 
     def video_to_audio(
@@ -411,7 +431,8 @@ class DemoService:
             False,
             state["model"],
         )
-        results = self.run_sweep(prepared.model, prepared.request, prepared.decoded, tuple(omegas))
+        with self.slot:
+            results = self.run_sweep(prepared.model, prepared.request, prepared.decoded, tuple(omegas))
         out_dir = self.outputs.new("sweep_")
         waves, files = {}, []
         for w, result in zip(omegas, results, strict=True):
@@ -431,10 +452,23 @@ class DemoService:
 
     # ------------------------------------------------------------------------- helpers
     def _track(self, video: Path, digest: str, duration: float) -> Path:
+        """The H.264 track of ``video`` (content ``digest``) cut to ``duration`` s, prepared once.
+
+        The cache is keyed, and a re-encoded track named, by the clip's content and the cut, so two
+        users' clips never share a track. A clip usable as it is is cached as None and served from
+        this request's own file, never from another request's upload.
+        """
         key = (digest, round(duration, 6))
-        return self._tracks.fetch(
-            key, lambda: video_track.prepare_track(video, duration, self.outputs.shared("tracks"))
-        )
+
+        def make() -> Path | None:
+            track = video_track.prepare_track(video, duration, self.outputs.shared("tracks"), digest)
+            return None if track == video else track
+
+        track = self._tracks.fetch(key, make)
+        if track is not None and not track.is_file():  # removed meanwhile (a cleanup): prepare it again
+            self._tracks.forget(key)
+            track = self._tracks.fetch(key, make)
+        return video if track is None else track
 
     @staticmethod
     def _state(kind: str, prepared: _Prepared, result: GenerationResult, wavs: list[Path]) -> dict:

@@ -19,6 +19,7 @@ import av
 import numpy as np
 
 from mfmjt import media
+from mfmjt.pipeline import file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +38,32 @@ def needs_encode(video: str | Path, duration: float) -> bool:
     return needs_cut or info.codec != "h264" or info.pix_fmt != "yuv420p" or not formats & _COPYABLE_FORMATS
 
 
-def prepare_track(video: str | Path, duration: float, out_dir: str | Path) -> Path:
-    """A video-only H.264 yuv420p track of the first ``duration`` s of ``video`` (maybe ``video`` itself)."""
+def track_name(digest: str, duration: float) -> str:
+    """The file name of the track of the clip with content digest ``digest`` cut to ``duration`` s.
+
+    Everything that shapes a track is in it: the clip's content and the cut (the encoder settings are
+    constants of this module), so two clips never share a track file, whoever uploaded them.
+    """
+    if not digest or not all(c in "0123456789abcdef" for c in digest):
+        raise ValueError("a track is named by the hexadecimal content digest of its clip")
+    return f"track_{digest}_{round(duration * 1e6)}us.mp4"
+
+
+def prepare_track(video: str | Path, duration: float, out_dir: str | Path, digest: str | None = None) -> Path:
+    """A video-only H.264 yuv420p track of the first ``duration`` s of ``video`` (maybe ``video`` itself).
+
+    A re-encoded track is written to ``out_dir`` under :func:`track_name` (``digest`` is the clip's
+    :func:`mfmjt.pipeline.file_digest`, computed when not given).
+    """
     video = Path(video)
     if not needs_encode(video, duration):
         return video
+    digest = digest or file_digest(video)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".track.", suffix=".mp4", dir=out_dir)
     os.close(fd)
-    out = out_dir / f"track_{duration:.3f}.mp4"
+    out = out_dir / track_name(digest, duration)
     try:
         media._run_ffmpeg(
             [

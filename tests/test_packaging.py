@@ -40,9 +40,17 @@ def _distributions(modules: set[str]) -> set[str]:
     return _names([dist for m in modules for dist in provided[m]])
 
 
+EXTRACTORS = REPO / "mfmjt" / "scoring" / "extractors"
+
+
 def _library_files() -> list[Path]:
-    """mfmjt's modules, less the demo's service package (mfmjt/demo: the demo extra's)."""
-    return sorted(p for p in (REPO / "mfmjt").rglob("*.py") if "demo" not in p.relative_to(REPO).parts[1:2])
+    """mfmjt's modules, less the demo's service package (mfmjt/demo: the demo extra's) and the scoring
+    extractors (mfmjt/scoring/extractors: the eval extra's, imported lazily)."""
+    return sorted(
+        p
+        for p in (REPO / "mfmjt").rglob("*.py")
+        if "demo" not in p.relative_to(REPO).parts[1:2] and not p.is_relative_to(EXTRACTORS)
+    )
 
 
 def test_the_library_declares_exactly_what_it_imports():
@@ -58,6 +66,15 @@ def test_the_demo_extra_covers_what_app_py_and_mfmjt_demo_add():
     )
     assert imported <= declared
     assert _names(PYPROJECT["project"]["optional-dependencies"]["demo"]) <= imported
+
+
+def test_the_eval_extra_covers_what_the_scoring_extractors_add():
+    imported = _distributions(_third_party_imports(sorted(EXTRACTORS.rglob("*.py"))))
+    project = PYPROJECT["project"]
+    assert imported <= _names(project["dependencies"] + project["optional-dependencies"]["eval"])
+    assert (
+        _names(project["optional-dependencies"]["eval"]) - {"matplotlib"} <= imported
+    )  # matplotlib: benchmarks
 
 
 def test_requirements_txt_is_the_library_plus_the_demo():

@@ -101,3 +101,33 @@ def test_unknown_and_planned_names():
         get_extractor("nope")
     with pytest.raises(ValueError, match="not implemented yet"):
         get_extractor("imagebind")
+
+
+@pytest.mark.slow  # full-size model on CPU
+def test_vggish_matches_av_benchmark_vggish():
+    pytest.importorskip("torchvggish", reason="the eval extra is not installed")
+    ext = get_extractor("vggish", weights="random")
+    g = golden("vggish")
+    out = ext.audio(list(g["input"]))
+    assert ext.sample_rate == 16000
+    assert_close(out["frames"], g["frames"])
+    assert_close(out["embedding"], g["frames"].mean(axis=1))
+    with pytest.raises(ValueError, match="crop them to one length"):
+        ext.audio([g["input"][0], g["input"][1][:16000]])
+    with pytest.raises(ValueError, match="shorter than VGGish's 0.96 s window"):
+        ext.audio([g["input"][0][:8000]])
+
+
+@pytest.mark.slow  # full-size model on CPU
+def test_passt_matches_hear21passt_basic_model():
+    pytest.importorskip("hear21passt", reason="the eval extra is not installed")
+    ext = get_extractor("passt", weights="random")
+    g = golden("passt")
+    out = ext.audio(list(g["input"]))
+    assert ext.sample_rate == 32000
+    for key in ("embedding", "logits"):
+        assert_close(out[key], g[key])
+    assert_close(out["probs"], 1 / (1 + np.exp(-g["logits"].astype(np.float64))))
+    # longer than 10 s: cut to the first 10 s
+    long = np.concatenate([np.pad(g["input"][0], (0, 320000 - g["input"].shape[1])), g["input"][1]])
+    assert_close(ext.audio([long])["logits"], g["logits"][:1])

@@ -41,7 +41,7 @@ class ScoringWeights:
     url: str
     approx_bytes: int
     md5: str | None = None
-    sha256: str | None = None
+    sha256: str | None = None  # the full hash, or a prefix where only that is published (torch.hub names)
     checksum_source: str = ""  # where the checksum was taken from
     description: str = ""
 
@@ -95,7 +95,7 @@ def _resolve_sha256(spec: ScoringWeights, offline: bool) -> Path:
     for path in candidates:
         if path.is_file():
             actual = _sha256(path)
-            if actual != spec.sha256:
+            if not actual.startswith(str(spec.sha256)):
                 raise hub.ChecksumMismatchError(
                     f"Checksum mismatch for {path}: expected sha256 {spec.sha256}, got {actual}. "
                     f"Remove it. {spec.how_to_supply()}",
@@ -120,7 +120,7 @@ def _resolve_sha256(spec: ScoringWeights, offline: bool) -> Path:
             f"Could not download {spec.url} ({err}). {spec.how_to_supply()}"
         ) from err
     actual = _sha256(Path(tmp))
-    if actual != spec.sha256:
+    if not actual.startswith(str(spec.sha256)):
         Path(tmp).unlink(missing_ok=True)
         raise hub.ChecksumMismatchError(
             f"The download of {spec.url} has sha256 {actual}, expected {spec.sha256}; it was deleted. "

@@ -75,6 +75,37 @@ def make_panns() -> None:
     )
 
 
+def make_vggish() -> None:
+    from av_bench.vggish.vggish import VGGish
+
+    ext = get_extractor("vggish", weights="random")
+    wav = test_signal(2.0, 16000, seed=2)
+    ref = VGGish(device="cpu", pretrained=False, postprocess=False).eval()
+    ref.load_state_dict(ext.model.state_dict())
+    with torch.no_grad():
+        frames = ref(torch.from_numpy(wav))
+    save_file({"input": wav, "frames": frames.numpy()}, OUT / "vggish.safetensors")
+
+
+def make_passt() -> None:
+    import hear21passt.base as passt_base
+
+    ext = get_extractor("passt", weights="random")
+    wav = test_signal(3.0, 32000, seed=3)
+    # get_basic_model as av-benchmark calls it, with its network built without the ImageNet download
+    build = passt_base.get_model_passt
+    passt_base.get_model_passt = lambda **kw: build(pretrained=False, **kw)
+    ref = passt_base.get_basic_model(mode="all").eval()
+    ref.net.load_state_dict(ext.model.net.state_dict())
+    padded = torch.nn.functional.pad(torch.from_numpy(wav), (0, 320000 - wav.shape[-1]))  # av-benchmark
+    with torch.no_grad():
+        out = ref(padded)
+    save_file(
+        {"input": wav, "logits": out[:, :527].numpy(), "embedding": out[:, 527:].numpy()},
+        OUT / "passt.safetensors",
+    )
+
+
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
     for name in sys.argv[1:]:

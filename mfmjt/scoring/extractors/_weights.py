@@ -188,6 +188,14 @@ def randomize(module: nn.Module, seed: int, keep: Callable[[str], bool] = lambda
         tensor.copy_(value.to(tensor.dtype))
 
 
+def locate(weights: str | os.PathLike[str] | None, spec: ScoringWeights) -> str | Path:
+    """``"random"``, or the checkpoint's path (resolving the published file for None); called before a
+    model is built so that a missing file fails fast."""
+    if weights == RANDOM:
+        return RANDOM
+    return resolve(spec) if weights is None else Path(weights).expanduser()
+
+
 def build_weights(
     module: nn.Module,
     weights: str | os.PathLike[str] | None,
@@ -203,7 +211,7 @@ def build_weights(
     if weights == RANDOM:
         randomize(module, seed, keep)
         return f"{RANDOM} (seed {seed})"
-    path = resolve(spec) if weights is None else Path(weights).expanduser()
+    path = Path(locate(weights, spec))
     state = convert(load_checkpoint(path))
     ignored = set(ignore)
     state = {k: v for k, v in state.items() if k not in ignored}

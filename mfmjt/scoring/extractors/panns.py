@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mfmjt.scoring.extractors._base import run_grouped
-from mfmjt.scoring.extractors._weights import ScoringWeights, build_weights
+from mfmjt.scoring.extractors._weights import ScoringWeights, build_weights, locate
 
 WEIGHTS = ScoringWeights(
     name="panns",
@@ -121,6 +121,7 @@ class PannsExtractor:
         self, weights: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu", seed: int = 0
     ) -> None:
         self.device = torch.device(device)
+        weights = locate(weights, WEIGHTS)  # fails fast when the file is missing
         self.model = Cnn14().eval()
         self.weights = build_weights(
             self.model, weights, WEIGHTS, seed=seed, keep=lambda k: k.startswith(FRONTEND)

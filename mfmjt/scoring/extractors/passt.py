@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mfmjt.scoring.extractors._base import run_grouped
-from mfmjt.scoring.extractors._weights import ScoringWeights, build_weights
+from mfmjt.scoring.extractors._weights import ScoringWeights, build_weights, locate
 
 ARCH = "passt_s_swa_p16_128_ap476"
 WEIGHTS = ScoringWeights(
@@ -92,6 +92,7 @@ class PasstExtractor:
         self, weights: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu", seed: int = 0
     ) -> None:
         self.device = torch.device(device)
+        weights = locate(weights, WEIGHTS)  # fails fast when the file is missing
         self.model = Passt().eval()
         self.weights = build_weights(self.model.net, weights, WEIGHTS, seed=seed)
         self.model.to(self.device)

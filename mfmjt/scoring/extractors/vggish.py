@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mfmjt.scoring.extractors._weights import ScoringWeights, build_weights
+from mfmjt.scoring.extractors._weights import ScoringWeights, build_weights, locate
 
 WEIGHTS = ScoringWeights(
     name="vggish",
@@ -86,6 +86,7 @@ class VggishExtractor:
 
         self._examples = vggish_input.waveform_to_examples
         self.device = torch.device(device)
+        weights = locate(weights, WEIGHTS)  # fails fast when the file is missing
         self.model = VGGish().eval()
         self.weights = build_weights(self.model, weights, WEIGHTS, seed=seed, convert=_network_only)
         self.model.to(self.device)
@@ -102,7 +103,7 @@ class VggishExtractor:
             if np.ndim(w) != 1:
                 raise ValueError(f"waveform {i} has shape {np.shape(w)}; pass mono 1-D arrays")
             if len(w) < MIN_SAMPLES:
-                raise ValueError(f"waveform {i} is shorter than VGGish's 0.96 s window ({MIN_SAMPLES} samples)")
+                raise ValueError(f"waveform {i} is shorter than VGGish's window of {MIN_SAMPLES} samples")
             examples.append(self.examples(w))
         counts = {len(e) for e in examples}
         if len(counts) != 1:

@@ -1,0 +1,59 @@
+"""Feature extractors of the evaluation models, by name (the contract is :mod:`mfmjt.scoring.extractor`).
+
+``get_extractor(name, weights=None, device="cpu", seed=0)``:
+
+* ``weights=None``: the published checkpoint (``MFMJT_WEIGHTS_DIR``, the cache, or a checksummed
+  download; offline, the error says what to download and where to put it);
+* ``weights="random"``: the real architecture with seeded random weights (tests, benchmarks);
+* ``weights=<path>``: that checkpoint file.
+
+The model packages (``pip install "mfmjt[eval]"``) are imported only when an extractor is built.
+Every extractor takes mono float32 waveforms at its ``sample_rate``; resampling, cropping to the
+evaluated length and av-benchmark's mean subtraction belong to the scorer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import torch
+
+from mfmjt.scoring.extractor import Extractor
+
+# name -> (module, class); each module's docstring says what it computes and where its facts come from
+_EXTRACTORS: dict[str, tuple[str, str]] = {
+    "panns": ("mfmjt.scoring.extractors.panns", "PannsExtractor"),
+    "vggish": ("mfmjt.scoring.extractors.vggish", "VggishExtractor"),
+    "passt": ("mfmjt.scoring.extractors.passt", "PasstExtractor"),
+}
+# named in the evaluation but not implemented yet
+PLANNED = ("laion_clap", "ms_clap", "imagebind", "synchformer")
+
+EXTRACTOR_NAMES: tuple[str, ...] = tuple(_EXTRACTORS)
+
+
+def get_extractor(
+    name: str,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    seed: int = 0,
+) -> Extractor:
+    """Build the extractor ``name`` (one of :data:`EXTRACTOR_NAMES`)."""
+    if name not in _EXTRACTORS:
+        if name in PLANNED:
+            raise ValueError(
+                f"the {name!r} extractor is not implemented yet; available: {list(EXTRACTOR_NAMES)}"
+            )
+        raise ValueError(f"unknown extractor {name!r}; choose one of {list(EXTRACTOR_NAMES)}")
+    module_name, cls_name = _EXTRACTORS[name]
+    try:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, cls_name)
+        return cls(weights=weights, device=device, seed=seed)
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            f"the {name!r} extractor needs the package {err.name!r}; install the evaluation extra: "
+            'pip install "mfmjt[eval]"'
+        ) from err

@@ -778,9 +778,7 @@ def check_max_duration(value: Any) -> float:
     except (TypeError, ValueError, OverflowError):
         seconds = math.nan
     if isinstance(value, bool) or not (math.isfinite(seconds) and seconds >= MIN_DURATION):
-        raise ValueError(
-            f"max_duration must be a number of seconds, at least {MIN_DURATION:g}; got {value!r}"
-        )
+        raise ValueError(f"max_duration must be at least {MIN_DURATION:g} seconds, got {value!r}")
     return seconds
 
 

@@ -177,12 +177,17 @@ class ModelSource:
 
 
 # ------------------------------------------------------------------------------------ resolving
-def resolve_model(name: str | os.PathLike[str], *, variant: str | None = None) -> ModelSource:
+def resolve_model(
+    name: str | os.PathLike[str], *, variant: str | None = None, network: NetworkConfig | None = None
+) -> ModelSource:
     """The :class:`ModelSource` behind any model name (see the module docstring for the order).
 
     ``variant`` names the architecture of a state-dict file whose shapes fit several (otherwise it is
-    read from the shapes). Raises :class:`ModelNotFoundError` for a name that is nothing known, and
-    ValueError / FileNotFoundError for a directory or file that is not a model.
+    read from the shapes); ``network`` with it gives the whole architecture of a state-dict file whose
+    shapes fit no registered variant (a network trained with overrides, e.g. ``mfmjt train``'s
+    ``--variant tiny --network hidden_dim=64``: a bare state dict does not record its head count).
+    Raises :class:`ModelNotFoundError` for a name that is nothing known, and ValueError /
+    FileNotFoundError for a directory or file that is not a model.
     """
     text = str(name).strip()
     if not text:
@@ -215,7 +220,7 @@ def resolve_model(name: str | os.PathLike[str], *, variant: str | None = None) -
                 f"{path} is not a network checkpoint ({', '.join(STATE_DICT_SUFFIXES)}); "
                 f"give {accepted_names()}"
             )
-        return _file_source(text, path, variant)
+        return _file_source(text, path, variant, network)
     if _REPO_ID.match(text) and not text.startswith((".", "~")):
         return _hub_source(text)
     raise ModelNotFoundError(
@@ -272,7 +277,7 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     return read_state_dict(path, mmap=True)
 
 
-def _file_source(name: str, path: Path, variant: str | None) -> ModelSource:
+def _file_source(name: str, path: Path, variant: str | None, network: NetworkConfig | None) -> ModelSource:
     if path.suffix.lower() == ".safetensors":
         with safe_open(str(path), framework="pt") as f:  # shapes only: nothing is loaded
             keys = list(f.keys())
@@ -284,7 +289,7 @@ def _file_source(name: str, path: Path, variant: str | None) -> ModelSource:
             raise ValueError(f"{path} is not a readable network checkpoint: {err}".splitlines()[0]) from None
     if variant is None:
         variant, network = network_config_of(state, str(path))
-    else:
+    elif network is None:
         network = NetworkConfig.variant(variant)
     has_dt = any(k.startswith(DT_EMBED_PREFIX) for k in state)
     config = _mmaudio_config(variant, path.name, network)

@@ -69,7 +69,7 @@ from mfmjt.meanflow import (
 )
 from mfmjt.model import MFMJTNetwork
 from mfmjt.model_dir import flat_metadata, save_network
-from mfmjt.resolve import resolve_model
+from mfmjt.resolve import ModelSource, resolve_model
 from mfmjt.train_config import TrainConfig, add_train_arguments
 from mfmjt.train_state import CHECKPOINT_FORMAT, ExponentialMovingAverage, TrainingState, read_checkpoint
 from mfmjt.validation import validate
@@ -238,11 +238,22 @@ def read_empty_text(path: str | Path, length: int, dim: int) -> torch.Tensor:
     return value.float()
 
 
+def _init_source(name: str | Path, variant: str | None, network: NetworkConfig | None) -> ModelSource:
+    """``init_from`` resolved; a bare state dict whose shapes fit no registered variant takes the
+    architecture the options give (``variant`` + ``network``), since the file cannot tell it."""
+    try:
+        return resolve_model(name)
+    except ValueError:
+        if network is None or variant is None:
+            raise
+        return resolve_model(name, variant=variant, network=network)
+
+
 def _load_initial_weights(net: MFMJTNetwork, source: str | Path, variant: str | None = None) -> None:
     """Load ``init_from``: any model name :func:`mfmjt.resolve.resolve_model` takes (``default``, an
     MMAudio name: downloaded and md5-checked, a model directory, a .pth/.safetensors state dict, a Hub
     repo id)."""
-    found = resolve_model(source)
+    found = _init_source(source, variant, net.config if variant is not None else None)
     if found.kind == "mmaudio" and variant is not None and found.variant != variant:
         raise ValueError(
             f"init_from {source} is MMAudio's {found.variant} network; train it with "
@@ -267,7 +278,10 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = values_from_args(TrainConfig, args)
     meanflow = values_from_args(MeanFlowConfig, args)
     if values.get("init_from") is not None:
-        source = resolve_model(values["init_from"])
+        given = None  # the architecture flags, for a bare state dict that cannot tell its own
+        if "variant" in values:
+            given = NetworkConfig.variant(values["variant"], **values.get("network_overrides", {}))
+        source = _init_source(values["init_from"], values.get("variant"), given)
         variant, overrides = source.architecture()
         if "variant" not in values:
             values["variant"] = variant
@@ -284,7 +298,7 @@ def init_features(config: TrainConfig) -> tuple[dict[str, Any] | None, dict[str,
     none; (None, {}) without ``init_from``."""
     if config.init_from is None:
         return None, {}
-    source = resolve_model(config.init_from)
+    source = _init_source(config.init_from, config.variant, config.network_config())
     return flat_metadata(source.config)["features"], source.feature_files()
 
 
@@ -493,7 +507,8 @@ def _lineage(config: TrainConfig, step: int) -> list[str]:
     one) and this run, in a line."""
     parent: list[str] = []
     if config.init_from is not None:
-        parent = list(flat_metadata(resolve_model(config.init_from).config).get("lineage", []))
+        source = _init_source(config.init_from, config.variant, config.network_config())
+        parent = list(flat_metadata(source.config).get("lineage", []))
     mf = config.meanflow
     recipe = (
         f"r≠t ratio {mf.mean_flow_ratio:g}, "

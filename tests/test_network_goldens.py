@@ -15,9 +15,11 @@ from mfmjt.sampler import predict_pair, sample
 FORWARD_ATOL = 1e-5
 # Guidance at ω=4.5 multiplies those rounding differences by up to 2ω-1 = 8 on outputs of magnitude
 # up to ~16: the golden CFG velocity is itself 1.6e-5, and its 5-step sample 2.0e-5, away from a
-# float64 evaluation of the same weights and inputs. Guided outputs therefore get 3e-5 (measured
-# here: <= 1.6e-5); the guidance arithmetic alone is checked to 1e-6 below.
-GUIDED_ATOL = 3e-5
+# float64 evaluation of the same weights and inputs. Which float32 kernels the CPU gets changes that
+# rounding: measured <= 1.6e-5 on the machine that made the goldens, <= 4.2e-5 on an AVX2 AMD EPYC with
+# torch 2.14.1 (2026-12-06; the unguided forwards still agree to 1e-5 there). Guided outputs get 6e-5,
+# four parts in a million of their magnitude; the guidance arithmetic alone is checked to 1e-6 below.
+GUIDED_ATOL = 6e-5
 
 
 def assert_max_abs(actual: torch.Tensor, expected: torch.Tensor, atol: float = FORWARD_ATOL) -> None:

@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+
+from mfmjt.store_base import TrainingStoreBase
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +288,7 @@ class FeatureStoreWriter:
             self.close()
 
 
-class FeatureStore(Dataset):
+class FeatureStore(TrainingStoreBase):
     """Read-only view of a complete store. ``store[i]`` is a dict of tensors (float32 features,
     bool ``has_video``, int ``index``); ``store.get_batch(indices)`` stacks several items. The items
     of a store without audio (:attr:`has_audio` false) have no ``latent_mean``/``latent_std``."""
@@ -316,53 +317,22 @@ class FeatureStore(Dataset):
             array = np.load(file, mmap_mode="r")
             if list(array.shape) != list(info["shape"]):
                 raise ValueError(f"{file} has shape {list(array.shape)}, meta.json says {info['shape']}")
-        self._arrays: dict[str, np.ndarray] | None = None
+        self._duration = meta.get("duration")
+        self._ids, self._captions = meta["ids"], meta["captions"]
+        self._arrays: Mapping[str, np.ndarray] | None = None
 
-    # Memory maps are opened lazily in each process (DataLoader workers must not pickle them).
-    def _open(self) -> dict[str, np.ndarray]:
-        if self._arrays is None:
-            self._arrays = {
-                name: np.load(self.path / f"{name}.npy", mmap_mode="r") for name in (*self.names, HAS_VIDEO)
-            }
-        return self._arrays
+    def _open_arrays(self) -> dict[str, np.ndarray]:
+        return {name: np.load(self.path / f"{name}.npy", mmap_mode="r") for name in (*self.names, HAS_VIDEO)}
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_arrays": None}
+    def _stored_names(self) -> tuple[str, ...]:
+        return self.names
 
-    def __len__(self) -> int:
-        return self.n_items
-
-    @property
-    def duration(self) -> float | None:
-        return self.meta.get("duration")
-
-    @property
-    def ids(self) -> list[str]:
-        return list(self.meta["ids"])
-
-    @property
-    def captions(self) -> list[str]:
-        return list(self.meta["captions"])
+    def _has_video_batch(self, arrays: Mapping[str, Any], idx: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.array(arrays[HAS_VIDEO][idx], dtype=bool))
 
     @property
     def extra(self) -> dict[str, Any]:
         return dict(self.meta.get("extra", {}))
-
-    @property
-    def has_audio(self) -> bool:
-        """Whether the items carry audio latents (False: videos without sound, or prompts only)."""
-        return "latent_mean" in self.shapes
-
-    @property
-    def latent_dim(self) -> int:
-        self._need_audio()
-        return self.shapes["latent_mean"][1]
-
-    def _need_audio(self) -> None:
-        if not self.has_audio:
-            raise ValueError(
-                f"feature store {self.path} has no audio latents (it was extracted without audio)"
-            )
 
     def array(self, name: str) -> np.ndarray:
         """The read-only memory map of one stored array (``[N, ...]``)."""
@@ -377,27 +347,6 @@ class FeatureStore(Dataset):
         if EMPTY_TEXT not in self.meta["arrays"]:
             return None
         return torch.from_numpy(np.load(self.path / f"{EMPTY_TEXT}.npy").astype(np.float32))
-
-    def get_batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
-        """Items ``indices`` stacked along a leading batch dimension."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.n_items):
-            raise IndexError(f"indices must be in [0, {self.n_items}), got {idx.tolist()}")
-        arrays = self._open()
-        batch = {
-            name: torch.from_numpy(np.asarray(arrays[name][idx], dtype=np.float32)) for name in self.names
-        }
-        batch[HAS_VIDEO] = torch.from_numpy(np.array(arrays[HAS_VIDEO][idx], dtype=bool))
-        batch["index"] = torch.from_numpy(idx.copy())
-        return batch
-
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        return self.get_batch(indices)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if not -self.n_items <= int(i) < self.n_items:
-            raise IndexError(f"item {i} out of range for a store of {self.n_items}")
-        return {k: v[0] for k, v in self.get_batch([int(i) % self.n_items]).items()}
 
 
 def _compute_latent_stats(means: np.ndarray, chunk_items: int = 256) -> tuple[np.ndarray, np.ndarray]:

@@ -17,12 +17,13 @@ Audio-text stores (AudioCaps, WavCaps, Clotho) have no clip/sync arrays. Nothing
 a store that is read: users train on their MMAudio directories unchanged.
 
 Reading: :class:`MMAudioStore` presents the same interface as
-:class:`mfmjt.feature_store.FeatureStore` (``len``, ``get_batch``, ``shapes``, ``duration``,
-``latent_dim``, ``ids``, ``captions``), with MMAudio's names mapped to ours: ``mean`` ->
-``latent_mean``, ``std`` -> ``latent_std``, ``clip_features`` -> ``clip_f``, ``sync_features`` ->
-``sync_f``, ``text_features`` -> ``text_f``. An audio-text store answers ``has_video`` False for every
-item and returns zero clip/sync features of :attr:`MMAudioStore.video_fill_shapes` (which training
-replaces by the network's learned "no video" features, as MMAudio does).
+:class:`mfmjt.feature_store.FeatureStore` (both are :class:`mfmjt.store_base.TrainingStoreBase`:
+``len``, ``get_batch``, ``shapes``, ``duration``, ``latent_dim``, ``ids``, ``captions``), with
+MMAudio's names mapped to ours: ``mean`` -> ``latent_mean``, ``std`` -> ``latent_std``,
+``clip_features`` -> ``clip_f``, ``sync_features`` -> ``sync_f``, ``text_features`` -> ``text_f``.
+An audio-text store answers ``has_video`` False for every item and returns zero clip/sync features
+of :attr:`MMAudioStore.video_fill_shapes` (which training replaces by the network's learned "no
+video" features, as MMAudio does).
 
 Writing (for ``mfmjt extract --layout mmaudio``)::
 
@@ -58,6 +59,7 @@ import numpy as np
 import torch
 
 from mfmjt.config import AUDIO_MODES, CLIP_FPS, SequenceLengths
+from mfmjt.store_base import TrainingStoreBase
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +146,7 @@ def _duration_of(latent_len: int, latent_dim: int, clip_len: int | None) -> floa
     return latent_len / mode.latent_rate
 
 
-class MMAudioStore:
+class MMAudioStore(TrainingStoreBase):
     """Read-only view of an MMAudio extracted-feature directory (and its TSV).
 
     ``tsv`` defaults to ``NAME.tsv`` beside the directory. Arrays are opened lazily (per process,
@@ -223,7 +225,7 @@ class MMAudioStore:
                 "sync_f": (lengths[1], MMAUDIO_SYNC_DIM),
             }
             self.shapes.update(self.video_fill_shapes)
-        self._arrays: dict[str, torch.Tensor] | None = None
+        self._arrays: Mapping[str, np.ndarray] | None = None
 
     def _default_lengths(self) -> tuple[int, int]:
         try:
@@ -243,35 +245,21 @@ class MMAudioStore:
         }
         self.shapes.update(self.video_fill_shapes)
 
-    def _open(self) -> dict[str, torch.Tensor]:
-        if self._arrays is None:
-            from tensordict import TensorDict
+    def _open_arrays(self) -> dict[str, np.ndarray]:
+        from tensordict import TensorDict
 
-            td = TensorDict.load_memmap(self.path)
-            self._arrays = {n: td[MMAUDIO_NAMES[n]] for n in self.shapes if n not in self.video_fill_shapes}
-        return self._arrays
+        td = TensorDict.load_memmap(self.path)
+        # NumPy views of the memory-mapped tensors (NumPy's gather is the fast one)
+        return {n: td[MMAUDIO_NAMES[n]].numpy() for n in self._stored_names()}
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_arrays": None}
+    def _stored_names(self) -> tuple[str, ...]:
+        return tuple(n for n in self.shapes if n not in self.video_fill_shapes)
 
-    def __len__(self) -> int:
-        return self.n_items
+    def _fill_shapes(self) -> dict[str, tuple[int, ...]]:
+        return self.video_fill_shapes
 
-    @property
-    def duration(self) -> float | None:
-        return self._duration
-
-    @property
-    def latent_dim(self) -> int:
-        return self.shapes["latent_mean"][1]
-
-    @property
-    def ids(self) -> list[str]:
-        return list(self._ids)
-
-    @property
-    def captions(self) -> list[str]:
-        return list(self._captions)
+    def _has_video_batch(self, arrays: Mapping[str, Any], idx: np.ndarray) -> torch.Tensor:
+        return torch.full((len(idx),), self.has_video, dtype=torch.bool)
 
     @property
     def extra(self) -> dict[str, Any]:
@@ -286,34 +274,11 @@ class MMAudioStore:
         name = _our_name(name)
         if name in self.video_fill_shapes or name not in self.shapes:
             raise ValueError(f"{self.path} stores no {MMAUDIO_NAMES[name]} (an audio-text store)")
-        return self._open()[name].numpy()
+        return self._open()[name]
 
     def empty_text_features(self) -> torch.Tensor | None:
         """MMAudio keeps the empty string's features outside the store (``empty_string.pth``)."""
         return None
-
-    def get_batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
-        """Items ``indices`` stacked, float32, with our names, ``has_video`` and ``index``."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.n_items):
-            raise IndexError(f"indices must be in [0, {self.n_items}), got {idx.tolist()}")
-        arrays = self._open()
-        index = torch.from_numpy(idx.copy())
-        # NumPy's gather on the memory map's view is ~3x faster than indexing the tensor
-        batch = {n: torch.from_numpy(np.asarray(a.numpy()[idx], dtype=np.float32)) for n, a in arrays.items()}
-        for n, shape in self.video_fill_shapes.items():
-            batch[n] = torch.zeros(len(idx), *shape)
-        batch["has_video"] = torch.full((len(idx),), self.has_video, dtype=torch.bool)
-        batch["index"] = index
-        return batch
-
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        return self.get_batch(indices)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if not -self.n_items <= int(i) < self.n_items:
-            raise IndexError(f"item {i} out of range for a store of {self.n_items}")
-        return {k: v[0] for k, v in self.get_batch([int(i) % self.n_items]).items()}
 
 
 def _normalise_shapes(shapes: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, int]]:

@@ -16,6 +16,7 @@ import torch
 
 from mfmjt.data.mmaudio_store import MMAudioStore, is_mmaudio_store
 from mfmjt.feature_store import FORMAT, FeatureStore, _compute_latent_stats, latent_stats
+from mfmjt.store_base import TrainingStoreBase
 
 # Keys of a training batch: the five feature arrays, then per-item has_video and the item index.
 FEATURE_NAMES = ("latent_mean", "latent_std", "clip_f", "sync_f", "text_f")
@@ -23,7 +24,8 @@ FEATURE_NAMES = ("latent_mean", "latent_std", "clip_f", "sync_f", "text_f")
 
 @runtime_checkable
 class TrainingStore(Protocol):
-    """What training reads from a store (``FeatureStore`` and ``MMAudioStore`` both provide it)."""
+    """What training reads from a store (``FeatureStore`` and ``MMAudioStore`` both provide it, through
+    their one base class :class:`TrainingStoreBase`)."""
 
     path: Path
     shapes: dict[str, tuple[int, ...]]  # per-item (length, channels) of FEATURE_NAMES
@@ -102,6 +104,7 @@ def array_label(store: TrainingStore, name: str) -> str:
 __all__ = [
     "FEATURE_NAMES",
     "TrainingStore",
+    "TrainingStoreBase",
     "array_label",
     "open_feature_store",
     "store_has_audio",

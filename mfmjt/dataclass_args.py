@@ -88,9 +88,9 @@ def add_dataclass_arguments(
         origin = typing.get_origin(tp)
         help_text = (help_overrides or {}).get(f.name) or f.metadata.get("help", "")
         dest = prefix + f.name
-        kwargs: dict[str, Any] = dict(
-            dest=dest, default=None, help=help_text + _default_text(f, shown_defaults)
-        )
+        if not f.metadata.get("store_true"):  # a switch's default is being off
+            help_text += _default_text(f, shown_defaults)
+        kwargs: dict[str, Any] = dict(dest=dest, default=None, help=help_text)
         if with_defaults and f.default is not dataclasses.MISSING:
             kwargs["default"] = f.default
         if "metavar" in f.metadata:
@@ -121,6 +121,8 @@ def values_from_args(cls: type, args: argparse.Namespace, *, prefix: str = "") -
     """The fields of ``cls`` given on the command line (flags left at None are omitted)."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
+        if not f.metadata.get("cli", True):
+            continue
         value = getattr(args, prefix + f.name, None)
         if value is None:
             continue

@@ -5,6 +5,10 @@ Each field becomes ``--field-name`` (its type from the annotation, its help from
 
 - ``help``: the help text; the field's default is appended;
 - ``flag``: another flag name (``"--out"`` for ``out_dir``);
+- ``name``: the flag's stem after the prefix (``"cfg"``: ``--endpoint-cfg`` for ``cfg_strength`` with
+  prefix ``endpoint_``); the destination stays prefix + field name;
+- ``choices``, ``nargs``: as argparse's;
+- ``store_true``: a boolean flag without its ``--no-`` form (for ``--no-caption``-like fields);
 - ``cli``: False to leave the field off the command line;
 - ``parse``: a function turning the collected strings into the field's value (with ``append``);
 - ``append``: the flag may be repeated and its values are collected in a list;
@@ -41,8 +45,10 @@ def _unwrap_optional(tp: Any) -> Any:
     return tp
 
 
-def _default_text(f: dataclasses.Field) -> str:
-    if f.default is not dataclasses.MISSING:
+def _default_text(f: dataclasses.Field, shown: Any = None) -> str:
+    if shown is not None:
+        value = getattr(shown, f.name)
+    elif f.default is not dataclasses.MISSING:
         value = f.default
     elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
         value = f.default_factory()  # type: ignore[misc]
@@ -56,7 +62,7 @@ def _default_text(f: dataclasses.Field) -> str:
 
 
 def flag_name(f: dataclasses.Field, prefix: str = "") -> str:
-    return f.metadata.get("flag") or "--" + (prefix + f.name).replace("_", "-")
+    return f.metadata.get("flag") or "--" + (prefix + f.metadata.get("name", f.name)).replace("_", "-")
 
 
 def add_dataclass_arguments(
@@ -66,8 +72,13 @@ def add_dataclass_arguments(
     prefix: str = "",
     help_overrides: Mapping[str, str] | None = None,
     skip: tuple[str, ...] = (),
+    shown_defaults: Any = None,
+    with_defaults: bool = False,
 ) -> list[str]:
-    """Add one flag per field of dataclass ``cls``; returns the destinations added."""
+    """Add one flag per field of dataclass ``cls``; returns the destinations added. ``shown_defaults``:
+    an instance of ``cls`` whose values the help gives as defaults (when the caller's defaults are
+    not the class's, e.g. a field whose default is ``cls(weight=1.0)``). ``with_defaults``: the flags
+    default to the fields' defaults instead of None (for commands whose code reads the namespace)."""
     hints = typing.get_type_hints(cls)
     dests: list[str] = []
     for f in dataclasses.fields(cls):
@@ -77,18 +88,26 @@ def add_dataclass_arguments(
         origin = typing.get_origin(tp)
         help_text = (help_overrides or {}).get(f.name) or f.metadata.get("help", "")
         dest = prefix + f.name
-        kwargs: dict[str, Any] = dict(dest=dest, default=None, help=help_text + _default_text(f))
+        if not f.metadata.get("store_true"):  # a switch's default is being off
+            help_text += _default_text(f, shown_defaults)
+        kwargs: dict[str, Any] = dict(dest=dest, default=None, help=help_text)
+        if with_defaults and f.default is not dataclasses.MISSING:
+            kwargs["default"] = f.default
         if "metavar" in f.metadata:
             kwargs["metavar"] = f.metadata["metavar"]
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
         if f.metadata.get("required"):
             kwargs["required"] = True
         if f.metadata.get("append"):
             kwargs.update(action="append", type=str)
         elif tp is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["action"] = (
+                "store_true" if f.metadata.get("store_true") else argparse.BooleanOptionalAction
+            )
         elif origin is tuple:
             item = typing.get_args(tp)[0]
-            kwargs.update(nargs="*", type=item)
+            kwargs.update(nargs=f.metadata.get("nargs", "*"), type=item)
         elif tp in (int, float, str, Path):
             kwargs["type"] = tp
         else:
@@ -102,6 +121,8 @@ def values_from_args(cls: type, args: argparse.Namespace, *, prefix: str = "") -
     """The fields of ``cls`` given on the command line (flags left at None are omitted)."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
+        if not f.metadata.get("cli", True):
+            continue
         value = getattr(args, prefix + f.name, None)
         if value is None:
             continue

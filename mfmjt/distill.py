@@ -36,7 +36,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -156,13 +156,22 @@ class EndpointConfig:
     then adds ``weight``·‖ε − u(ε, r=0, t=1, ω) − x_T(ε)‖² (mean over the batch, one random noise per
     item) with the student told that ω. ``weight`` 0: off."""
 
-    weight: float = 0.0
-    noises: int = 2
-    steps: int = 25
-    cfg_strength: float = 4.5
-    guidance: str = "scaled"
-    seed: int = 0
-    chunk: int = 32
+    # the flags of mfmjt distill are these fields, prefixed --endpoint- (see add_distill_arguments)
+    weight: float = field(default=0.0, metadata={"help": (
+        "weight of the regression of the one-step output onto the teacher's multi-step ODE endpoints "
+        "(0: off); the endpoints are made once and kept in the store directory")})  # fmt: skip
+    noises: int = field(default=2, metadata={"help": "teacher endpoints (noises) per item"})
+    steps: int = field(default=25, metadata={"help": "Euler steps of the teacher's endpoints"})
+    cfg_strength: float = field(
+        default=4.5,
+        metadata={
+            "name": "cfg",
+            "help": "ω of the teacher's endpoints (the student is told this ω on that term)",
+        },
+    )
+    guidance: str = field(default="scaled", metadata={"choices": ("standard", "scaled")})
+    seed: int = field(default=0, metadata={"cli": False})  # the run's --seed
+    chunk: int = field(default=32, metadata={"help": "items per batch of the teacher's endpoints"})
 
     def __post_init__(self) -> None:
         if self.weight < 0:
@@ -289,11 +298,12 @@ class TeacherSampleConfig:
     """How the teacher's stand-in data are made: ``steps`` Euler steps at ω = ``cfg_strength``
     (``guidance`` mode), noise of item i from ``seed + i``."""
 
-    steps: int = 25
-    cfg_strength: float = 1.0
-    guidance: str = "scaled"
-    seed: int = 0
-    chunk: int = 16  # items per batch (and per resumable chunk)
+    # the flags of mfmjt distill are these fields, prefixed --teacher-sample- (see add_distill_arguments)
+    steps: int = field(default=25, metadata={"help": "Euler steps of the teacher's samples"})
+    cfg_strength: float = field(default=1.0, metadata={"name": "cfg", "help": "ω of the teacher's samples"})
+    guidance: str = field(default="scaled", metadata={"choices": ("standard", "scaled")})
+    seed: int = field(default=0, metadata={"cli": False})  # the run's --seed
+    chunk: int = field(default=16, metadata={"help": "items per batch (and per resumable chunk)"})
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.chunk < 1:
@@ -523,13 +533,22 @@ class DistillConfig:
     its network is the teacher's plus a guidance embedding), where x comes from, the endpoint term
     and the weight of the MeanFlow term (defaults: the lab's recipe, endpoints only)."""
 
-    teacher: str
-    train: Any  # mfmjt.train.TrainConfig
-    x_source: str = "auto"  # "store": the store's latents; "teacher": teacher samples; auto: store if any
-    samples: TeacherSampleConfig = TeacherSampleConfig()
-    # one-step regression onto the teacher's ODE endpoints, and the weight of the MeanFlow term
+    # the flags of mfmjt distill beyond train's are these fields (see add_distill_arguments)
+    teacher: str = field(metadata={"required": True, "help": (
+        "flow-matching teacher: model directory, MMAudio checkpoint, registry name (mmaudio-small-16k) "
+        "or HF repo id")})  # fmt: skip
+    train: Any = field(metadata={"cli": False})  # mfmjt.train.TrainConfig: train's own flags
+    # "store": the store's latents; "teacher": teacher samples; auto: store if any
+    x_source: str = field(default="auto", metadata={"choices": X_SOURCES, "help": (
+        "x for z_t = (1-t)x + tε: the store's audio latents, or the teacher's own samples (made once, "
+        "kept in the store directory); auto: the store's when it has audio")})  # fmt: skip
+    samples: TeacherSampleConfig = TeacherSampleConfig()  # --teacher-sample-*
+    # one-step regression onto the teacher's ODE endpoints (--endpoint-*), and the weight of the MeanFlow term
     endpoints: EndpointConfig = EndpointConfig(weight=DEFAULT_ENDPOINT_WEIGHT, noises=DEFAULT_ENDPOINT_NOISES)
-    meanflow_weight: float = DEFAULT_MEANFLOW_WEIGHT
+    meanflow_weight: float = field(
+        default=DEFAULT_MEANFLOW_WEIGHT,
+        metadata={"help": "weight of the MeanFlow distillation term (0: train the endpoint regression only)"},
+    )
 
     def __post_init__(self) -> None:
         if self.x_source not in X_SOURCES:
@@ -689,38 +708,30 @@ DISTILL_DEFAULTS: dict[str, Any] = dict(
 )
 
 
+SAMPLES_PREFIX = "teacher_sample_"
+ENDPOINTS_PREFIX = "endpoint_"
+
+
 def add_distill_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The training options (``mfmjt train``) plus the teacher and the source of x."""
+    """The training options (``mfmjt train``) plus one flag per field of :class:`DistillConfig`
+    (teacher, x source, MeanFlow weight), :class:`TeacherSampleConfig` (``--teacher-sample-*``) and
+    :class:`EndpointConfig` (``--endpoint-*``); the seeds are the run's ``--seed``."""
+    from mfmjt.dataclass_args import add_dataclass_arguments
     from mfmjt.train import add_train_arguments
 
     add_train_arguments(parser)
     parser.set_defaults(**DISTILL_DEFAULTS)
-    s = TeacherSampleConfig()
-    a = parser.add_argument
-    a("--teacher", required=True,
-      help="flow-matching teacher: model directory, MMAudio checkpoint, registry name (mmaudio-small-16k) "
-           "or HF repo id")  # fmt: skip
-    a("--x-source", choices=X_SOURCES, default="auto",
-      help="x for z_t = (1-t)x + tε: the store's audio latents, or the teacher's own samples (made once, "
-           "kept in the store directory); auto: the store's when it has audio")  # fmt: skip
-    a("--teacher-sample-steps", type=int, default=s.steps)
-    a("--teacher-sample-cfg", type=float, default=s.cfg_strength, help="ω of the teacher's samples")
-    a("--teacher-sample-guidance", choices=["standard", "scaled"], default=s.guidance)
-    e = EndpointConfig(weight=DEFAULT_ENDPOINT_WEIGHT, noises=DEFAULT_ENDPOINT_NOISES)
-    a("--meanflow-weight", type=float, default=DEFAULT_MEANFLOW_WEIGHT,
-      help="weight of the MeanFlow distillation term (0: train the endpoint regression only)")  # fmt: skip
-    a("--endpoint-weight", type=float, default=e.weight,
-      help="weight of the regression of the one-step output onto the teacher's multi-step ODE endpoints "
-           "(0: off); the endpoints are made once and kept in the store directory")  # fmt: skip
-    a("--endpoint-noises", type=int, default=e.noises, help="teacher endpoints (noises) per item")
-    a("--endpoint-steps", type=int, default=e.steps, help="Euler steps of the teacher's endpoints")
-    a("--endpoint-cfg", type=float, default=e.cfg_strength,
-      help="ω of the teacher's endpoints (the student is told this ω on that term)")  # fmt: skip
-    a("--endpoint-guidance", choices=["standard", "scaled"], default=e.guidance)
+    add_dataclass_arguments(parser, DistillConfig)
+    defaults = {f.name: f.default for f in fields(DistillConfig)}
+    add_dataclass_arguments(parser, TeacherSampleConfig, prefix=SAMPLES_PREFIX,
+                            shown_defaults=defaults["samples"])  # fmt: skip
+    add_dataclass_arguments(parser, EndpointConfig, prefix=ENDPOINTS_PREFIX,
+                            shown_defaults=defaults["endpoints"])  # fmt: skip
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> DistillConfig:
+    from mfmjt.dataclass_args import values_from_args
     from mfmjt.train import TrainConfig
 
     # the student's architecture comes from the teacher later; its guidance embedding is known now
@@ -730,25 +741,14 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
         values["ema_decay"] = distill_ema_decay(values["steps"])
     args = argparse.Namespace(**values)
     train = TrainConfig.from_args(args)
+    defaults = {f.name: f.default for f in fields(DistillConfig)}
+    samples = values_from_args(TeacherSampleConfig, args, prefix=SAMPLES_PREFIX)
+    endpoints = values_from_args(EndpointConfig, args, prefix=ENDPOINTS_PREFIX)
     return DistillConfig(
-        teacher=args.teacher,
         train=train,
-        x_source=args.x_source,
-        samples=TeacherSampleConfig(
-            steps=args.teacher_sample_steps,
-            cfg_strength=args.teacher_sample_cfg,
-            guidance=args.teacher_sample_guidance,
-            seed=train.seed,
-        ),
-        endpoints=EndpointConfig(
-            weight=args.endpoint_weight,
-            noises=args.endpoint_noises,
-            steps=args.endpoint_steps,
-            cfg_strength=args.endpoint_cfg,
-            guidance=args.endpoint_guidance,
-            seed=train.seed,
-        ),
-        meanflow_weight=args.meanflow_weight,
+        samples=replace(defaults["samples"], **samples, seed=train.seed),
+        endpoints=replace(defaults["endpoints"], **endpoints, seed=train.seed),
+        **values_from_args(DistillConfig, args),
     )
 
 

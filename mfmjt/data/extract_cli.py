@@ -31,6 +31,9 @@ interrupted run. Several GPUs: torchrun --nproc_per_node=N
 
 def add_media_arguments(parser: argparse.ArgumentParser) -> None:
     """The real-media options of the ``extract`` subparser."""
+    from mfmjt.data.extract_media import ExtractMediaConfig
+    from mfmjt.dataclass_args import add_dataclass_arguments
+
     group = parser.add_argument_group("real media", MEDIA_HELP)
     src = group.add_mutually_exclusive_group()
     src.add_argument("--videos", type=Path, default=None, help="folder of videos (audio-video-text set)")
@@ -41,11 +44,6 @@ def add_media_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="caption table alone (id, label|caption): text-only items without audio, for mfmjt distill",
     )
-    group.add_argument(
-        "--no-audio",
-        action="store_true",
-        help="with --videos: keep frames and captions only (no audio read, no latents), for mfmjt distill",
-    )
     group.add_argument("--tsv", type=Path, default=None, help="caption table (id, label|caption)")
     group.add_argument(
         "--features",
@@ -53,35 +51,8 @@ def add_media_arguments(parser: argparse.ArgumentParser) -> None:
         help="feature stack: mmaudio-16k (default), mmaudio-44k, 'default' (the embedded model's offline "
         "stack) or a model directory whose stack is used",
     )
-    group.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: cuda if present)")
-    group.add_argument("--batch-size", type=int, default=16, help="clips per encoder batch")
-    group.add_argument(
-        "--layout",
-        choices=["native", "mmaudio"],
-        default="native",
-        help="store format: native (mfmjt feature store) or mmaudio (MMAudio's training memmap; not for "
-        "stores without audio)",
-    )
-    group.add_argument(
-        "--precision",
-        choices=["fp32", "tf32", "bf16"],
-        default="tf32",
-        help="encoder arithmetic on CUDA: tf32 (default, as MMAudio: float32 weights, TF32 matmuls), "
-        "fp32, or bf16 autocast for CLIP/Synchformer/text (the VAE stays float32)",
-    )
-    group.add_argument(
-        "--no-peak-normalize",
-        action="store_true",
-        help="keep the audio level (MMAudio normalises training sets only, not val/test)",
-    )
-    group.add_argument("--max-clips-per-file", type=int, default=5, help="audio files: clips per file")
-    group.add_argument("--chunk-items", type=int, default=256, help="items per committed chunk (resume unit)")
-    group.add_argument(
-        "--retry-failed",
-        action="store_true",
-        help="read rows recorded as failed again (needs the chunks: an interrupted run or --keep-parts)",
-    )
-    group.add_argument("--keep-parts", action="store_true", help="keep <out>/.partial after the merge")
+    # the rest: one flag per field of ExtractMediaConfig (the fields above are marked cli: False there)
+    add_dataclass_arguments(group, ExtractMediaConfig, with_defaults=True)
 
 
 def wants_media(args: argparse.Namespace) -> bool:
@@ -94,6 +65,7 @@ def run_media_extract(args: argparse.Namespace) -> int:
 
     from mfmjt.data.extract_media import ExtractMediaConfig, check_inputs, extract_media, pick_device
     from mfmjt.data.feature_stacks import resolve_feature_stack
+    from mfmjt.dataclass_args import values_from_args
 
     if args.prompts is not None and args.tsv is not None:
         raise ValueError("--prompts FILE is the caption table itself: leave out --tsv")
@@ -109,18 +81,9 @@ def run_media_extract(args: argparse.Namespace) -> int:
             videos=args.videos,
             audios=args.audios,
             prompts=args.prompts is not None,
-            no_audio=args.no_audio,
             duration=DEFAULT_MEDIA_DURATION if args.duration is None else args.duration,
-            batch_size=args.batch_size,
             workers=DEFAULT_MEDIA_WORKERS if args.workers is None else args.workers,
-            device=args.device,
-            layout=args.layout,
-            precision=args.precision,
-            peak_normalize=not args.no_peak_normalize,
-            max_clips_per_file=args.max_clips_per_file,
-            chunk_items=args.chunk_items,
-            retry_failed=args.retry_failed,
-            keep_parts=args.keep_parts,
+            **values_from_args(ExtractMediaConfig, args),
         )
         check_inputs(config)  # a bad table or folder is reported before the encoders load
         device = pick_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))

@@ -71,24 +71,75 @@ class ExtractMediaConfig:
     """One extraction run. Give exactly one of ``videos`` (audio-video-text; video-text with
     ``no_audio``), ``audios`` (audio-text) and ``prompts`` (text only: ``tsv`` is all there is)."""
 
-    out: Path
-    tsv: Path
-    videos: Path | None = None
-    audios: Path | None = None
-    prompts: bool = False  # no media: one text-only item per row of ``tsv``, without audio
-    no_audio: bool = False  # videos: frames only, the audio track is not read, no latents stored
-    duration: float = 8.0
-    batch_size: int = 16  # clips per encoder batch
-    workers: int = 4  # decoding processes (0: decode in this process)
-    device: str | None = None  # default: cuda when available
-    layout: str = "native"
-    precision: str = "tf32"  # fp32; tf32 (MMAudio: float32 weights, TF32 matmuls on CUDA); bf16 autocast
-    peak_normalize: bool = True  # MMAudio normalises training sets, not val/test
-    max_clips_per_file: int = MAX_CLIPS_PER_FILE
-    chunk_items: int = 256  # items per committed chunk
-    retry_failed: bool = False  # read rows recorded as failed again
-    keep_parts: bool = False  # keep <out>/.partial after the store is written
-    progress: bool = True
+    # The flags of mfmjt extract (mfmjt.data.extract_cli.add_media_arguments) are generated from the
+    # fields below, except those marked "cli": False: the sources (--videos | --audios | --prompts, a
+    # mutually exclusive group whose --prompts FILE is both ``tsv`` and ``prompts``), --tsv, and --out,
+    # --duration and --workers, which the parser shares with toy scenes (whose defaults differ); those
+    # stay explicit in extract_cli.
+    out: Path = field(metadata={"cli": False})
+    tsv: Path = field(metadata={"cli": False})
+    videos: Path | None = field(default=None, metadata={"cli": False})
+    audios: Path | None = field(default=None, metadata={"cli": False})
+    # no media: one text-only item per row of ``tsv``, without audio
+    prompts: bool = field(default=False, metadata={"cli": False})
+    # videos: frames only, the audio track is not read, no latents stored
+    no_audio: bool = field(
+        default=False,
+        metadata={
+            "store_true": True,
+            "help": (
+                "with --videos: keep frames and captions only (no audio read, no latents), for mfmjt distill"
+            ),
+        },
+    )
+    duration: float = field(default=8.0, metadata={"cli": False})
+    batch_size: int = field(default=16, metadata={"help": "clips per encoder batch"})
+    workers: int = field(default=4, metadata={"cli": False})  # decoding processes (0: in this process)
+    device: str | None = field(
+        default=None, metadata={"help": "e.g. cuda, cuda:1, cpu (default: cuda if present)"}
+    )
+    layout: str = field(
+        default="native",
+        metadata={
+            "choices": LAYOUTS,
+            "help": (
+                "store format: native (mfmjt feature store) or mmaudio (MMAudio's training memmap; not for "
+                "stores without audio)"
+            ),
+        },
+    )
+    precision: str = field(
+        default="tf32",
+        metadata={
+            "choices": PRECISIONS,
+            "help": (
+                "encoder arithmetic on CUDA: tf32 (as MMAudio: float32 weights, TF32 matmuls), fp32, or bf16 "
+                "autocast for CLIP/Synchformer/text (the VAE stays float32)"
+            ),
+        },
+    )
+    # --no-peak-normalize (and --peak-normalize)
+    peak_normalize: bool = field(
+        default=True,
+        metadata={"help": "peak-normalise the audio (MMAudio normalises training sets only, not val/test)"},
+    )
+    max_clips_per_file: int = field(
+        default=MAX_CLIPS_PER_FILE, metadata={"help": "audio files: clips per file"}
+    )
+    chunk_items: int = field(default=256, metadata={"help": "items per committed chunk (resume unit)"})
+    retry_failed: bool = field(
+        default=False,
+        metadata={
+            "store_true": True,
+            "help": (
+                "read rows recorded as failed again (needs the chunks: an interrupted run or --keep-parts)"
+            ),
+        },
+    )
+    keep_parts: bool = field(
+        default=False, metadata={"store_true": True, "help": "keep <out>/.partial after the merge"}
+    )
+    progress: bool = field(default=True, metadata={"cli": False})  # progress bars (the API's switch)
 
     def __post_init__(self) -> None:
         if (self.videos is not None) + (self.audios is not None) + bool(self.prompts) != 1:

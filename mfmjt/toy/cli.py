@@ -9,28 +9,33 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from mfmjt.dataclass_args import add_dataclass_arguments, values_from_args
 
 logger = logging.getLogger("mfmjt")
 
 
+@dataclass(frozen=True)
+class ExtractRunOptions:
+    """How ``mfmjt toy extract`` runs, beyond the store's :class:`mfmjt.toy.extract.ExtractConfig`."""
+
+    fit_items: int = field(default=300, metadata={"help": "scenes whose audio fits the codec"})
+    codec: Path | None = field(default=None, metadata={"help": (
+        "reuse this fitted codec (e.g. runs/store/codec.safetensors) instead of fitting one, so the "
+        "latents share its space (to add scenes for a model trained on that store)")})  # fmt: skip
+    threads: int = field(default=1, metadata={"help": "torch threads (1 is fastest on small CPUs)"})
+    workers: int = field(default=1, metadata={"help": "processes encoding scenes (one per core)"})
+
+
 def add_extract_arguments(ext: argparse.ArgumentParser) -> None:
-    """Arguments of the synthetic store builder (``mfmjt toy extract``)."""
-    ext.add_argument("--out", required=True, help="feature store directory (must not exist or be empty)")
-    ext.add_argument("--n-items", type=int, default=1500)
-    ext.add_argument("--duration", type=float, default=4.0, help="seconds per item")
-    ext.add_argument("--first-seed", type=int, default=0, help="scene seeds first_seed .. first_seed+n-1")
-    ext.add_argument("--text-only-fraction", type=float, default=0.1)
-    ext.add_argument("--fit-items", type=int, default=300, help="scenes whose audio fits the codec")
-    ext.add_argument(
-        "--codec",
-        type=Path,
-        default=None,
-        help="reuse this fitted codec (e.g. runs/store/codec.safetensors) instead of fitting one, so the "
-        "latents share its space (to add scenes for a model trained on that store)",
-    )
-    ext.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on small CPUs)")
-    ext.add_argument("--workers", type=int, default=1, help="processes encoding scenes (one per core)")
+    """Arguments of the synthetic store builder (``mfmjt toy extract``): one flag per field of
+    :class:`mfmjt.toy.extract.ExtractConfig` and of :class:`ExtractRunOptions`."""
+    from mfmjt.toy.extract import ExtractConfig
+
+    add_dataclass_arguments(ext, ExtractConfig, with_defaults=True)
+    add_dataclass_arguments(ext, ExtractRunOptions, with_defaults=True)
 
 
 def run_extract(args: argparse.Namespace) -> int:
@@ -46,61 +51,55 @@ def run_extract(args: argparse.Namespace) -> int:
         offline_stack_with_codec,
     )
 
-    torch.set_num_threads(args.threads)
-    config = ExtractConfig(
-        out=Path(args.out),
-        n_items=args.n_items,
-        duration=4.0 if args.duration is None else args.duration,
-        first_seed=args.first_seed,
-        text_only_fraction=args.text_only_fraction,
-    )
-    if args.codec is not None:
-        stack = offline_stack_with_codec(args.codec)
+    options = ExtractRunOptions(**values_from_args(ExtractRunOptions, args))
+    torch.set_num_threads(options.threads)
+    # a flag left None (duration, workers from the parser shared with media) takes the field's default
+    config = ExtractConfig(**values_from_args(ExtractConfig, args))
+    if options.codec is not None:
+        stack = offline_stack_with_codec(options.codec)
     else:
-        stack = fit_offline_stack(config, n_fit=args.fit_items)
-    extract_synthetic(config, stack, workers=1 if args.workers is None else args.workers)
+        stack = fit_offline_stack(config, n_fit=options.fit_items)
+    extract_synthetic(config, stack, workers=options.workers)
     return 0
 
 
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """The options of ``mfmjt toy evaluate`` (and ``mfmjt evaluate``): the model, the held-out scenes and
+    the sampling settings (:class:`mfmjt.toy.evaluate.EvalSettings`, whose defaults these are)."""
+
+    model: str = field(default="default", metadata={"help": "'default', a model directory or a HF repo id"})
+    n: int = field(default=32, metadata={"help": "held-out scenes (seeds from --first-scene)"})
+    first_scene: int = field(default=1_000_000, metadata={"help": (
+        "seed of the first scene (the held-out set; e.g. 2000000 for a disjoint validation set). "
+        "Training scenes use seeds below 1000000")})  # fmt: skip
+    duration: float = field(default=4.0, metadata={"help": "seconds per clip"})
+    steps: int | None = field(default=None, metadata={"help": "sampling steps (default: the model's)"})
+    cfg: float | None = field(default=None, metadata={
+        "help": "ω (default: the model's at its steps, else 1.5 at one step, 4.5)"})  # fmt: skip
+    guidance: str | None = field(default=None, metadata={
+        "choices": ("standard", "scaled", "both"), "help": "default: the model's"})  # fmt: skip
+    seed: int = field(
+        default=0, metadata={"help": "sampling noise: scene s is generated with seed + s (not the scenes)"}
+    )
+    two_pass_guidance: bool = field(default=False, metadata={"store_true": True, "help": (
+        "CFG's two forwards even for a model with guidance learnt in training")})  # fmt: skip
+    no_caption: bool = field(default=False, metadata={
+        "store_true": True, "help": "video only (default: caption as prompt)"})  # fmt: skip
+    references: bool = field(default=False, metadata={
+        "store_true": True, "help": "also score the real audio and its codec copy"})  # fmt: skip
+    cache: str | None = field(
+        default=None, metadata={"help": "scene cache (default $MFMJT_CACHE/eval_scenes)"}
+    )
+    device: str | None = field(default=None, metadata={"help": "e.g. cuda, cpu (default: cuda if present)"})
+    threads: int = field(default=1, metadata={"help": "torch threads (1 is fastest on small CPUs)"})
+    out: str | None = field(default=None, metadata={"help": "write all metrics as JSON here"})
+
+
 def add_evaluate_arguments(ev: argparse.ArgumentParser) -> None:
-    """Arguments of the held-out evaluation (``mfmjt toy evaluate``)."""
-    ev.add_argument("--model", default="default", help="'default', a model directory or a HF repo id")
-    ev.add_argument("--n", type=int, default=32, help="held-out scenes (seeds from --first-scene)")
-    ev.add_argument(
-        "--first-scene",
-        type=int,
-        default=1_000_000,
-        help="seed of the first scene (default 1000000, the held-out set; e.g. 2000000 for a disjoint "
-        "validation set). Training scenes use seeds below 1000000",
-    )
-    ev.add_argument("--duration", type=float, default=4.0, help="seconds per clip")
-    ev.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
-    ev.add_argument(
-        "--cfg",
-        type=float,
-        default=None,
-        help="ω (default: the model's at its steps, else 1.5 at one step, 4.5)",
-    )
-    ev.add_argument(
-        "--guidance", choices=["standard", "scaled", "both"], default=None, help="default: the model's"
-    )
-    ev.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="sampling noise: scene s is generated with seed + s (not the scenes)",
-    )
-    ev.add_argument(
-        "--two-pass-guidance",
-        action="store_true",
-        help="CFG's two forwards even for a model with guidance learnt in training",
-    )
-    ev.add_argument("--no-caption", action="store_true", help="video only (default: caption as prompt)")
-    ev.add_argument("--references", action="store_true", help="also score the real audio and its codec copy")
-    ev.add_argument("--cache", default=None, help="scene cache (default $MFMJT_CACHE/eval_scenes)")
-    ev.add_argument("--device", default=None)
-    ev.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on small CPUs)")
-    ev.add_argument("--out", default=None, help="write all metrics as JSON here")
+    """Arguments of the held-out evaluation (``mfmjt toy evaluate``): one flag per field of
+    :class:`EvaluateOptions`."""
+    add_dataclass_arguments(ev, EvaluateOptions, with_defaults=True)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -109,38 +108,47 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from mfmjt.toy.evaluate import EvalSettings, run_evaluation, summary_lines
 
-    torch.set_num_threads(args.threads)
+    o = EvaluateOptions(**values_from_args(EvaluateOptions, args))
+    torch.set_num_threads(o.threads)
     settings = EvalSettings(
-        args.steps,
-        args.cfg,
-        args.guidance,
-        use_caption=not args.no_caption,
-        seed=args.seed,
-        guidance_in_network=False if args.two_pass_guidance else None,
+        o.steps,
+        o.cfg,
+        o.guidance,
+        use_caption=not o.no_caption,
+        seed=o.seed,
+        guidance_in_network=False if o.two_pass_guidance else None,
     )
     result = run_evaluation(
-        args.model,
-        args.n,
+        o.model,
+        o.n,
         settings,
-        duration=args.duration,
-        cache_dir=args.cache,
-        references=args.references,
-        device=args.device,
-        first_seed=args.first_scene,
+        duration=o.duration,
+        cache_dir=o.cache,
+        references=o.references,
+        device=o.device,
+        first_seed=o.first_scene,
     )
     for line in summary_lines(result):
         logger.info("%s", line)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
-        logger.info("wrote %s", args.out)
+    if o.out:
+        Path(o.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(o.out).write_text(json.dumps(result, indent=2))
+        logger.info("wrote %s", o.out)
     return 0
 
 
+@dataclass(frozen=True)
+class SceneOptions:
+    """The options of ``mfmjt toy scene``."""
+
+    seed: tuple[int, ...] = field(default=(0,), metadata={"nargs": "+", "help": "scene seeds"})
+    duration: float = field(default=4.0, metadata={"help": "seconds per scene"})
+    out: Path = field(default=Path("outputs"), metadata={"help": "folder for scene_<seed>.mp4"})
+
+
 def add_scene_arguments(sc: argparse.ArgumentParser) -> None:
-    sc.add_argument("--seed", type=int, nargs="+", default=[0], help="scene seeds")
-    sc.add_argument("--duration", type=float, default=4.0, help="seconds per scene")
-    sc.add_argument("--out", type=Path, default=Path("outputs"), help="folder for scene_<seed>.mp4")
+    """Arguments of ``mfmjt toy scene``: one flag per field of :class:`SceneOptions`."""
+    add_dataclass_arguments(sc, SceneOptions, with_defaults=True)
 
 
 def run_scene(args: argparse.Namespace) -> int:
@@ -149,9 +157,10 @@ def run_scene(args: argparse.Namespace) -> int:
     from mfmjt.toy.scene import make_scene
     from mfmjt.toy.specs import SceneConfig
 
-    for seed in args.seed:
-        scene = make_scene(seed, SceneConfig(duration=args.duration))
-        path = write_scene_mp4(scene, args.out / f"scene_{seed}.mp4")
+    o = SceneOptions(**values_from_args(SceneOptions, args))
+    for seed in o.seed:
+        scene = make_scene(seed, SceneConfig(duration=o.duration))
+        path = write_scene_mp4(scene, o.out / f"scene_{seed}.mp4")
         logger.info("%s: %s", path, scene.caption)
     return 0
 

@@ -11,7 +11,7 @@ import logging
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +36,14 @@ logger = logging.getLogger(__name__)
 class ExtractConfig:
     """Which scenes to extract. Items have one fixed duration so the store has fixed shapes."""
 
-    out: Path
-    n_items: int = 1500
-    duration: float = 4.0
-    first_seed: int = 0
-    text_only_fraction: float = 0.1
+    # the flags of mfmjt toy extract are these fields (mfmjt.toy.cli.add_extract_arguments)
+    out: Path = field(
+        metadata={"required": True, "help": "feature store directory (must not exist or be empty)"}
+    )
+    n_items: int = field(default=1500, metadata={"help": "scenes in the store"})
+    duration: float = field(default=4.0, metadata={"help": "seconds per item"})
+    first_seed: int = field(default=0, metadata={"help": "scene seeds first_seed .. first_seed+n-1"})
+    text_only_fraction: float = field(default=0.1, metadata={"help": "share of text-only items"})
     scene: SceneConfig = SceneConfig()
 
     def __post_init__(self) -> None:

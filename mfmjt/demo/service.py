@@ -55,6 +55,17 @@ ProgressCallback = Callable[[int, int], None]
 GpuWrapper = Callable[[Callable[..., int]], Callable[[Callable], Callable]]
 
 
+def _over(duration: Any, limit: float) -> bool:
+    """Whether ``duration`` is a finite number of seconds beyond ``limit`` (validation judges the rest)."""
+    if isinstance(duration, bool):
+        return False
+    try:
+        seconds = float(duration)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return math.isfinite(seconds) and seconds > limit
+
+
 class UserError(ValueError):
     """Something the user sent cannot be used; the message says what and what would work."""
 
@@ -220,6 +231,9 @@ class DemoService:
         """The checked request (raises UserError); for a video, also decoded (cached per file and length)."""
         pipe = self.pipeline(model)
         path = self._video_file(video) if video is not None else None
+        capped = _over(duration, pipe.max_duration)
+        if capped:  # a finite length beyond this demo's limit (even 1e308 s) is cut to the limit, and said
+            duration = pipe.max_duration
         request = GenerationRequest(
             video=path,
             prompt=prompt,
@@ -235,11 +249,8 @@ class DemoService:
         except RequestError as exc:
             raise UserError(str(exc)) from None
         prepared = _Prepared(str(model), pipe, request)
-        if request.duration is not None and request.duration > pipe.max_duration:
-            # capped here, so that no later step computes with a huge number (1e308 seconds)
-            if path is None:
-                prepared.note = f"Generated the first {pipe.max_duration:g} s: the limit of this demo."
-            prepared.request = request = replace(request, duration=pipe.max_duration)
+        if capped and path is None:
+            prepared.note = f"Generated the first {pipe.max_duration:g} s: the limit of this demo."
         if path is not None:
             start = time.perf_counter()
             prepared.digest = file_digest(path)

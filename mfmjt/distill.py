@@ -333,19 +333,7 @@ def teacher_samples(
     length = shape[1]
     settings = {"teacher": _teacher_id(teacher_name, teacher), **asdict(config), "shape": list(shape)}
     settings.pop("chunk")
-    done = 0
-    if meta_path.is_file() and path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta["settings"] != settings:
-            raise ValueError(
-                f"{path} holds teacher samples made with {meta['settings']}, not {settings}: "
-                f"delete {path.name} and {meta_path.name} to make new ones"
-            )
-        done = int(meta["done"])
-        array = np.load(path, mmap_mode="r+")
-    else:
-        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
-        _write_json(meta_path, {"settings": settings, "done": 0})
+    array, done = _resumable_array(path, meta_path, settings, shape, "teacher samples")
     if done >= shape[0]:
         return np.load(path, mmap_mode="r")
     logger.info("teacher samples for %s: items %d..%d, %d steps at ω %g", store.path, done, shape[0],
@@ -408,19 +396,7 @@ def teacher_endpoints(
     settings = {"teacher": _teacher_id(teacher_name, teacher), **asdict(config), "shape": list(shape)}
     for key in ("chunk", "weight"):
         settings.pop(key)
-    done = 0
-    if meta_path.is_file() and path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta["settings"] != settings:
-            raise ValueError(
-                f"{path} holds teacher endpoints made with {meta['settings']}, not {settings}: "
-                f"delete {path.name} and {meta_path.name} to make new ones"
-            )
-        done = int(meta["done"])
-        array = np.load(path, mmap_mode="r+")
-    else:
-        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
-        _write_json(meta_path, {"settings": settings, "done": 0})
+    array, done = _resumable_array(path, meta_path, settings, shape, "teacher endpoints")
     if done >= n * k:
         return np.load(path, mmap_mode="r")
     logger.info("teacher endpoints for %s: %d items x %d noises, %d steps at ω %g", store.path, n, k,
@@ -451,6 +427,24 @@ def teacher_endpoints(
     bar.close()
     del array
     return np.load(path, mmap_mode="r")
+
+
+def _resumable_array(
+    path: Path, meta_path: Path, settings: dict[str, Any], shape: tuple[int, ...], what: str
+) -> tuple[np.ndarray, int]:
+    """A float32 memory map of ``shape`` made chunk by chunk: (the array, how many rows are done). One
+    made with other ``settings`` is refused; a new one starts with nothing done."""
+    if meta_path.is_file() and path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta["settings"] != settings:
+            raise ValueError(
+                f"{path} holds {what} made with {meta['settings']}, not {settings}: "
+                f"delete {path.name} and {meta_path.name} to make new ones"
+            )
+        return np.load(path, mmap_mode="r+"), int(meta["done"])
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    _write_json(meta_path, {"settings": settings, "done": 0})
+    return array, 0
 
 
 def _sample_length(store: FeatureStore, teacher: MFMJTNetwork) -> int:

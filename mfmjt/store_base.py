@@ -12,6 +12,7 @@ per-process opening of the memory maps, ``duration``, ``ids``, ``captions``, ``h
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 
-class TrainingStoreBase(Dataset):
+class TrainingStoreBase(Dataset, ABC):
     """A read-only store of ``n_items`` items: ``store[i]`` is a dict of tensors (float32 features
     under our names, bool ``has_video``, int ``index``); ``store.get_batch(indices)`` stacks several.
     A store without audio (:attr:`has_audio` false) has no ``latent_mean``/``latent_std``."""
@@ -35,21 +36,21 @@ class TrainingStoreBase(Dataset):
     _arrays: Mapping[str, Any] | None = None
 
     # ------------------------------------------------------------ what a layout says
+    @abstractmethod
     def _open_arrays(self) -> Mapping[str, Any]:
         """The stored arrays under our names, each NumPy-indexable ``[N, ...]`` (memory maps)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _stored_names(self) -> Sequence[str]:
         """The feature arrays :meth:`get_batch` reads from :meth:`_open_arrays`, in batch order."""
-        raise NotImplementedError
 
     def _fill_shapes(self) -> Mapping[str, tuple[int, ...]]:
         """Feature arrays the store does not hold and returns as zeros of these per-item shapes."""
         return {}
 
+    @abstractmethod
     def _has_video_batch(self, arrays: Mapping[str, Any], idx: np.ndarray) -> torch.Tensor:
         """Bool ``[B]``: whether items ``idx`` carry real video features."""
-        raise NotImplementedError
 
     # ----------------------------------------------------------------- shared behaviour
     # Memory maps are opened lazily in each process (DataLoader workers must not pickle them).

@@ -76,7 +76,8 @@ def transcode_seconds(clip: Path, out: Path) -> float:
     """Seconds of ``ffmpeg -i clip`` to H.264 (the demo's x264 settings) + AAC 128 kb/s in an mp4."""
     import subprocess
 
-    from mfmjt.media import H264_ENCODE_ARGS, _ffmpeg_exe
+    from mfmjt.media import H264_ENCODE_ARGS
+    from mfmjt.media.mux import _ffmpeg_exe
 
     command = [_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", str(clip)]
     command += [*H264_ENCODE_ARGS, "-c:a", "aac", "-b:a", "128k", str(out)]

@@ -154,7 +154,8 @@ class EndpointConfig:
     For ``noises`` fixed noises ε per training item the teacher's ``steps``-step Euler sample x_T(ε) at
     ω ``cfg_strength`` (``guidance`` rule) is made once (:func:`teacher_endpoints`); every training step
     then adds ``weight``·‖ε − u(ε, r=0, t=1, ω) − x_T(ε)‖² (mean over the batch, one random noise per
-    item) with the student told that ω. ``weight`` 0: off."""
+    item) with the student told that ω; with ``adaptive_power`` p > 0 each sample's squared error e is
+    weighted by the detached 1 / (e + c)^p first (MeanFlow's adaptive loss). ``weight`` 0: off."""
 
     # the flags of mfmjt distill are these fields, prefixed --endpoint- (see add_distill_arguments)
     weight: float = field(default=0.0, metadata={"help": (
@@ -172,10 +173,19 @@ class EndpointConfig:
     guidance: str = field(default="scaled", metadata={"choices": ("standard", "scaled")})
     seed: int = field(default=0, metadata={"cli": False})  # the run's --seed
     chunk: int = field(default=32, metadata={"help": "items per batch of the teacher's endpoints"})
+    adaptive_power: float = field(default=0.0, metadata={"help": (
+        "p of the per-sample weight 1 / (err + c)^p on the endpoint term (MeanFlow's adaptive loss; "
+        "0: plain L2)")})  # fmt: skip
+    adaptive_eps: float = field(default=1e-3, metadata={"help": "c of that weight"})
 
     def __post_init__(self) -> None:
         if self.weight < 0:
             raise ValueError(f"endpoint weight must be >= 0, got {self.weight}")
+        if not (self.adaptive_power >= 0 and self.adaptive_eps > 0):
+            raise ValueError(
+                f"endpoint adaptive power must be >= 0 and its eps > 0, got {self.adaptive_power} and "
+                f"{self.adaptive_eps}"
+            )
         if self.noises < 1 or self.steps < 1 or self.chunk < 1:
             raise ValueError(
                 f"endpoint noises, steps and chunk must be >= 1, got "
@@ -289,7 +299,10 @@ class DistillationLoss:
             ec.guidance == "scaled",
         )  # fmt: skip
         per_sample = out.per_sample if self.meanflow_weight > 0 else err.detach().to(out.per_sample.dtype)
-        return MeanFlowLoss(out.loss + ec.weight * err.mean(), per_sample, out.pairs)
+        weighted = err
+        if ec.adaptive_power > 0:  # MeanFlow's adaptive weight, detached, on the endpoint term
+            weighted = err * (err.detach() + ec.adaptive_eps).pow(-ec.adaptive_power)
+        return MeanFlowLoss(out.loss + ec.weight * weighted.mean(), per_sample, out.pairs)
 
 
 # ---------------------------------------------------------------------------- teacher samples
@@ -394,7 +407,7 @@ def teacher_endpoints(
     length, dim = _sample_length(store, teacher), teacher.config.latent_dim
     shape = (n, k, 2, length, dim)
     settings = {"teacher": _teacher_id(teacher_name, teacher), **asdict(config), "shape": list(shape)}
-    for key in ("chunk", "weight"):
+    for key in ("chunk", "weight", "adaptive_power", "adaptive_eps"):  # training settings, not the endpoints
         settings.pop(key)
     array, done = _resumable_array(path, meta_path, settings, shape, "teacher endpoints")
     if done >= n * k:

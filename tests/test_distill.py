@@ -215,6 +215,33 @@ def test_endpoint_term_is_the_one_step_distance_to_the_teachers_endpoint_in_clos
     assert student.s.grad is None or float(student.s.grad) == 0  # it only sees r = 0
 
 
+def test_endpoint_term_with_the_adaptive_weight_is_err_over_detached_err_plus_c_to_the_p():
+    b, shape, endpoints, batch = _endpoint_case(k=1)
+    teacher = LinearTeacher(0.8, -1.3)
+    x = torch.zeros(b, *shape, dtype=torch.float64)
+    uncond = (torch.zeros(1, *shape, dtype=torch.float64),)
+    guidance = TrainingGuidance(
+        torch.full((b,), 4.5, dtype=torch.float64), torch.ones(b, dtype=torch.bool), uncond
+    )
+    losses, grads = {}, {}
+    for power in (0.0, 1.0, 0.5):
+        student = AffineStudent3()
+        config = EndpointConfig(weight=0.7, noises=1, adaptive_power=power, adaptive_eps=0.01)
+        out = DistillationLoss(teacher, meanflow_weight=0.0, endpoints=endpoints, endpoint_config=config)(
+            student, x, (x,), config=MeanFlowConfig(), guidance=guidance, batch=batch
+        )
+        out.loss.backward()
+        losses[power], grads[power] = out.loss.detach(), float(student.p.grad)
+        err = out.per_sample.double()  # the unweighted per-sample error, whatever the weight
+    for power in (1.0, 0.5):
+        expected = 0.7 * (err / (err + 0.01) ** power).mean()
+        torch.testing.assert_close(losses[power].double(), expected, rtol=1e-5, atol=1e-8)
+    # p = 1: every sample's gradient is that of log(e + c), so large errors no longer dominate
+    assert abs(grads[1.0]) < abs(grads[0.0])
+    with pytest.raises(ValueError, match="adaptive"):
+        EndpointConfig(adaptive_power=-1.0)
+
+
 def test_endpoint_term_adds_to_the_weighted_meanflow_term_and_draws_one_noise_per_row():
     b, shape, endpoints, batch = _endpoint_case(k=2)
     b_, x, eps, cond, uncond, pairs, guidance = _analytic_case()

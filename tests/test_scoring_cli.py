@@ -241,6 +241,30 @@ def test_desync_scores_the_first_and_last_window_and_sees_a_shift(tmp_path, extr
     assert extractors["synchformer"].calls[-1] == 4
 
 
+def test_desync_lists_clips_shorter_than_its_window_and_scores_the_rest(tmp_path, extractors):
+    vids, gen = tmp_path / "v", tmp_path / "gen"
+    vids.mkdir(), gen.mkdir()
+    for name in ("long", "short_audio", "short_video"):
+        seconds = 3.0 if name == "short_video" else SECONDS
+        write_video(vids / f"{name}.mp4", cfr(25, seconds), (48, 32), "libx264", 25, painter=_flash_painter)
+    sf.write(gen / "long.wav", _scene_audio(16_000, 0, shift=0.4), 16_000)
+    sf.write(gen / "short_audio.wav", _scene_audio(16_000, 1, seconds=4.7), 16_000)
+    sf.write(gen / "short_video.wav", _scene_audio(16_000, 2), 16_000)
+    out = tmp_path / "r.json"
+    args = ["score", "--generated", str(gen), "--videos", str(vids), "--metrics", "desync", "--out", str(out)]
+    assert main([*args, "--no-cache", "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())
+    # only the 6 s clip is scored: its two windows both see the 0.4 s delay
+    assert report["counts"]["desync"] == 1
+    assert report["metrics"]["desync"] == pytest.approx(0.4, abs=1e-6)
+    assert extractors["synchformer"].calls == [2]
+    reasons = {Path(s["file"]).name: s["reason"] for s in report["skipped"]}
+    assert reasons == {
+        "short_audio.wav": "too short for DeSync: 4.70 s of video and audio (at least 4.8 s)",
+        "short_video.wav": "too short for DeSync: 3.00 s of video and audio (at least 4.8 s)",
+    }
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

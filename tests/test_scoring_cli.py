@@ -422,6 +422,26 @@ def test_score_with_the_registrys_random_weight_extractors(media, tmp_path):
     assert again["metrics"] == report["metrics"]
 
 
+@pytest.mark.slow  # the full-size Synchformer on two 4.8 s windows: minutes on a CPU
+def test_desync_with_the_registrys_random_weight_synchformer(tmp_path):
+    registry = pytest.importorskip("mfmjt.scoring.extractors", reason="the extractors are a separate change")
+    if "synchformer" not in registry.EXTRACTOR_NAMES:
+        pytest.skip("no synchformer extractor in this installation")
+    vids, gen = tmp_path / "v", tmp_path / "gen"
+    vids.mkdir(), gen.mkdir()
+    # a 4.8 s clip: its first and last windows are the same 120 frames and 76,800 samples
+    write_mp4(vids / "c.mp4", 4.8, None, seed=3)
+    sf.write(gen / "c.flac", _scene_audio(16_000, 0, seconds=4.8), 16_000)
+    out = tmp_path / "r.json"
+    args = ["score", "--generated", str(gen), "--videos", str(vids), "--metrics", "desync", "--out", str(out)]
+    assert main([*args, "--weights", "random", "--no-cache", "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())
+    assert report["counts"]["desync"] == 1 and report["skipped"] == []
+    assert report["extractors"]["synchformer"]["weights"] == "random (seed 0)"
+    value = report["metrics"]["desync"]  # |one grid offset|: a multiple of 0.2 s in [0, 2]
+    assert 0 <= value <= 2 and value / 0.2 == pytest.approx(round(value / 0.2), abs=1e-5)
+
+
 def test_default_metrics_and_groups_follow_the_inputs():
     resolve = scorer.resolve_metrics
     v2a = resolve(None, videos=True, captions=True, reference=True)

@@ -326,7 +326,9 @@ def center_crop(clip: np.ndarray, size: int) -> np.ndarray:
 class SynchformerExtractor:
     """``av_offset(clips, fps, waveforms)``: one 4.8 s window per item (120 RGB uint8 frames at 25 fps,
     short side 224; 76,800 samples at 16 kHz) -> ``offset`` (B,) in seconds (the argmax of the 21
-    classes on the grid -2, -1.8, ..., 2; positive: the audio comes late) and ``logits`` (B, 21)."""
+    classes on the grid -2, -1.8, ..., 2) and ``logits`` (B, 21). Sign, as Synchformer was trained
+    (``TemporalCropAndOffset``: the audio crop starts ``offset`` after the video crop): positive means the
+    audio is ahead, playing now what the video shows ``offset`` seconds later. DeSync uses |offset|."""
 
     name = "synchformer"
     sample_rate = SAMPLE_RATE

@@ -189,7 +189,7 @@ def synchformer():
     return get_extractor("synchformer", weights="random")
 
 
-@pytest.mark.slow  # full-size model on CPU: one window, 1-3 min
+@pytest.mark.slow  # full-size model on CPU: one 4.8 s window, ~2 CPU-minutes
 def test_synchformer_matches_av_benchmark(synchformer):
     from mfmjt.scoring.extractors.synchformer import OFFSET_GRID
 

@@ -165,7 +165,7 @@ WEIGHT_FILES: dict[str, WeightFile] = {
             "synchformer_state_dict.pth",
             "5b2f5594b0730f70e41e549b7c94390c",
             907 * _MIB,
-            "Synchformer visual encoder",
+            "Synchformer (its visual encoder feeds generation; the whole model scores DeSync)",
         ),
     )
 }

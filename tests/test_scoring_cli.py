@@ -241,6 +241,30 @@ def test_desync_scores_the_first_and_last_window_and_sees_a_shift(tmp_path, extr
     assert extractors["synchformer"].calls[-1] == 4
 
 
+def test_desync_lists_clips_shorter_than_its_window_and_scores_the_rest(tmp_path, extractors):
+    vids, gen = tmp_path / "v", tmp_path / "gen"
+    vids.mkdir(), gen.mkdir()
+    for name in ("long", "short_audio", "short_video"):
+        seconds = 3.0 if name == "short_video" else SECONDS
+        write_video(vids / f"{name}.mp4", cfr(25, seconds), (48, 32), "libx264", 25, painter=_flash_painter)
+    sf.write(gen / "long.wav", _scene_audio(16_000, 0, shift=0.4), 16_000)
+    sf.write(gen / "short_audio.wav", _scene_audio(16_000, 1, seconds=4.7), 16_000)
+    sf.write(gen / "short_video.wav", _scene_audio(16_000, 2), 16_000)
+    out = tmp_path / "r.json"
+    args = ["score", "--generated", str(gen), "--videos", str(vids), "--metrics", "desync", "--out", str(out)]
+    assert main([*args, "--no-cache", "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())
+    # only the 6 s clip is scored: its two windows both see the 0.4 s delay
+    assert report["counts"]["desync"] == 1
+    assert report["metrics"]["desync"] == pytest.approx(0.4, abs=1e-6)
+    assert extractors["synchformer"].calls == [2]
+    reasons = {Path(s["file"]).name: s["reason"] for s in report["skipped"]}
+    assert reasons == {
+        "short_audio.wav": "too short for DeSync: 4.70 s of video and audio (at least 4.8 s)",
+        "short_video.wav": "too short for DeSync: 3.00 s of video and audio (at least 4.8 s)",
+    }
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -396,6 +420,26 @@ def test_score_with_the_registrys_random_weight_extractors(media, tmp_path):
     assert set(metrics) <= set(report["metrics"]) and all(np.isfinite(report["metrics"][k]) for k in metrics)
     again = _run(media, tmp_path / "r2.json", *args)
     assert again["metrics"] == report["metrics"]
+
+
+@pytest.mark.slow  # the full-size Synchformer on two 4.8 s windows: minutes on a CPU
+def test_desync_with_the_registrys_random_weight_synchformer(tmp_path):
+    registry = pytest.importorskip("mfmjt.scoring.extractors", reason="the extractors are a separate change")
+    if "synchformer" not in registry.EXTRACTOR_NAMES:
+        pytest.skip("no synchformer extractor in this installation")
+    vids, gen = tmp_path / "v", tmp_path / "gen"
+    vids.mkdir(), gen.mkdir()
+    # a 4.8 s clip: its first and last windows are the same 120 frames and 76,800 samples
+    write_mp4(vids / "c.mp4", 4.8, None, seed=3)
+    sf.write(gen / "c.flac", _scene_audio(16_000, 0, seconds=4.8), 16_000)
+    out = tmp_path / "r.json"
+    args = ["score", "--generated", str(gen), "--videos", str(vids), "--metrics", "desync", "--out", str(out)]
+    assert main([*args, "--weights", "random", "--no-cache", "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())
+    assert report["counts"]["desync"] == 1 and report["skipped"] == []
+    assert report["extractors"]["synchformer"]["weights"] == "random (seed 0)"
+    value = report["metrics"]["desync"]  # |one grid offset|: a multiple of 0.2 s in [0, 2]
+    assert 0 <= value <= 2 and value / 0.2 == pytest.approx(round(value / 0.2), abs=1e-5)
 
 
 def test_default_metrics_and_groups_follow_the_inputs():

@@ -24,11 +24,13 @@ GOLDENS = Path(__file__).parent / "goldens" / "scoring"
 RTOL = 1e-4  # max abs error relative to the reference output's largest magnitude
 
 
-def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float = RTOL) -> None:
+def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float = RTOL) -> float:
+    """Max abs error within ``rtol`` x the expected output's largest magnitude; returns that ratio."""
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     scale = float(np.abs(expected).max())
     err = float(np.abs(actual.astype(np.float64) - expected).max())
     assert err <= rtol * scale, f"max abs error {err:.3g} > {rtol} x {scale:.3g}"
+    return err / scale
 
 
 def golden(name: str) -> dict[str, np.ndarray]:
@@ -135,3 +137,108 @@ def test_passt_matches_hear21passt_basic_model():
     # longer than 10 s: cut to the first 10 s
     long = np.concatenate([np.pad(g["input"][0], (0, 320000 - g["input"].shape[1])), g["input"][1]])
     assert_close(ext.audio([long])["logits"], g["logits"][:1])
+
+
+# --------------------------------------------------------------------------------------------------
+# Synchformer (DeSync)
+# --------------------------------------------------------------------------------------------------
+
+
+def synchformer_inputs(g: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The golden's window, expanded as make_goldens.py does: RGB uint8 frames [120, 224, 280, 3] (each
+    stored pixel a 28x28 block) and waveforms [2, 76800] (the stored track, and it rolled by 0.5 s)."""
+    clip = np.repeat(np.repeat(g["video_pattern"], 28, axis=1), 28, axis=2)
+    base = g["audio"].astype(np.float32)
+    return clip, np.stack([base, np.roll(base, 8000)])
+
+
+def test_synchformer_mel_matches_torchaudio_melspectrogram():
+    from mfmjt.scoring.extractors.synchformer import SyncMel
+
+    g = golden("synchformer")
+    _, waves = synchformer_inputs(g)
+    segments = torch.from_numpy(waves).unfold(-1, 10240, 5120)[:, [0, 13]]  # the first and last segment
+    mel = SyncMel()(segments).numpy()
+    assert mel.shape == (2, 2, 128, 66)
+    assert_close(mel, g["mel"], 1e-5)
+    # the 66th frame is the padding: log-mel 0 after normalisation
+    assert np.allclose(mel[..., 65], 4.2677393 / (2 * 4.5689974))
+
+
+def test_synchformer_head_matches_compare_v_a():
+    """The projections and the sync head of the seed-0 build, alone (cheap), on the reference's video and
+    audio features (float16 in the golden) -> the reference's logits."""
+    from mfmjt.scoring.extractors._weights import randomize
+    from mfmjt.scoring.extractors.synchformer import SyncHead
+
+    g = golden("synchformer")
+    head, vproj, aproj = SyncHead(), torch.nn.Linear(768, 768), torch.nn.Linear(768, 768)
+    for module, prefix in ((head, "transformer."), (vproj, "vproj."), (aproj, "aproj.")):
+        randomize(module, 0, prefix=prefix)
+    video = torch.from_numpy(g["video_features"].astype(np.float32)).expand(2, -1, -1, -1)
+    audio = torch.from_numpy(g["audio_features"].astype(np.float32))
+    with torch.no_grad():
+        logits = head(vproj(video).flatten(1, 2), aproj(audio).flatten(1, 2)).numpy()
+    assert_close(logits, g["head_logits"])
+    with pytest.raises(ValueError, match="takes 198 tokens"):
+        head(vproj(video[:, :13]).flatten(1, 2), aproj(audio[:, :13]).flatten(1, 2))
+
+
+@pytest.fixture(scope="module")
+def synchformer():
+    return get_extractor("synchformer", weights="random")
+
+
+@pytest.mark.slow  # full-size model on CPU: one 4.8 s window, ~2 CPU-minutes
+def test_synchformer_matches_av_benchmark(synchformer):
+    from mfmjt.scoring.extractors.synchformer import OFFSET_GRID
+
+    g = golden("synchformer")
+    clip, waves = synchformer_inputs(g)
+    model = synchformer.model
+    seen = []  # the video features on their way into the head
+    hook = model.vproj.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    try:
+        out = synchformer.av_offset([clip], 25.0, [waves[0]])  # the extractor's contract: one window per item
+    finally:
+        hook.remove()
+    errors = {"logits": assert_close(out["logits"], g["logits"][:1])}
+    assert out["offset"].shape == (1,)
+    assert out["offset"][0] == pytest.approx(OFFSET_GRID[g["logits"][0].argmax()])
+    # the stored features are float16: compared at that precision; the rolled track's audio and logits
+    errors["video_features"] = assert_close(seen[0].numpy(), g["video_features"].astype(np.float32), 2e-3)
+    with torch.inference_mode():
+        afeats = model.audio_features(torch.from_numpy(waves))
+        logits = model.compare(seen[0].expand(2, -1, -1, -1), afeats).numpy()
+    errors["audio_features"] = assert_close(afeats.numpy(), g["audio_features"].astype(np.float32), 2e-3)
+    errors["logits_both"] = assert_close(logits, g["logits"])
+    print("synchformer vs av-benchmark, max error / largest magnitude:", errors)
+    assert synchformer.sample_rate == 16000 and synchformer.video_fps == 25 and synchformer.video_size == 224
+
+
+@pytest.mark.slow  # builds the full-size model
+def test_synchformer_refuses_what_is_not_one_window(synchformer):
+    clip, waves = synchformer_inputs(golden("synchformer"))
+    with pytest.raises(ValueError, match="takes 120 frames"):
+        synchformer.av_offset([clip[:100]], 25.0, [waves[0]])
+    with pytest.raises(ValueError, match="short side resized to 224"):
+        synchformer.av_offset([clip[:, :200]], 25.0, [waves[0]])
+    with pytest.raises(ValueError, match="mono 76800 samples"):
+        synchformer.av_offset([clip], 25.0, [waves[0][:16000]])
+    with pytest.raises(ValueError, match="video at 25 fps"):
+        synchformer.av_offset([clip], 24.0, [waves[0]])
+
+
+@pytest.mark.slow  # builds the full-size model three times
+def test_synchformer_loads_the_original_checkpoint_layout(synchformer, tmp_path):
+    state = synchformer.model.state_dict()
+    path = tmp_path / "synchformer_state_dict.pth"
+    torch.save(state, path)  # the published file: a plain state dict with the upstream keys
+    loaded = get_extractor("synchformer", weights=path)
+    assert loaded.weights == str(path)
+    assert all(torch.equal(v, loaded.model.state_dict()[k]) for k, v in state.items())
+    # MMAudio's own Synchformer keeps only the visual branch: not enough for DeSync
+    visual = tmp_path / "visual_only.pth"
+    torch.save({k: v for k, v in state.items() if k.startswith("vfeat_extractor.")}, visual)
+    with pytest.raises(ValueError, match="is not a Synchformer .* missing .*afeat_extractor"):
+        get_extractor("synchformer", weights=visual)

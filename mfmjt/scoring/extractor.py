@@ -14,7 +14,8 @@ Named outputs (the scorer picks the one each metric needs):
 - ``text(captions) -> {"embedding": (B, D)}`` for CLAP models;
 - ``video(clips) -> {"embedding": (B, D)}`` for ImageBind, where a clip is a (T, H, W, 3) uint8
   array with its frame rate in ``fps``;
-- ``av_offset(clips, waveforms) -> {"offset": (B,)}`` (seconds) for the Synchformer DeSync.
+- ``av_offset(clips, fps, waveforms) -> {"offset": (B,)}`` (seconds; one 4.8 s window per item) for the
+  Synchformer DeSync (it also gives its ``"logits": (B, 21)``).
 """
 
 from __future__ import annotations

@@ -44,10 +44,15 @@ class ScoringWeights:
     sha256: str | None = None  # the full hash, or a prefix where only that is published (torch.hub names)
     checksum_source: str = ""  # where the checksum was taken from
     description: str = ""
+    # a file the generation pipeline loads too (Synchformer): resolved through its entry of the weight
+    # registry, so that one copy (MFMJT_WEIGHTS_DIR, the cache, its mirrors) serves both
+    shared: hub.WeightFile | None = None
 
     def __post_init__(self) -> None:
         if (self.md5 is None) == (self.sha256 is None):
             raise ValueError(f"{self.name}: give exactly one of md5 and sha256")
+        if self.shared is not None and self.md5 != self.shared.md5:
+            raise ValueError(f"{self.name}: md5 differs from the shared entry {self.shared.name}")
 
     @property
     def cache_path(self) -> str:
@@ -55,6 +60,8 @@ class ScoringWeights:
 
     def weight_file(self) -> hub.WeightFile:
         assert self.md5 is not None
+        if self.shared is not None:
+            return self.shared
         return hub.WeightFile(
             name=f"scoring_{self.name}",
             path=self.cache_path,
@@ -164,14 +171,17 @@ def _tensor_seed(seed: int, name: str) -> int:
 
 
 @torch.no_grad()
-def randomize(module: nn.Module, seed: int, keep: Callable[[str], bool] = lambda name: False) -> None:
+def randomize(
+    module: nn.Module, seed: int, keep: Callable[[str], bool] = lambda name: False, prefix: str = ""
+) -> None:
     """Fill every floating tensor of ``module``'s state dict (except those ``keep`` names) with seeded
     random values of a sensible scale: weights U(±sqrt(3/fan_in)) (unit-variance activations), biases
-    U(±0.1), norm scales 1 + U(±0.1), batch-norm variances U(0.5, 1.5) and means U(±0.2)."""
+    U(±0.1), norm scales 1 + U(±0.1), batch-norm variances U(0.5, 1.5) and means U(±0.2). ``prefix``: the
+    module's name inside a larger model, so that a part built alone gets the values of the whole."""
     for name, tensor in module.state_dict().items():
         if not tensor.is_floating_point() or keep(name):
             continue
-        gen = torch.Generator().manual_seed(_tensor_seed(seed, name))
+        gen = torch.Generator().manual_seed(_tensor_seed(seed, prefix + name))
         u = torch.rand(tensor.shape, generator=gen) * 2 - 1  # U(-1, 1)
         leaf = name.rsplit(".", 1)[-1]
         if leaf == "running_var":

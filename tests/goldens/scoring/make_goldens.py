@@ -8,7 +8,16 @@ inputs stored in the golden. References:
   on ``sys.path``; it loads its checkpoint from ``$HOME/.cache/audioldm_eval/ckpt/``, so HOME is pointed
   at a scratch folder holding the random state dict under that name);
 * vggish: av-benchmark's ``av_bench/vggish`` (torchvggish port without the last ReLU, no PCA);
-* passt: hear21passt's ``get_basic_model(mode="all")`` as av-benchmark calls it.
+* passt: hear21passt's ``get_basic_model(mode="all")`` as av-benchmark calls it;
+* synchformer: av-benchmark's ``av_bench/synchformer`` ``Synchformer`` (its copy of v-iashin/Synchformer,
+  the model its DeSync runs), loaded strictly with our random state dict, fed as av-benchmark feeds it:
+  ``VideoDataset``'s sync transform, then the segmenting and mel lines of ``encode_video_with_sync``
+  (``extract_video.py``) and ``encode_audio_with_sync`` (``av_bench/extract.py``), restated here because
+  those modules import ImageBind and CLAP. It needs ``transformers<5`` (its AST copy imports helpers that
+  v5 removed), einops and omegaconf: run it in a separate environment, e.g. ``python -m venv
+  --system-site-packages /work/venvs/desync`` with ``pip install "transformers>=4.40,<4.50" einops
+  omegaconf requests``. The input is one 4.8 s window (120 frames, 76,800 samples), one video with two
+  audio tracks (the second rolled by 0.5 s); ~2 min on one CPU thread.
 
 Usage: ``PYTHONPATH=<worktree>:<av-benchmark checkout> python tests/goldens/scoring/make_goldens.py NAME...``
 """
@@ -106,6 +115,81 @@ def make_passt() -> None:
         {"input": wav, "logits": out[:, :527].numpy(), "embedding": out[:, 527:].numpy()},
         OUT / "passt.safetensors",
     )
+
+
+def synchformer_inputs(g: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The golden's window from what it stores: RGB uint8 frames [120, 224, 280, 3] (each stored pixel a
+    28x28 block) and waveforms [2, 76800] (the stored track, and the same rolled by 0.5 s).
+    tests/test_scoring_extractors.py expands them the same way."""
+    clip = np.repeat(np.repeat(g["video_pattern"], 28, axis=1), 28, axis=2)
+    base = g["audio"].astype(np.float32)
+    return clip, np.stack([base, np.roll(base, 8000)])
+
+
+def make_synchformer() -> None:
+    import torchaudio
+    from av_bench.synchformer.synchformer import Synchformer
+    from torchvision.transforms import v2
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(4)
+    stored = {
+        "video_pattern": rng.integers(0, 256, (120, 8, 10, 3), dtype=np.uint8),
+        "audio": test_signal(4.8, 16000, seed=4, batch=1)[0].astype(np.float16),
+    }
+    clip, waves = synchformer_inputs(stored)
+    ext = get_extractor("synchformer", weights="random")
+    ref = Synchformer().eval()
+    ref.load_state_dict(ext.model.state_dict())  # strict: our keys are the checkpoint's
+
+    # av-benchmark's VideoDataset sync transform (the short side is 224 already: Resize keeps it)
+    transform = v2.Compose([
+        v2.Resize(224, interpolation=v2.InterpolationMode.BICUBIC),
+        v2.CenterCrop(224),
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]),
+    ])  # fmt: skip
+    x = transform(torch.from_numpy(clip).permute(0, 3, 1, 2))[None]  # (1, T, C, H, W)
+    # extract_video.py encode_video_with_sync: 16-frame segments every 8
+    x = torch.stack([x[:, i * 8 : i * 8 + 16] for i in range((x.shape[1] - 16) // 8 + 1)], dim=1)
+    vfeats = ref.extract_vfeats(x.flatten(0, 1)[:, None]).view(1, x.shape[1], 8, 768)
+
+    # av_bench/extract.py encode_audio_with_sync and ExtractionModels.sync_mel_spectrogram
+    mel_fn = torchaudio.transforms.MelSpectrogram(
+        sample_rate=16000, win_length=400, hop_length=160, n_fft=1024, n_mels=128
+    )
+    a = torch.from_numpy(waves)
+    a = torch.stack([a[:, i * 5120 : i * 5120 + 10240] for i in range((a.shape[1] - 10240) // 5120 + 1)], 1)
+    mel = torch.log(mel_fn(a) + 1e-6)
+    mel = torch.nn.functional.pad(mel, (0, 66 - mel.shape[-1]))  # pad_or_truncate(x, 66)
+    mel = (mel - -4.2677393) / (2 * 4.5689974)
+    afeats = ref.extract_afeats(mel.unsqueeze(2))  # (2, 14, 6, 768)
+
+    video = vfeats.expand(2, -1, -1, -1)
+    logits = ref.compare_v_a(video, afeats)
+    # the head alone on float16-rounded features (what the golden stores)
+    v16, a16 = vfeats.half(), afeats.half()
+    head_logits = ref.compare_v_a(v16.float().expand(2, -1, -1, -1), a16.float())
+    grid = make_class_grid_values()
+    print("logits", logits, "offsets", grid[logits.argmax(-1).numpy()])
+    save_file(
+        {
+            **stored,
+            "mel": mel[:, [0, 13]].numpy(),  # (2, 2, 128, 66): the first and the last segment
+            "video_features": v16.numpy(),
+            "audio_features": a16.numpy(),
+            "logits": logits.numpy(),
+            "head_logits": head_logits.numpy(),
+        },
+        OUT / "synchformer.safetensors",
+    )
+
+
+def make_class_grid_values() -> np.ndarray:
+    from av_bench.synchformer.synchformer import make_class_grid
+
+    return make_class_grid(-2, 2, 21).numpy()
 
 
 if __name__ == "__main__":

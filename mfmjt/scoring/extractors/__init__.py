@@ -26,9 +26,10 @@ _EXTRACTORS: dict[str, tuple[str, str]] = {
     "panns": ("mfmjt.scoring.extractors.panns", "PannsExtractor"),
     "vggish": ("mfmjt.scoring.extractors.vggish", "VggishExtractor"),
     "passt": ("mfmjt.scoring.extractors.passt", "PasstExtractor"),
+    "imagebind": ("mfmjt.scoring.extractors.imagebind", "ImageBindExtractor"),
 }
 # named in the evaluation but not implemented yet
-PLANNED = ("laion_clap", "ms_clap", "imagebind", "synchformer")
+PLANNED = ("laion_clap", "ms_clap", "synchformer")
 
 EXTRACTOR_NAMES: tuple[str, ...] = tuple(_EXTRACTORS)
 

@@ -280,3 +280,8 @@ def test_imagebind_weights_without_a_checksum_are_found_in_the_weights_dir(tmp_p
     monkeypatch.setenv(hub.CACHE_ENV, str(tmp_path / "cache"))
     (tmp_path / "imagebind_huge.pth").write_bytes(b"placed by hand")
     assert _weights.resolve(WEIGHTS, offline=True) == tmp_path / "imagebind_huge.pth"
+    # a spec without a checksum must say why; one with both is refused
+    with pytest.raises(ValueError, match="say in checksum_source why"):
+        _weights.ScoringWeights(name="x", filename="x.pth", url="https://example.org/x.pth", approx_bytes=1)
+    with pytest.raises(ValueError, match="at most one of md5 and sha256"):
+        _weights.ScoringWeights(name="x", filename="x.pth", url="u", approx_bytes=1, md5="0", sha256="0")

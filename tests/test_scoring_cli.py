@@ -155,6 +155,35 @@ def test_score_values_are_the_formulas_over_the_extractor_outputs(media, extract
     assert report["metrics"]["is_std"] == pytest.approx(is_std, rel=1e-6, abs=1e-12)
 
 
+def test_ib_is_100_times_the_mean_cosine_of_imagebinds_video_and_audio_embeddings(
+    media, tmp_path, monkeypatch
+):
+    pytest.importorskip("torchaudio", reason="the eval extra is not installed")
+    from mfmjt.scoring.extractors.imagebind import ImageBindConfig, ImageBindExtractor
+    from mfmjt.scoring.inputs import decode_frames
+
+    # the real extractor (front ends, 0.5 fps protocol) at a small size with seeded random weights
+    ext = ImageBindExtractor(weights="random", config=ImageBindConfig(64, 2, 4, 48, 2, 4, 32))
+    monkeypatch.setattr(
+        scorer, "_registry_loader", lambda weights, device, paths: {"imagebind": ext}.__getitem__
+    )
+    out = tmp_path / "ib.json"
+    args = ["score", "--generated", str(media["gen"]), "--videos", str(media["videos"]), "--metrics", "ib"]
+    assert main([*args, "--out", str(out), "--duration", str(SECONDS), "--no-cache"]) == 0
+    report = json.loads(out.read_text())
+    cosines = []
+    for name in ("clip0.flac", "clip1.flac", "clip2.flac", "clip3.mp4"):  # those with a video
+        frames = decode_frames(media["videos"] / f"{Path(name).stem}.mp4", 0.5, SECONDS, 224)
+        assert frames.shape == (3, 224, 336, 3)  # 6 s at 0.5 fps, short side 224
+        wave, rate = read_waveform(media["gen"] / name)
+        audio = ext.audio([prepare_audio(wave, rate, 16_000, SECONDS, remove_dc=False)])["embedding"][0]
+        video = ext.video([frames], 0.5)["embedding"][0]
+        cosines.append(audio @ video / np.linalg.norm(audio) / np.linalg.norm(video))
+    assert report["counts"]["ib"] == 4
+    assert report["metrics"]["ib"] == pytest.approx(100 * np.mean(cosines), rel=1e-5)
+    assert report["extractors"]["imagebind"]["weights"] == "random (seed 0)"
+
+
 def test_fad_pools_the_windows_of_clips_of_different_lengths(tmp_path, extractors):
     gen, ref = tmp_path / "gen", tmp_path / "ref"
     gen.mkdir(), ref.mkdir()
@@ -382,7 +411,7 @@ def test_score_with_model_generates_then_scores_and_measures_rtf(tmp_path, extra
     [
         (None, "the feature extractors (mfmjt.scoring.extractors) are not part of this installation"),
         (
-            ValueError("the 'imagebind' extractor is not implemented yet; available: ['panns']"),
+            ValueError("the 'synchformer' extractor is not implemented yet; available: ['panns']"),
             "not implemented",
         ),
         (ModuleNotFoundError("the 'passt' extractor needs the package 'timm'"), "needs the package"),

@@ -101,8 +101,11 @@ def test_offline_without_weights_names_what_to_download(name, tmp_path, monkeypa
 def test_unknown_and_planned_names():
     with pytest.raises(ValueError, match="unknown extractor 'nope'"):
         get_extractor("nope")
-    with pytest.raises(ValueError, match="not implemented yet"):
-        get_extractor("imagebind")
+    from mfmjt.scoring.extractors import PLANNED
+
+    for name in PLANNED:
+        with pytest.raises(ValueError, match="not implemented yet"):
+            get_extractor(name)
 
 
 @pytest.mark.slow  # full-size model on CPU
@@ -242,3 +245,153 @@ def test_synchformer_loads_the_original_checkpoint_layout(synchformer, tmp_path)
     torch.save({k: v for k, v in state.items() if k.startswith("vfeat_extractor.")}, visual)
     with pytest.raises(ValueError, match="is not a Synchformer .* missing .*afeat_extractor"):
         get_extractor("synchformer", weights=visual)
+
+
+# ----------------------------------------------------------------------------------------------- ImageBind
+# The golden holds the reference's outputs for two seeded random builds: the real imagebind_huge() (slow
+# tier) and a small ImageBindModel (sizes in the golden's metadata; fast tier), both on the same inputs.
+
+
+@pytest.fixture(scope="module")
+def imagebind_golden():
+    pytest.importorskip("torchaudio", reason="the eval extra is not installed")
+    from safetensors import safe_open
+
+    path = GOLDENS / "imagebind.safetensors"
+    with safe_open(str(path), "np") as f:
+        meta = f.metadata()
+    return load_file(str(path)), meta
+
+
+def _imagebind(meta, **kwargs):
+    import json
+
+    from mfmjt.scoring.extractors.imagebind import ImageBindConfig, ImageBindExtractor
+
+    return ImageBindExtractor(config=ImageBindConfig(**json.loads(meta["small_config"])), **kwargs)
+
+
+def test_imagebind_names_and_shapes_are_the_checkpoints(imagebind_golden):
+    import json
+
+    from mfmjt.scoring.extractors.imagebind import ImageBindEncoders
+
+    with torch.device("meta"):  # the huge model without allocating it
+        model = ImageBindEncoders()
+    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert ours == json.loads(imagebind_golden[1]["huge_layout"])
+    assert sum(v.numel() for v in model.state_dict().values()) > 700_000_000  # ViT-H/14 + ViT-B audio
+
+
+def test_imagebind_matches_the_reference_small(imagebind_golden):
+    from mfmjt.scoring.extractors.imagebind import audio_clips
+
+    g, meta = imagebind_golden
+    ext = _imagebind(meta, weights="random", seed=int(meta["seed"]))
+    assert (ext.name, ext.sample_rate, ext.video_fps, ext.video_size) == ("imagebind", 16000, 0.5, 224)
+    # the front end alone: 3 overlapping clips of 4.5 s, the in-place mean removal included
+    assert_close(audio_clips(torch.from_numpy(g["audio_0"])).numpy(), g["mels_audio_0"], 1e-5)
+    # items of different lengths and frame sizes in one call (one embedding each, in order)
+    audio = ext.audio([g["audio_0"], g["audio_1"]])["embedding"]
+    video = ext.video([g["video_0"], g["video_1"]], 0.5)["embedding"]
+    for i, key in enumerate(("audio_0", "audio_1")):
+        assert_close(audio[i], g[f"small_{key}"])
+    for i, key in enumerate(("video_0", "video_1")):
+        assert_close(video[i], g[f"small_{key}"])
+    # audio embeddings are means of 3 unit vectors times ImageBind's fixed logit scale 20
+    assert 0 < np.linalg.norm(audio[1]) <= 20 + 1e-4
+
+
+@pytest.mark.slow  # the huge model on CPU: ~1 min, 2.5 GB
+def test_imagebind_huge_matches_the_reference(imagebind_golden):
+    g, meta = imagebind_golden
+    ext = get_extractor("imagebind", weights="random", seed=int(meta["seed"]))
+    assert ext.weights == "random (seed 0)"
+    audio = ext.audio([g["audio_0"], g["audio_1"]])["embedding"]
+    video = ext.video([g["video_0"], g["video_1"]], 0.5)["embedding"]
+    for i, key in enumerate(("audio_0", "audio_1")):
+        assert_close(audio[i], g[f"huge_{key}"])
+    for i, key in enumerate(("video_0", "video_1")):
+        assert_close(video[i], g[f"huge_{key}"])
+    assert audio.shape == video.shape == (2, 1024)
+
+
+def test_imagebind_audio_clips_follow_the_clip_sampler():
+    from mfmjt.scoring.extractors.imagebind import audio_clip_bounds
+
+    # 8 s: starts 0, 3, 6 s; 2 s or less: the whole audio three times
+    assert audio_clip_bounds(128_000) == [(0, 32_000), (48_000, 80_000), (96_000, 128_000)]
+    assert audio_clip_bounds(24_000) == [(0, 32_000)] * 3
+    # 5.3 s: starts 0, 1.65, 3.3 s, but the float 5.3 - 2 is just under 3.3 and int() truncates, as in
+    # the reference (pytorchvideo's sampler agreed on 3,000 random lengths when this was written)
+    assert audio_clip_bounds(84_800) == [(0, 32_000), (26_399, 58_399), (52_799, 84_799)]
+
+
+def test_imagebind_video_clips_are_crops_of_consecutive_frames():
+    pytest.importorskip("torchaudio", reason="the eval extra is not installed")
+    from mfmjt.scoring.extractors.imagebind import PIXEL_MEAN, PIXEL_STD, video_clips
+
+    frames = np.zeros((4, 224, 300, 3), np.uint8)
+    for t in range(4):
+        frames[t, :, :, 0] = 50 * t  # red = time
+        frames[t, :, :, 1] = np.linspace(0, 255, 300).astype(np.uint8)  # green = x
+    clips = video_clips(frames)
+    assert clips.shape == (9, 3, 2, 224, 224)
+    red = clips[:, 0, :, 0, 0] * PIXEL_STD[0] + PIXEL_MEAN[0]  # [clip, frame]
+    green = clips[:, 1, 0, 0, 0] * PIXEL_STD[1] + PIXEL_MEAN[1]  # left edge of each crop
+    # clip order: crop-major; each clip holds frames t and t + 1
+    for crop in range(3):
+        for t in range(3):
+            assert red[crop * 3 + t].tolist() == pytest.approx([50 * t / 255, 50 * (t + 1) / 255], abs=1e-6)
+    # crops start at x = 0, ceil(76 / 2) = 38 and 76
+    assert green[[0, 3, 6]].numpy() * 255 == pytest.approx(np.linspace(0, 255, 300)[[0, 38, 76]], abs=1.01)
+
+
+def test_imagebind_refuses_what_it_cannot_score(imagebind_golden):
+    ext = _imagebind(imagebind_golden[1], weights="random")
+    frames = imagebind_golden[0]["video_0"]
+    with pytest.raises(ValueError, match="at 0.5 fps"):
+        ext.video([frames], 25.0)
+    with pytest.raises(ValueError, match="needs at least 2"):
+        ext.video([frames[:1]], 0.5)
+    with pytest.raises(ValueError, match="RGB uint8"):
+        ext.video([frames.astype(np.float32)], 0.5)
+    with pytest.raises(ValueError, match="mono 1-D"):
+        ext.audio([np.zeros((2, 16000), np.float32)])
+    with pytest.raises(ValueError, match="at least 25 ms"):
+        ext.audio([np.zeros(100, np.float32)])
+
+
+def test_imagebind_loads_the_published_layout(imagebind_golden, tmp_path):
+    meta = imagebind_golden[1]
+    random = _imagebind(meta, weights="random", seed=3)
+    state = dict(random.model.state_dict())
+    state["modality_trunks.text.blocks.0.mlp.fc1.weight"] = torch.zeros(2, 2)  # other modalities: ignored
+    path = tmp_path / "imagebind_huge.pth"
+    torch.save(state, path)
+    loaded = _imagebind(meta, weights=path)
+    assert loaded.weights == str(path)
+    x = [imagebind_golden[0]["audio_1"]]
+    assert_close(loaded.audio(x)["embedding"], random.audio(x)["embedding"], 0)
+    del state["modality_heads.audio.2.weight"]
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="is not a ImageBind huge checkpoint: missing"):
+        _imagebind(meta, weights=path)
+
+
+def test_imagebind_weights_without_a_checksum_are_found_in_the_weights_dir(tmp_path, monkeypatch):
+    from mfmjt.scoring.extractors import _weights
+    from mfmjt.scoring.extractors.imagebind import WEIGHTS
+
+    assert (
+        WEIGHTS.md5 is None and WEIGHTS.sha256 is None and "no published checksum" in WEIGHTS.how_to_supply()
+    )
+    monkeypatch.setenv(hub.WEIGHTS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(hub.CACHE_ENV, str(tmp_path / "cache"))
+    (tmp_path / "imagebind_huge.pth").write_bytes(b"placed by hand")
+    assert _weights.resolve(WEIGHTS, offline=True) == tmp_path / "imagebind_huge.pth"
+    # a spec without a checksum must say why; one with both is refused
+    with pytest.raises(ValueError, match="say in checksum_source why"):
+        _weights.ScoringWeights(name="x", filename="x.pth", url="https://example.org/x.pth", approx_bytes=1)
+    with pytest.raises(ValueError, match="at most one of md5 and sha256"):
+        _weights.ScoringWeights(name="x", filename="x.pth", url="u", approx_bytes=1, md5="0", sha256="0")

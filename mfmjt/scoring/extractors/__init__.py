@@ -27,9 +27,10 @@ _EXTRACTORS: dict[str, tuple[str, str]] = {
     "vggish": ("mfmjt.scoring.extractors.vggish", "VggishExtractor"),
     "passt": ("mfmjt.scoring.extractors.passt", "PasstExtractor"),
     "synchformer": ("mfmjt.scoring.extractors.synchformer", "SynchformerExtractor"),
+    "imagebind": ("mfmjt.scoring.extractors.imagebind", "ImageBindExtractor"),
 }
 # named in the evaluation but not implemented yet
-PLANNED = ("laion_clap", "ms_clap", "imagebind")
+PLANNED = ("laion_clap", "ms_clap")
 
 EXTRACTOR_NAMES: tuple[str, ...] = tuple(_EXTRACTORS)
 

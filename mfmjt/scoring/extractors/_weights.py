@@ -3,7 +3,9 @@
 A checkpoint with a known md5 goes through :func:`mfmjt.hub.resolve_file` (``MFMJT_WEIGHTS_DIR`` or
 ``local_dir``, then the mfmjt cache, then the URL; md5 checked once and remembered). A checkpoint for
 which only a sha256 is known is found the same way (the hand-filled folder, then the cache
-``$MFMJT_CACHE/scoring/``, then the URL) and checked against its sha256 here. Offline, either raises
+``$MFMJT_CACHE/scoring/``, then the URL) and checked against its sha256 here; one for which no checksum
+is published (ImageBind) is found the same way, its sha256 logged for the user to compare, and checked by
+loading (every tensor name and shape of the architecture must be in it). Offline, either raises
 :class:`mfmjt.hub.WeightsOfflineError` naming the URL, the file name, its checksum and where to put it.
 
 ``weights="random"`` builds the real architecture with seeded random weights (:func:`randomize`): every
@@ -42,15 +44,17 @@ class ScoringWeights:
     approx_bytes: int
     md5: str | None = None
     sha256: str | None = None  # the full hash, or a prefix where only that is published (torch.hub names)
-    checksum_source: str = ""  # where the checksum was taken from
+    checksum_source: str = ""  # where the checksum was taken from, or why there is none
     description: str = ""
     # a file the generation pipeline loads too (Synchformer): resolved through its entry of the weight
     # registry, so that one copy (MFMJT_WEIGHTS_DIR, the cache, its mirrors) serves both
     shared: hub.WeightFile | None = None
 
     def __post_init__(self) -> None:
-        if (self.md5 is None) == (self.sha256 is None):
-            raise ValueError(f"{self.name}: give exactly one of md5 and sha256")
+        if self.md5 is not None and self.sha256 is not None:
+            raise ValueError(f"{self.name}: give at most one of md5 and sha256")
+        if self.md5 is None and self.sha256 is None and not self.checksum_source:
+            raise ValueError(f"{self.name}: without a checksum, say in checksum_source why there is none")
         if self.shared is not None and self.md5 != self.shared.md5:
             raise ValueError(f"{self.name}: md5 differs from the shared entry {self.shared.name}")
 
@@ -72,7 +76,13 @@ class ScoringWeights:
         )
 
     def how_to_supply(self) -> str:
-        check = f"md5 {self.md5}" if self.md5 else f"sha256 {self.sha256}"
+        check = (
+            f"md5 {self.md5}"
+            if self.md5
+            else f"sha256 {self.sha256}"
+            if self.sha256
+            else "no published checksum"
+        )
         return (
             f"Download {self.url} ({self.approx_bytes / 2**20:.0f} MiB, {check}) on a machine with internet "
             f"access, put it in a folder as {self.filename}, and set {hub.WEIGHTS_DIR_ENV}=<that folder> "
@@ -101,6 +111,8 @@ def _resolve_sha256(spec: ScoringWeights, offline: bool) -> Path:
     candidates.append(cached)
     for path in candidates:
         if path.is_file():
+            if spec.sha256 is None:
+                return path  # nothing to compare with; load_state_dict checks the contents
             actual = _sha256(path)
             if not actual.startswith(str(spec.sha256)):
                 raise hub.ChecksumMismatchError(
@@ -127,7 +139,9 @@ def _resolve_sha256(spec: ScoringWeights, offline: bool) -> Path:
             f"Could not download {spec.url} ({err}). {spec.how_to_supply()}"
         ) from err
     actual = _sha256(Path(tmp))
-    if not actual.startswith(str(spec.sha256)):
+    if spec.sha256 is None:
+        logger.info("downloaded %s: sha256 %s (no checksum is published to compare with)", spec.url, actual)
+    elif not actual.startswith(str(spec.sha256)):
         Path(tmp).unlink(missing_ok=True)
         raise hub.ChecksumMismatchError(
             f"The download of {spec.url} has sha256 {actual}, expected {spec.sha256}; it was deleted. "

@@ -18,8 +18,21 @@ inputs stored in the golden. References:
   --system-site-packages /work/venvs/desync`` with ``pip install "transformers>=4.40,<4.50" einops
   omegaconf requests``. The input is one 4.8 s window (120 frames, 76,800 samples), one video with two
   audio tracks (the second rolled by 0.5 s); ~2 min on one CPU thread.
+* imagebind: ImageBind (hkchengrex/ImageBind at 9989650, the fork av-benchmark installs; its vision and
+  audio code equals facebookresearch/ImageBind at 53680b0) driven by av-benchmark's own front ends:
+  ``ImageBindAudioDataset.load_and_transform_audio_data`` (pytorchvideo at 6cdc929 for the clip sampler;
+  ``torchaudio.load`` replaced by the stored waveform), ``VideoDataset.ib_transform`` and ``.crop`` (its
+  ``torio`` decoder import stubbed: the stored frames replace the decoded ones) and
+  ``encode_video_with_imagebind`` of ``extract_video.py`` (read from the file: that script imports
+  Synchformer). Two models, both seeded by :func:`randomize` (seed 0) on the reference's own state-dict
+  names, so ``weights="random"`` rebuilds them: the real ``imagebind_huge()`` and a small
+  ``ImageBindModel`` (sizes in the golden's metadata). The golden's metadata also holds the name and
+  shape of every vision and audio tensor of ``imagebind_huge()`` (the checkpoint layout).
+  The reference's requirements (einops, iopath, ftfy, regex, pytorchvideo) lived in a venv with the
+  system site packages: ``python -m venv --system-site-packages /work/venvs/imagebind``.
 
 Usage: ``PYTHONPATH=<worktree>:<av-benchmark checkout> python tests/goldens/scoring/make_goldens.py NAME...``
+(imagebind: also the ImageBind and pytorchvideo checkouts on ``PYTHONPATH``)
 """
 
 from __future__ import annotations
@@ -190,6 +203,122 @@ def make_class_grid_values() -> np.ndarray:
     from av_bench.synchformer.synchformer import make_class_grid
 
     return make_class_grid(-2, 2, 21).numpy()
+
+
+def imagebind_inputs() -> dict[str, np.ndarray]:
+    """Audio of 4.5 s (overlapping clips) and 1.5 s (one padded clip, three times); a landscape video of 3
+    frames and a portrait one of 2, both smaller than 224 so that the resize is exercised."""
+    rng = np.random.default_rng(7)
+
+    def frames(n: int, h: int, w: int) -> np.ndarray:
+        y, x = np.mgrid[0:h, 0:w] / max(h, w)
+        out = []
+        for t in range(n):
+            base = np.stack([np.sin(6 * x + t), np.cos(5 * y - t), np.sin(4 * (x + y) + 2 * t)], axis=-1)
+            out.append(np.clip(127.5 + 90 * base + rng.normal(0, 20, (h, w, 3)), 0, 255))
+        return np.stack(out).astype(np.uint8)
+
+    return {
+        "audio_0": test_signal(4.5, 16000, seed=4, batch=1)[0],
+        "audio_1": test_signal(1.5, 16000, seed=5, batch=1)[0],
+        "video_0": frames(3, 112, 128),
+        "video_1": frames(2, 140, 100),
+    }
+
+
+IMAGEBIND_SMALL = {  # ImageBindConfig fields -> the reference's ImageBindModel arguments
+    "vision_dim": 64,
+    "vision_blocks": 2,
+    "vision_heads": 4,
+    "audio_dim": 48,
+    "audio_blocks": 2,
+    "audio_heads": 4,
+    "out_dim": 32,
+}
+
+
+def _imagebind_reference_run(model, inputs: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    import ast
+    import types
+
+    import torchaudio
+    from einops import rearrange
+    from imagebind.models.imagebind_model import ModalityType
+
+    sys.modules.setdefault("torio", types.ModuleType("torio"))
+    sys.modules.setdefault("torio.io", types.ModuleType("torio.io"))
+    sys.modules["torio.io"].StreamingMediaDecoder = None  # type: ignore[attr-defined]
+    import av_bench
+    from av_bench.data.audio_dataset import ImageBindAudioDataset
+    from av_bench.data.video_dataset import VideoDataset
+
+    script = Path(av_bench.__file__).parents[1] / "extract_video.py"
+    tree = ast.parse(script.read_text())
+    fn = next(
+        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "encode_video_with_imagebind"
+    )
+    namespace = {
+        "torch": torch,
+        "rearrange": rearrange,
+        "ModalityType": ModalityType,
+        "imagebind_model": None,
+    }
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), str(script), "exec"), namespace)
+    encode_video = namespace["encode_video_with_imagebind"]
+
+    out = {}
+    audio_ds = ImageBindAudioDataset([])
+    for key in ("audio_0", "audio_1"):
+        wave = torch.from_numpy(inputs[key].copy())[None]
+        torchaudio.load = lambda path, wave=wave: (wave.clone(), 16000)
+        mels = audio_ds.load_and_transform_audio_data(Path(f"{key}.wav"))  # [1, 3, 1, 128, 204]
+        out[f"{prefix}_{key}"] = model({ModalityType.AUDIO: mels})[ModalityType.AUDIO][0].numpy()
+        if key == "audio_0":  # the front end on its own (overlapping clips: the in-place mean removal shows)
+            out["mels_audio_0"] = mels[0].numpy()
+    video_ds = VideoDataset([], duration_sec=8.0)
+    for key in ("video_0", "video_1"):
+        chunk = torch.from_numpy(inputs[key]).permute(0, 3, 1, 2)  # torio's [T, C, H, W] uint8
+        ib = torch.stack(video_ds.crop([video_ds.ib_transform(chunk)]))[None]  # [1, crops, T, C, H, W]
+        out[f"{prefix}_{key}"] = encode_video(model, ib)[0].numpy()
+    return out
+
+
+def make_imagebind() -> None:
+    import json
+
+    from imagebind.models import imagebind_model
+
+    from mfmjt.scoring.extractors._weights import randomize
+    from mfmjt.scoring.extractors.imagebind import is_fixed, select_encoders
+
+    torch.set_num_threads(1)
+    inputs = imagebind_inputs()
+    outputs: dict[str, np.ndarray] = {}
+    metadata: dict[str, str] = {"small_config": json.dumps(IMAGEBIND_SMALL), "seed": "0"}
+
+    def seeded(model):
+        encoders = set(select_encoders(model.state_dict()))
+        randomize(model, 0, keep=lambda name: is_fixed(name) or name not in encoders)
+        return model.eval()
+
+    c = IMAGEBIND_SMALL
+    small = seeded(
+        imagebind_model.ImageBindModel(
+            vision_embed_dim=c["vision_dim"], vision_num_blocks=c["vision_blocks"],
+            vision_num_heads=c["vision_heads"], audio_embed_dim=c["audio_dim"],
+            audio_num_blocks=c["audio_blocks"], audio_num_heads=c["audio_heads"], out_embed_dim=c["out_dim"],
+            text_embed_dim=32, text_num_blocks=1, text_num_heads=4, depth_embed_dim=32, depth_num_blocks=1,
+            depth_num_heads=4, thermal_embed_dim=32, thermal_num_blocks=1, thermal_num_heads=4,
+            imu_embed_dim=32, imu_num_blocks=1, imu_num_heads=4,
+        )
+    )  # fmt: skip
+    outputs.update(_imagebind_reference_run(small, inputs, "small"))
+    del small
+    huge = seeded(imagebind_model.imagebind_huge(pretrained=False))
+    layout = {k: list(v.shape) for k, v in select_encoders(huge.state_dict()).items()}
+    metadata["huge_layout"] = json.dumps(layout)
+    outputs.update(_imagebind_reference_run(huge, inputs, "huge"))
+    save_file({**inputs, **outputs}, OUT / "imagebind.safetensors", metadata=metadata)
 
 
 if __name__ == "__main__":

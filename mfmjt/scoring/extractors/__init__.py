@@ -5,7 +5,7 @@
 * ``weights=None``: the published checkpoint (``MFMJT_WEIGHTS_DIR``, the cache, or a checksummed
   download; offline, the error says what to download and where to put it);
 * ``weights="random"``: the real architecture with seeded random weights (tests, benchmarks);
-* ``weights=<path>``: that checkpoint file.
+* ``weights=<path>``: that checkpoint file (in its publisher's layout: keys are converted on loading).
 
 The model packages (``pip install "mfmjt[eval]"``) are imported only when an extractor is built.
 Every extractor takes mono float32 waveforms at its ``sample_rate``; resampling, cropping to the
@@ -26,9 +26,11 @@ _EXTRACTORS: dict[str, tuple[str, str]] = {
     "panns": ("mfmjt.scoring.extractors.panns", "PannsExtractor"),
     "vggish": ("mfmjt.scoring.extractors.vggish", "VggishExtractor"),
     "passt": ("mfmjt.scoring.extractors.passt", "PasstExtractor"),
+    "laion_clap": ("mfmjt.scoring.extractors.laion_clap", "LaionClapExtractor"),
+    "ms_clap": ("mfmjt.scoring.extractors.ms_clap", "MsClapExtractor"),
 }
 # named in the evaluation but not implemented yet
-PLANNED = ("laion_clap", "ms_clap", "imagebind", "synchformer")
+PLANNED = ("imagebind", "synchformer")
 
 EXTRACTOR_NAMES: tuple[str, ...] = tuple(_EXTRACTORS)
 
@@ -39,8 +41,10 @@ def get_extractor(
     device: str | torch.device = "cpu",
     *,
     seed: int = 0,
+    **options: object,
 ) -> Extractor:
-    """Build the extractor ``name`` (one of :data:`EXTRACTOR_NAMES`)."""
+    """Build the extractor ``name`` (one of :data:`EXTRACTOR_NAMES`); ``options`` go to its class (the
+    CLAP extractors take ``tokenizer=<folder>``)."""
     if name not in _EXTRACTORS:
         if name in PLANNED:
             raise ValueError(
@@ -51,7 +55,7 @@ def get_extractor(
     try:
         module = importlib.import_module(module_name)
         cls = getattr(module, cls_name)
-        return cls(weights=weights, device=device, seed=seed)
+        return cls(weights=weights, device=device, seed=seed, **options)
     except ModuleNotFoundError as err:
         raise ModuleNotFoundError(
             f"the {name!r} extractor needs the package {err.name!r}; install the evaluation extra: "

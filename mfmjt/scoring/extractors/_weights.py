@@ -3,7 +3,9 @@
 A checkpoint with a known md5 goes through :func:`mfmjt.hub.resolve_file` (``MFMJT_WEIGHTS_DIR`` or
 ``local_dir``, then the mfmjt cache, then the URL; md5 checked once and remembered). A checkpoint for
 which only a sha256 is known is found the same way (the hand-filled folder, then the cache
-``$MFMJT_CACHE/scoring/``, then the URL) and checked against its sha256 here. Offline, either raises
+``$MFMJT_CACHE/scoring/``, then the URL) and checked against its sha256 here; one for which no checksum
+is published at all is found the same way and not checked (its ``checksum_source`` says so). Offline,
+each raises
 :class:`mfmjt.hub.WeightsOfflineError` naming the URL, the file name, its checksum and where to put it.
 
 ``weights="random"`` builds the real architecture with seeded random weights (:func:`randomize`): every
@@ -46,8 +48,10 @@ class ScoringWeights:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if (self.md5 is None) == (self.sha256 is None):
-            raise ValueError(f"{self.name}: give exactly one of md5 and sha256")
+        if self.md5 is not None and self.sha256 is not None:
+            raise ValueError(f"{self.name}: give at most one of md5 and sha256")
+        if self.md5 is None and self.sha256 is None and "no checksum" not in self.checksum_source:
+            raise ValueError(f"{self.name}: give md5 or sha256, or say in checksum_source that none is published")
 
     @property
     def cache_path(self) -> str:
@@ -65,7 +69,7 @@ class ScoringWeights:
         )
 
     def how_to_supply(self) -> str:
-        check = f"md5 {self.md5}" if self.md5 else f"sha256 {self.sha256}"
+        check = f"md5 {self.md5}" if self.md5 else f"sha256 {self.sha256}" if self.sha256 else "no checksum published"
         return (
             f"Download {self.url} ({self.approx_bytes / 2**20:.0f} MiB, {check}) on a machine with internet "
             f"access, put it in a folder as {self.filename}, and set {hub.WEIGHTS_DIR_ENV}=<that folder> "
@@ -94,6 +98,8 @@ def _resolve_sha256(spec: ScoringWeights, offline: bool) -> Path:
     candidates.append(cached)
     for path in candidates:
         if path.is_file():
+            if spec.sha256 is None:
+                return path
             actual = _sha256(path)
             if not actual.startswith(str(spec.sha256)):
                 raise hub.ChecksumMismatchError(
@@ -119,8 +125,8 @@ def _resolve_sha256(spec: ScoringWeights, offline: bool) -> Path:
         raise hub.WeightsOfflineError(
             f"Could not download {spec.url} ({err}). {spec.how_to_supply()}"
         ) from err
-    actual = _sha256(Path(tmp))
-    if not actual.startswith(str(spec.sha256)):
+    actual = _sha256(Path(tmp)) if spec.sha256 is not None else ""
+    if not actual.startswith(str(spec.sha256 or "")):
         Path(tmp).unlink(missing_ok=True)
         raise hub.ChecksumMismatchError(
             f"The download of {spec.url} has sha256 {actual}, expected {spec.sha256}; it was deleted. "
@@ -171,21 +177,25 @@ def randomize(module: nn.Module, seed: int, keep: Callable[[str], bool] = lambda
     for name, tensor in module.state_dict().items():
         if not tensor.is_floating_point() or keep(name):
             continue
-        gen = torch.Generator().manual_seed(_tensor_seed(seed, name))
-        u = torch.rand(tensor.shape, generator=gen) * 2 - 1  # U(-1, 1)
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf == "running_var":
-            value = 1.0 + 0.5 * u
-        elif leaf == "running_mean":
-            value = 0.2 * u
-        elif tensor.dim() >= 2:
-            fan_in = tensor[0].numel()
-            value = u * (3.0 / fan_in) ** 0.5
-        elif leaf == "weight":  # 1-D weights: norm layers' scales
-            value = 1.0 + 0.1 * u
-        else:
-            value = 0.1 * u
-        tensor.copy_(value.to(tensor.dtype))
+        tensor.copy_(random_tensor(seed, name, tensor.shape).to(tensor.dtype))
+
+
+def random_tensor(seed: int, name: str, shape: Iterable[int]) -> torch.Tensor:
+    """The value :func:`randomize` gives the tensor ``name`` of this shape (float32)."""
+    shape = tuple(shape)
+    gen = torch.Generator().manual_seed(_tensor_seed(seed, name))
+    u = torch.rand(shape, generator=gen) * 2 - 1  # U(-1, 1)
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "running_var":
+        return 1.0 + 0.5 * u
+    if leaf == "running_mean":
+        return 0.2 * u
+    if len(shape) >= 2:
+        fan_in = int(torch.Size(shape[1:]).numel())
+        return u * (3.0 / fan_in) ** 0.5
+    if leaf == "weight":  # 1-D weights: norm layers' scales
+        return 1.0 + 0.1 * u
+    return 0.1 * u
 
 
 def locate(weights: str | os.PathLike[str] | None, spec: ScoringWeights) -> str | Path:

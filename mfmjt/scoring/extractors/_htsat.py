@@ -110,7 +110,9 @@ def convert_htsat(
         if name.startswith(("spectrogram_extractor.", "logmel_extractor.")):
             out[frontend + name] = value
             continue
-        if name.startswith(("tscam_conv.", "head.")) or name.endswith(("attn_mask", "relative_position_index")):
+        if name.startswith(("tscam_conv.", "head.")) or name.endswith(
+            ("attn_mask", "relative_position_index")
+        ):
             continue
         if name.startswith("bn0."):
             out[encoder + "batch_norm." + name[4:]] = value

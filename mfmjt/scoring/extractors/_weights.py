@@ -51,7 +51,9 @@ class ScoringWeights:
         if self.md5 is not None and self.sha256 is not None:
             raise ValueError(f"{self.name}: give at most one of md5 and sha256")
         if self.md5 is None and self.sha256 is None and "no checksum" not in self.checksum_source:
-            raise ValueError(f"{self.name}: give md5 or sha256, or say in checksum_source that none is published")
+            raise ValueError(
+                f"{self.name}: give md5 or sha256, or say in checksum_source that none is published"
+            )
 
     @property
     def cache_path(self) -> str:
@@ -69,7 +71,13 @@ class ScoringWeights:
         )
 
     def how_to_supply(self) -> str:
-        check = f"md5 {self.md5}" if self.md5 else f"sha256 {self.sha256}" if self.sha256 else "no checksum published"
+        check = (
+            f"md5 {self.md5}"
+            if self.md5
+            else f"sha256 {self.sha256}"
+            if self.sha256
+            else "no checksum published"
+        )
         return (
             f"Download {self.url} ({self.approx_bytes / 2**20:.0f} MiB, {check}) on a machine with internet "
             f"access, put it in a folder as {self.filename}, and set {hub.WEIGHTS_DIR_ENV}=<that folder> "

@@ -38,7 +38,7 @@ WEIGHTS = ScoringWeights(
     name="laion_clap",
     filename="music_speech_audioset_epoch_15_esc_89.98.pt",
     url="https://huggingface.co/lukewys/laion_clap/resolve/main/music_speech_audioset_epoch_15_esc_89.98.pt",
-    approx_bytes=2_350_000_000,
+    approx_bytes=2_350_000_000,  # "~2.35GB" as reported by its users (the training checkpoint)
     checksum_source="no checksum published (the Hub's file page gives none that we could read); not checked",
     description="LAION-CLAP HTSAT-base (music_speech_audioset_epoch_15_esc_89.98)",
 )

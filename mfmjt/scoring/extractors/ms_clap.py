@@ -40,8 +40,8 @@ WEIGHTS = ScoringWeights(
     name="ms_clap",
     filename="CLAP_weights_2023.pth",
     url="https://huggingface.co/microsoft/msclap/resolve/main/CLAP_weights_2023.pth",
-    approx_bytes=690_000_000,
-    checksum_source="no checksum published (msclap downloads it unchecked through huggingface_hub); not checked",
+    approx_bytes=640_000_000,  # estimated: 160M float32 parameters (the file's size is not known here)
+    checksum_source="no checksum published (msclap fetches it unchecked with huggingface_hub); not checked",
     description="MS-CLAP 2023",
 )
 

@@ -123,13 +123,32 @@ def make_passt() -> None:
 
 
 CAPTIONS = ["a dog barks while rain falls on a roof", "the engine of a car starts, then a horn!"]
-MERGES = ["Ġ a", "Ġ t", "h e", "Ġt he", "Ġ r", "i n", "a in", "Ġr ain", "o g", "Ġ d", "Ġd og", "a r", "Ġ b", "Ġb ar"]
+MERGES = [
+    "Ġ a",
+    "Ġ t",
+    "h e",
+    "Ġt he",
+    "Ġ r",
+    "i n",
+    "a in",
+    "Ġr ain",
+    "o g",
+    "Ġ d",
+    "Ġd og",
+    "a r",
+    "Ġ b",
+    "Ġb ar",
+]
 
 
 def byte_symbols() -> list[str]:
     """GPT-2's 256 byte symbols in GPT-2's vocabulary order (printable bytes first, then the rest
     shifted past 255): ids 0-255 of GPT-2's vocabulary, and 4-259 of RoBERTa's."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     rest = [b for b in range(256) if b not in printable]
     return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(rest))]
 
@@ -143,7 +162,9 @@ def write_tokenizers() -> None:
     for name, tokens in vocabularies.items():
         folder = OUT / "tokenizers" / name
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))
+        (folder / "vocab.json").write_text(
+            json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False)
+        )
         (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(MERGES) + "\n", encoding="utf-8")
 
 
@@ -212,9 +233,9 @@ def make_ms_clap() -> None:
     from msclap import CLAP as Wrapper
     from msclap.models.clap import CLAP
 
-    args = dict(audioenc_name="HTSAT", sample_rate=44100, window_size=1024, hop_size=320, mel_bins=64, fmin=50,
-                fmax=8000, classes_num=527, out_emb=768, text_model="gpt2", transformer_embed_dim=768,
-                d_proj=1024)  # fmt: skip  # configs/config_2023.yml
+    args = dict(audioenc_name="HTSAT", sample_rate=44100, window_size=1024, hop_size=320, mel_bins=64,
+                fmin=50, fmax=8000, classes_num=527, out_emb=768, text_model="gpt2",
+                transformer_embed_dim=768, d_proj=1024)  # fmt: skip  # configs/config_2023.yml
     model = CLAP(**args)
     drawn = _randomize_reference(
         model, lambda n: "_extractor." in n or n.endswith(("attn_mask", "relative_position_index"))

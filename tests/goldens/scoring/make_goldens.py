@@ -23,7 +23,9 @@ inputs stored in the golden. References:
   architecture from its published configuration instead.
 
 Usage: ``PYTHONPATH=<worktree>:<av-benchmark checkout> python tests/goldens/scoring/make_goldens.py NAME...``
-(``/work/venvs/clap/bin/python`` for laion_clap and ms_clap).
+The CLAP references need a venv of their own (``python -m venv --system-site-packages``, then
+``pip install --no-deps laion-clap==1.1.7 msclap==1.3.4 "transformers>=4.34,<5" "tokenizers>=0.22,<=0.23"
+ftfy braceexpand wget h5py webdataset``); run it with that venv's python.
 """
 
 from __future__ import annotations

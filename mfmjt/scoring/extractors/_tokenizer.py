@@ -12,7 +12,6 @@ from pathlib import Path
 
 from mfmjt import hub
 
-
 FILES = ("vocab.json", "merges.txt")
 
 

@@ -98,14 +98,9 @@ def test_offline_without_weights_names_what_to_download(name, tmp_path, monkeypa
     assert module.WEIGHTS.url in message and hub.WEIGHTS_DIR_ENV in message
 
 
-def test_unknown_and_planned_names():
+def test_unknown_names():
     with pytest.raises(ValueError, match="unknown extractor 'nope'"):
         get_extractor("nope")
-    from mfmjt.scoring.extractors import PLANNED
-
-    for name in PLANNED:
-        with pytest.raises(ValueError, match="not implemented yet"):
-            get_extractor(name)
 
 
 @pytest.mark.slow  # full-size model on CPU

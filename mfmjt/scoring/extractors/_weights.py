@@ -195,21 +195,25 @@ def randomize(
     for name, tensor in module.state_dict().items():
         if not tensor.is_floating_point() or keep(name):
             continue
-        gen = torch.Generator().manual_seed(_tensor_seed(seed, prefix + name))
-        u = torch.rand(tensor.shape, generator=gen) * 2 - 1  # U(-1, 1)
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf == "running_var":
-            value = 1.0 + 0.5 * u
-        elif leaf == "running_mean":
-            value = 0.2 * u
-        elif tensor.dim() >= 2:
-            fan_in = tensor[0].numel()
-            value = u * (3.0 / fan_in) ** 0.5
-        elif leaf == "weight":  # 1-D weights: norm layers' scales
-            value = 1.0 + 0.1 * u
-        else:
-            value = 0.1 * u
-        tensor.copy_(value.to(tensor.dtype))
+        tensor.copy_(random_tensor(seed, prefix + name, tensor.shape).to(tensor.dtype))
+
+
+def random_tensor(seed: int, name: str, shape: Iterable[int]) -> torch.Tensor:
+    """The value :func:`randomize` gives the tensor ``name`` (with its prefix) of this shape (float32)."""
+    shape = tuple(shape)
+    gen = torch.Generator().manual_seed(_tensor_seed(seed, name))
+    u = torch.rand(shape, generator=gen) * 2 - 1  # U(-1, 1)
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "running_var":
+        return 1.0 + 0.5 * u
+    if leaf == "running_mean":
+        return 0.2 * u
+    if len(shape) >= 2:
+        fan_in = int(torch.Size(shape[1:]).numel())
+        return u * (3.0 / fan_in) ** 0.5
+    if leaf == "weight":  # 1-D weights: norm layers' scales
+        return 1.0 + 0.1 * u
+    return 0.1 * u
 
 
 def locate(weights: str | os.PathLike[str] | None, spec: ScoringWeights) -> str | Path:

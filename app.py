@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - spaces is in requirements.txt
 import functools
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -50,6 +51,7 @@ from mfmjt.demo.service import (
     describe_clip,
 )
 from mfmjt.demo.upload_guard import UploadGuard
+from mfmjt.media.frames import import_resizers
 from mfmjt.pipeline import PACKAGE_ASSETS, Pipeline, load_pipeline
 from mfmjt.request import MAX_SEED
 
@@ -613,8 +615,10 @@ def main() -> None:
     port = int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
     app = demo or build_demo()
     app.launch(server_name="0.0.0.0", server_port=port, prevent_thread_lock=True, **LAUNCH_KWARGS)
-    # the page answers now; the allowed registry models' memory checks run from here on, in the background
+    # the page answers now; from here on, in the background: the allowed registry models' memory checks and
+    # the imports the first video request needs
     app.mfmjt_service.models.start_checks()
+    threading.Thread(target=import_resizers, name="import-resizers", daemon=True).start()
     app.block_thread()  # until Ctrl-C or SIGTERM, which close the server
 
 

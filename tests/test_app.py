@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -419,6 +420,25 @@ def test_the_memory_checks_start_when_first_needed_and_run_once(pipe):
     assert models.offered() == ["mine", "fits"] and calls == ["fits", "too-big"]
     lazy = ModelCache({n: lambda: pipe for n in ("mine", "fits")}, checked=["fits"], check=lambda n: True)
     assert lazy.offered() == ["mine", "fits"]  # the first question starts them and waits
+
+
+@pytest.mark.slow  # a fresh interpreter importing Gradio and torch and loading the embedded model
+def test_the_start_up_does_nothing_that_can_wait():
+    """``python app.py`` builds the page of the embedded model without importing torchvision, timm or
+    torch._dynamo (seconds on a small CPU; the first video request imports them) and without starting
+    the registry models' memory checks (app.main starts them once the page answers)."""
+    code = (
+        "import os, sys, threading; os.environ['MFMJT_APP_BUILD'] = '0'; import app; app.build_demo(); "
+        "print([m for m in ('torchvision', 'timm', 'torch._dynamo') if m in sys.modules], "
+        "[t.name for t in threading.enumerate() if t.name == 'model-checks'])"
+    )
+    repo = Path(app.__file__).resolve().parent
+    env = {k: v for k, v in os.environ.items() if k != "MFMJT_ALLOWED_MODELS"}
+    env.update(MFMJT_MODEL="default", PYTHONPATH=str(repo))
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[] []"
 
 
 def test_the_demo_offers_a_model_selector_and_preloads_only_the_first_given_model(pipe):

@@ -88,6 +88,12 @@ class DecodedVideo:
 
 # torchvision is imported on the first resize, not with this module: importing it loads torch._dynamo
 # (seconds on a small CPU), which the demo's start-up and text-only uses do not need.
+def import_resizers() -> None:
+    """Import what the first resize needs now (a server calls it in the background once it answers, so
+    that its first video request does not wait for the import)."""
+    from torchvision.transforms.v2 import functional  # noqa: F401
+
+
 def _clip_transform(frames: torch.Tensor) -> torch.Tensor:
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as TF

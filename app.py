@@ -613,13 +613,13 @@ def stop_cleanly_on_sigterm() -> None:
 
 def main() -> None:
     port = int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
-    app = demo or build_demo()
-    app.launch(server_name="0.0.0.0", server_port=port, prevent_thread_lock=True, **LAUNCH_KWARGS)
+    page = demo or build_demo()
+    page.launch(server_name="0.0.0.0", server_port=port, prevent_thread_lock=True, **LAUNCH_KWARGS)
     # the page answers now; from here on, in the background: the allowed registry models' memory checks and
     # the imports the first video request needs
-    app.mfmjt_service.models.start_checks()
+    page.mfmjt_service.models.start_checks()
     threading.Thread(target=import_resizers, name="import-resizers", daemon=True).start()
-    app.block_thread()  # until Ctrl-C or SIGTERM, which close the server
+    page.block_thread()  # until Ctrl-C or SIGTERM, which close the server
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - spaces is in requirements.txt
 import functools
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -50,6 +51,7 @@ from mfmjt.demo.service import (
     describe_clip,
 )
 from mfmjt.demo.upload_guard import UploadGuard
+from mfmjt.media.frames import import_resizers
 from mfmjt.pipeline import PACKAGE_ASSETS, Pipeline, load_pipeline
 from mfmjt.request import MAX_SEED
 
@@ -237,8 +239,8 @@ def video_endpoint(service: DemoService) -> Callable:
         prompt: str = "",
         negative_prompt: str = "",
         duration: float = 0,
-        steps: int = 1,
-        cfg_strength: float = 1.5,
+        steps: int | None = None,
+        cfg_strength: float | None = None,
         guidance: str = "both",
         seed: int = 0,
         randomize_seed: bool = False,
@@ -252,8 +254,8 @@ def video_endpoint(service: DemoService) -> Callable:
             prompt: optional text describing the sound
             negative_prompt: optional text describing what to avoid
             duration: seconds to generate; 0 = the whole clip (up to the server's limit)
-            steps: sampling steps (1 for MeanFlow models, about 25 for flow-matching models)
-            cfg_strength: guidance strength ω
+            steps: sampling steps; None = the model's recommendation (MeanFlow: 1, flow matching: 25)
+            cfg_strength: guidance strength ω; None = the model's recommendation for these steps
             guidance: "standard", "scaled" or "both"
             seed: the noise seed
             randomize_seed: draw a new seed instead of using seed
@@ -288,8 +290,8 @@ def text_endpoint(service: DemoService) -> Callable:
         prompt: str,
         negative_prompt: str = "",
         duration: float = T2A_DEFAULT_DURATION,
-        steps: int = 1,
-        cfg_strength: float = 1.5,
+        steps: int | None = None,
+        cfg_strength: float | None = None,
         guidance: str = "both",
         seed: int = 0,
         randomize_seed: bool = False,
@@ -302,8 +304,8 @@ def text_endpoint(service: DemoService) -> Callable:
             prompt: text describing the sound
             negative_prompt: optional text describing what to avoid
             duration: seconds to generate (up to the server's limit)
-            steps: sampling steps (1 for MeanFlow models, about 25 for flow-matching models)
-            cfg_strength: guidance strength ω
+            steps: sampling steps; None = the model's recommendation (MeanFlow: 1, flow matching: 25)
+            cfg_strength: guidance strength ω; None = the model's recommendation for these steps
             guidance: "standard", "scaled" or "both"
             seed: the noise seed
             randomize_seed: draw a new seed instead of using seed
@@ -356,19 +358,35 @@ def _wire_results(
 
     after(button.click(_user_errors(generate), inputs, outputs, api_name=generate.__name__, **queue))
 
-    def remix(cfg_strength: float, guidance: str, steps: int, state_value: dict | None) -> tuple:
-        """Re-mix the session's last one-step result with a new ω (cfg_strength) or guidance."""
+    def remix(
+        cfg_strength: float | None = None,
+        guidance: str = "both",
+        steps: int | None = None,
+        state_value: dict | None = None,
+    ) -> tuple:
+        """Re-mix the session's last one-step result with another ω or guidance (no new network forward
+        with two-pass guidance), as releasing the ω slider or changing the guidance does on the page.
+
+        Args:
+            cfg_strength: the new guidance strength ω; None = the model's recommendation
+            guidance: "standard", "scaled" or "both"
+            steps: the page's steps setting; a remix applies only at 1 (None: the shown result's)
+
+        Returns:
+            As the endpoint that made the result; nothing new when this session has no one-step result.
+        """
         result = service.remix(state_value, cfg_strength, guidance, steps)
         return tuple(gr.skip() for _ in outputs) if result is None else _unpack(kind, result)
 
-    for trigger in (controls.cfg.release, controls.guidance.input):
+    # the ω release is the API's /remix_<kind>; the guidance change calls the same handler, privately
+    for trigger, visibility in ((controls.cfg.release, "public"), (controls.guidance.input, "private")):
         after(
             trigger(
                 _user_errors(remix),
                 [controls.cfg, controls.guidance, controls.steps, state],
                 outputs,
-                api_name=f"remix_{kind}",
-                api_visibility="undocumented",
+                api_name=f"remix_{kind}" if visibility == "public" else None,
+                api_visibility=visibility,
                 show_progress="minimal",
                 **queue,
             )
@@ -381,8 +399,12 @@ def _wire_results(
         nudge_cfg, [controls.steps, controls.cfg], controls.cfg, api_visibility="private", queue=False
     )
 
-    def omega_sweep(state_value: dict | None) -> tuple:
-        """The session's last request at one step, scaled guidance, a few ω: a picture and one wav per ω."""
+    def omega_sweep(state_value: dict | None = None) -> tuple:
+        """The session's last request at one step, scaled guidance, a few ω: a picture and one wav per ω.
+
+        Returns:
+            The spectrograms of every ω side by side (png) and one audio file (.wav) per ω.
+        """
         picture, files = service.omega_sweep(state_value)
         return picture, [str(f) for f in files]
 
@@ -392,7 +414,6 @@ def _wire_results(
         state,
         [sweep_image, sweep_files],
         api_name=f"omega_sweep_{kind}",
-        api_visibility="undocumented",
         concurrency_limit=REQUESTS_AT_ONCE,
         concurrency_id="requests",
     )
@@ -592,7 +613,13 @@ def stop_cleanly_on_sigterm() -> None:
 
 def main() -> None:
     port = int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
-    (demo or build_demo()).launch(server_name="0.0.0.0", server_port=port, **LAUNCH_KWARGS)
+    page = demo or build_demo()
+    page.launch(server_name="0.0.0.0", server_port=port, prevent_thread_lock=True, **LAUNCH_KWARGS)
+    # the page answers now; from here on, in the background: the allowed registry models' memory checks and
+    # the imports the first video request needs
+    page.mfmjt_service.models.start_checks()
+    threading.Thread(target=import_resizers, name="import-resizers", daemon=True).start()
+    page.block_thread()  # until Ctrl-C or SIGTERM, which close the server
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ downloaded mp4s: 1 step with both guidances vs 1 step with one, vs 25 steps, plu
 (``/remix_v2a``, what releasing the ω slider calls: no network forward with two-pass CFG, one for a
 model with guidance learnt in training; the video track is reused, only the audio is encoded). Each
 timed request uses a clip of its own and a new seed, so features and predictions are computed afresh.
-Also times the start-up of ``python app.py`` (process start to the page answering). Every request is
+Also times the start-up of ``python app.py`` (process start to the page answering), each run next to
+``python -c "import gradio"`` (the reference: what any Gradio app pays before its own code runs), so
+the start-up is reported also as a multiple of that import on a shared machine. Every request is
 also reported as a multiple of an ffmpeg H.264 + AAC transcode of the same clip (the demo's own x264
 settings, AAC at 128 kb/s), timed right before it in the same run: a machine-independent yardstick of
 what a video tool costs. Prints a markdown table of seconds and ratios, all measured in one run, with the
@@ -14,6 +16,8 @@ machine's load average.
     python benchmarks/app_latency.py                          # the embedded default model
     python benchmarks/app_latency.py --model mmaudio-small-16k
     python benchmarks/app_latency.py --random-stack --repeats 2   # quick check, no weights
+    python benchmarks/app_latency.py --startup-only --repeats 5   # only the start-up and its reference
+    python benchmarks/app_latency.py --startup-only --app /tmp/old/app.py  # also another tree's app.py
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
+import resource
 import shutil
 import socket
 import statistics
@@ -86,18 +91,42 @@ def transcode_seconds(clip: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
-def startup_seconds(timeout: float = 120.0) -> float:
-    """Seconds from ``python app.py`` to its page answering HTTP 200 (the embedded default model)."""
-    import os
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a running process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def reference_seconds() -> tuple[float, float]:
+    """Seconds and CPU seconds of ``python -c "import gradio"``: the start-up's yardstick (the transcode is
+    the requests')."""
+    import subprocess
+
+    start, cpu = time.perf_counter(), _children_cpu()
+    subprocess.run([sys.executable, "-c", "import gradio"], check=True, cwd=REPO)
+    return time.perf_counter() - start, _children_cpu() - cpu
+
+
+def startup_seconds(app_file: Path = REPO / "app.py", timeout: float = 120.0) -> tuple[float, float]:
+    """Seconds from ``python app.py`` to its page answering HTTP 200 (the embedded default model), and the
+    CPU seconds it used until then (on a shared machine the wall time follows the load; the CPU time much
+    less)."""
     import subprocess
     import urllib.request
 
     port = free_port()
     env = {**os.environ, "PORT": str(port), "MFMJT_MODEL": "default", "MFMJT_APP_BUILD": "1"}
+    # the app's own folder first, so that another tree's app.py (--app) imports that tree's mfmjt
+    env["PYTHONPATH"] = os.pathsep.join([str(app_file.parent), env.get("PYTHONPATH", "")])
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "app.py")],
-        cwd=REPO,
+        [sys.executable, str(app_file)],
+        cwd=app_file.parent,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -107,7 +136,7 @@ def startup_seconds(timeout: float = 120.0) -> float:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
                     if response.status == 200:
-                        return time.perf_counter() - start
+                        return time.perf_counter() - start, _process_cpu(proc.pid)
             except OSError:
                 time.sleep(0.05)
         raise TimeoutError(f"python app.py did not answer within {timeout:g} s")
@@ -177,13 +206,33 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8.0, help="clip length in seconds")
     parser.add_argument("--repeats", type=int, default=5, help="timed requests per case (median)")
     parser.add_argument("--no-startup", action="store_true", help="skip timing `python app.py`")
+    parser.add_argument("--startup-only", action="store_true", help="time only the start-up")
+    parser.add_argument(
+        "--startup-timeout", type=float, default=120.0, help="seconds one start-up may take (more under load)"
+    )
+    parser.add_argument(
+        "--app",
+        type=Path,
+        action="append",
+        default=[],
+        help="another app.py (e.g. an older checkout) whose start-up is timed alongside, in turn",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from gradio_client import Client, handle_file
 
     load_before = os.getloadavg()
-    startups = [] if args.no_startup else [startup_seconds() for _ in range(args.repeats)]
+    apps = [REPO / "app.py", *args.app]
+    startups = [] if args.no_startup else time_startups(apps, args.repeats, args.startup_timeout)
+    if args.startup_only:
+        print(
+            f"\nstart-up · CPU {platform.machine()} ({os.cpu_count()} cores) · {args.repeats} runs of each, "
+            f"in turn · load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after\n"
+        )
+        print(STARTUP_HEADER)
+        print_startups(startups)
+        return
     name = "random" if args.random_stack else args.model
     pipe = loader(args)()
     demo = app.build_demo({name: lambda: pipe})
@@ -280,13 +329,58 @@ def main() -> None:
             f"{med / args.duration:.3f} | {verdict} |"
         )
     if startups:
-        med = statistics.median(startups)
-        verdict = f"≤ {STARTUP_TARGET_S:g} s " + (
-            "✓" if med <= STARTUP_TARGET_S else f"✗ (+{med - STARTUP_TARGET_S:.2f} s)"
+        print("\n" + STARTUP_HEADER)
+        print_startups(startups)
+
+
+Startups = list[tuple[str, dict[str, list[float]]]]
+
+
+def time_startups(apps: list[Path], repeats: int, timeout: float = 120.0) -> Startups:
+    """Per app (and the reference first): its label and its wall and CPU seconds, each also as a multiple
+    of the reference's in the same round. Each round runs the reference and then every app, in turn."""
+    reference_label = '`python -c "import gradio"` (the reference)'
+    rows: dict[str, dict[str, list[float]]] = {}
+
+    def add(label: str, wall: float, cpu: float, reference: tuple[float, float]) -> None:
+        row = rows.setdefault(label, {"wall": [], "cpu": [], "wall_x": [], "cpu_x": []})
+        row["wall"].append(wall)
+        row["cpu"].append(cpu)
+        row["wall_x"].append(wall / reference[0])
+        row["cpu_x"].append(cpu / reference[1])
+
+    for _ in range(repeats):
+        reference = reference_seconds()
+        add(reference_label, *reference, reference)
+        for app_file in apps:
+            label = "python app.py" if app_file == REPO / "app.py" else f"python {app_file}"
+            add(
+                f"`{label}` (to the page answering)", *startup_seconds(app_file.resolve(), timeout), reference
+            )
+        logger.info(
+            "start-up round: %s",
+            ", ".join(f"{k} {v['wall'][-1]:.2f} s ({v['cpu'][-1]:.2f} s CPU)" for k, v in rows.items()),
         )
+    return list(rows.items())
+
+
+STARTUP_HEADER = (
+    "| start-up | median s | min s | × `import gradio` | CPU s (median) | CPU × `import gradio` | target |\n"
+    "|---|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def print_startups(rows: Startups) -> None:
+    for label, row in rows:
+        med = statistics.median(row["wall"])
+        verdict = ""
+        if label.startswith("`python app.py"):
+            verdict = f"≤ {STARTUP_TARGET_S:g} s " + (
+                "✓" if med <= STARTUP_TARGET_S else f"✗ (+{med - STARTUP_TARGET_S:.2f} s)"
+            )
         print(
-            f"| start-up of `python app.py` (to the page answering) | {med:.2f} | {min(startups):.2f} | "
-            f"| | | {verdict} |"
+            f"| {label} | {med:.2f} | {min(row['wall']):.2f} | {statistics.median(row['wall_x']):.2f} | "
+            f"{statistics.median(row['cpu']):.2f} | {statistics.median(row['cpu_x']):.2f} | {verdict} |"
         )
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,11 +110,29 @@ V2A_PARAMETERS = [
 ]
 
 
+REMIX_PARAMETERS = ["cfg_strength", "guidance", "steps"]
+
+
 def test_the_api_parameters_have_the_names_a_user_writes(client, pipe):
-    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    names = {api: [p["parameter_name"] for p in e["parameters"]] for api, e in endpoints.items()}
-    assert names["/video_to_audio"] == V2A_PARAMETERS  # one model: no model parameter
-    assert names["/text_to_audio"] == V2A_PARAMETERS[1:]
+    api = client.view_api(print_info=False, return_format="dict")
+    names = {
+        name: [p["parameter_name"] for p in e["parameters"]] for name, e in api["named_endpoints"].items()
+    }
+    # every endpoint a client sees, one model (so no model parameter); the page's own events are private
+    assert names == {
+        "/video_to_audio": V2A_PARAMETERS,
+        "/text_to_audio": V2A_PARAMETERS[1:],
+        "/remix_v2a": REMIX_PARAMETERS,
+        "/remix_t2a": REMIX_PARAMETERS,
+        "/omega_sweep_v2a": [],
+        "/omega_sweep_t2a": [],
+    }
+    assert api["unnamed_endpoints"] == {}
+    # nothing callable is left out of the API page (an undocumented endpoint would be)
+    hidden = [
+        d["api_name"] for d in client.config["dependencies"] if d.get("api_visibility") == "undocumented"
+    ]
+    assert hidden == []
     # with several models the model is a parameter too
     demo = app.build_demo({"random": lambda: pipe, "again": lambda: pipe})
     with served(demo, **app.LAUNCH_KWARGS) as url:
@@ -157,7 +178,7 @@ def test_text_to_audio_returns_audio_of_the_requested_length_and_remixes(client)
         data, rate = sf.read(path)
         assert rate == 16000 and len(data) == 24000 and np.isfinite(data).all()
     assert "1.50 s" in info
-    standard, scaled, info, _ = client.predict(2.0, "standard", 1, api_name="/remix_t2a")
+    standard, scaled, info, _ = client.predict(cfg_strength=2.0, guidance="standard", api_name="/remix_t2a")
     assert scaled is None and sf.read(standard)[0].shape == (24000,)
     assert "live remix" in info and "ω = 2" in info
 
@@ -231,8 +252,8 @@ def test_moving_omega_at_one_step_remixes_without_a_network_forward(client, clip
     calls: list[int] = []
     original = pipe.network.inner_velocity
     monkeypatch.setattr(pipe.network, "inner_velocity", lambda *a, **k: calls.append(1) or original(*a, **k))
-    # the UI's ω-release event: (ω, guidance, steps) + the session's last request
-    remixed = client.predict(3.5, "both", 1, api_name="/remix_v2a")
+    # the UI's ω-release event, by name as docs/demo.md shows it (steps: the page's 1)
+    remixed = client.predict(cfg_strength=3.5, guidance="both", api_name="/remix_v2a")
     # the same request through the public endpoint with another ω
     again = v2a(client, clip, prompt="x", cfg_strength=2.5, seed=5)
     assert calls == []
@@ -347,6 +368,77 @@ def test_by_default_only_registry_models_that_fit_in_memory_are_offered(monkeypa
     assert models.get("mmaudio-small-16k") is pipe
     with pytest.raises(ModelError, match="'mmaudio-large-44k-v2' is not offered by this demo; choose one of"):
         models.get("mmaudio-large-44k-v2")
+
+
+def test_unset_steps_and_omega_are_the_chosen_models_recommendation(pipe):
+    """The endpoints' steps and ω default to None, the chosen model's own setting, as in the CLI and the
+    Python API: a flow-matching model served beside a MeanFlow one gets its 25 steps at ω 4.5."""
+    service = app.DemoService(ModelCache({"random": lambda: pipe}), OutputDirs())
+    for endpoint in (app.video_endpoint(service), app.text_endpoint(service)):
+        parameters = inspect.signature(endpoint).parameters
+        assert parameters["steps"].default is None and parameters["cfg_strength"].default is None
+    flow = Pipeline(
+        pipe.network,
+        pipe.features,
+        name="flow",
+        objective="flow_matching",
+        device="cpu",
+        max_duration=MAX_DURATION,
+        window_seconds=MAX_DURATION,
+    )
+    demo = app.build_demo({"random": lambda: pipe, "flow": lambda: flow})
+    with served(demo, **app.LAUNCH_KWARGS) as url:
+        several = Client(url, verbose=False, analytics_enabled=False)
+        settings = dict(prompt="a ball", duration=1.0, steps=None, cfg_strength=None, guidance="scaled")
+        for model, expected in (("flow", "25 steps · ω = 4.5"), ("random", "1 step · ω = 1.5")):
+            info = several.predict(**settings, model=model, api_name="/text_to_audio")[2]
+            assert expected in info
+
+
+def test_the_memory_checks_start_when_first_needed_and_run_once(pipe):
+    """Not at start-up: the first check imports seconds of torch internals (app.main starts them once
+    the page answers). Asking what is known now (timeout 0) starts nothing."""
+    gate, calls = threading.Event(), []
+
+    def check(name: str) -> bool:
+        calls.append(name)
+        gate.wait(30)
+        return name == "fits"
+
+    def checking() -> int:
+        return sum(t.name == "model-checks" for t in threading.enumerate())
+
+    before = checking()
+    models = ModelCache(
+        {n: lambda: pipe for n in ("mine", "fits", "too-big")}, checked=["fits", "too-big"], check=check
+    )
+    assert models.offered(timeout=0) == ["mine"] and checking() == before and calls == []
+    models.start_checks()
+    models.start_checks()
+    assert checking() == before + 1
+    gate.set()
+    assert models.offered() == ["mine", "fits"] and calls == ["fits", "too-big"]
+    lazy = ModelCache({n: lambda: pipe for n in ("mine", "fits")}, checked=["fits"], check=lambda n: True)
+    assert lazy.offered() == ["mine", "fits"]  # the first question starts them and waits
+
+
+@pytest.mark.slow  # a fresh interpreter importing Gradio and torch and loading the embedded model
+def test_the_start_up_does_nothing_that_can_wait():
+    """``python app.py`` builds the page of the embedded model without importing torchvision, timm or
+    torch._dynamo (seconds on a small CPU; the first video request imports them) and without starting
+    the registry models' memory checks (app.main starts them once the page answers)."""
+    code = (
+        "import os, sys, threading; os.environ['MFMJT_APP_BUILD'] = '0'; import app; app.build_demo(); "
+        "print([m for m in ('torchvision', 'timm', 'torch._dynamo') if m in sys.modules], "
+        "[t.name for t in threading.enumerate() if t.name == 'model-checks'])"
+    )
+    repo = Path(app.__file__).resolve().parent
+    env = {k: v for k, v in os.environ.items() if k != "MFMJT_ALLOWED_MODELS"}
+    env.update(MFMJT_MODEL="default", PYTHONPATH=str(repo))
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[] []"
 
 
 def test_the_demo_offers_a_model_selector_and_preloads_only_the_first_given_model(pipe):

@@ -137,7 +137,8 @@ class ModelCache:
         checked: list[str] | tuple[str, ...] = (),
         check: Callable[[str], bool] = fits_in_memory,
     ) -> None:
-        """``checked``: names offered only if ``check`` passes (run once, in a background thread)."""
+        """``checked``: names offered only if ``check`` passes (run once, in a background thread started
+        when first needed, see :meth:`start_checks`)."""
         if not loaders:
             raise ValueError("no models configured")
         self.loaders = dict(loaders)
@@ -146,17 +147,29 @@ class ModelCache:
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
         self._checked = [n for n in checked if n in self.loaders]
+        self._check = check
         self._passed: dict[str, bool] = {}
         self._checks_done = threading.Event()
-        if self._checked:
-            threading.Thread(target=self._run_checks, args=(check,), name="model-checks", daemon=True).start()
-        else:
+        self._checks_lock = threading.Lock()  # not _lock: that one is held while a model loads
+        self._checks_started = False
+        if not self._checked:
             self._checks_done.set()
 
-    def _run_checks(self, check: Callable[[str], bool]) -> None:
+    def start_checks(self) -> None:
+        """Start the memory checks in the background (once). They are not started with the cache: the
+        first check builds models on torch's meta device, whose first use imports seconds of torch
+        internals, and that should not delay a server's start-up. ``app.main`` starts them once the
+        server answers; else the first question about what is offered does."""
+        with self._checks_lock:
+            if self._checks_started or self._checks_done.is_set():
+                return
+            self._checks_started = True
+        threading.Thread(target=self._run_checks, name="model-checks", daemon=True).start()
+
+    def _run_checks(self) -> None:
         for name in self._checked:
             try:
-                self._passed[name] = bool(check(name))
+                self._passed[name] = bool(self._check(name))
             except Exception:  # noqa: BLE001 - a check that fails offers nothing
                 logger.exception("checking model %r failed", name)
                 self._passed[name] = False
@@ -164,7 +177,9 @@ class ModelCache:
 
     def offered(self, timeout: float | None = None) -> list[str]:
         """The names visitors may choose (waiting up to ``timeout`` s for the checks; those not done yet
-        are left out)."""
+        are left out). ``timeout=0`` asks what is known now, without starting the checks."""
+        if timeout != 0:
+            self.start_checks()
         self._checks_done.wait(timeout)
         return [n for n in self.names if n not in self._checked or self._passed.get(n, False)]
 

@@ -333,8 +333,8 @@ class DemoService:
         prompt: Any = "",
         negative_prompt: Any = "",
         duration: Any = None,
-        steps: Any = 1,
-        cfg_strength: Any = 1.5,
+        steps: Any = None,
+        cfg_strength: Any = None,
         guidance: Any = "both",
         seed: Any = 0,
         randomize_seed: Any = False,
@@ -377,8 +377,8 @@ class DemoService:
         prompt: Any,
         negative_prompt: Any = "",
         duration: Any = T2A_DEFAULT_DURATION,
-        steps: Any = 1,
-        cfg_strength: Any = 1.5,
+        steps: Any = None,
+        cfg_strength: Any = None,
         guidance: Any = "both",
         seed: Any = 0,
         randomize_seed: Any = False,
@@ -407,7 +407,7 @@ class DemoService:
         self, state: dict | None, cfg_strength: Any, guidance: Any, steps: Any
     ) -> VideoOutput | AudioOutput | None:
         """The shown one-step result again with another ω or guidance; None when there is nothing to remix."""
-        if not isinstance(state, dict) or state.get("steps") != 1 or steps != 1:
+        if not isinstance(state, dict) or state.get("steps") != 1 or steps not in (1, None):
             return None
         common = dict(
             negative_prompt=state["negative_prompt"],

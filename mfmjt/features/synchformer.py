@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Mlp
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -128,6 +127,8 @@ class DividedSpaceTimeBlock(nn.Module):
     """Pre-norm block: time attention (norm3), then space attention (norm1), then MLP (norm2)."""
 
     def __init__(self, cfg: SynchformerConfig) -> None:
+        from timm.layers import Mlp  # here, not at import: timm loads torchvision and torch._dynamo
+
         super().__init__()
         dim = cfg.embed_dim
         # Registration order follows the upstream module, so state_dict() lists keys in its order.

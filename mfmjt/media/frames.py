@@ -33,8 +33,6 @@ from typing import Any
 import av
 import numpy as np
 import torch
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 from mfmjt.config import CLIP_FPS, MIN_DURATION, SYNC_FPS, AudioMode, SequenceLengths
 from mfmjt.media.container import (
@@ -88,11 +86,25 @@ class DecodedVideo:
         return SequenceLengths.for_duration(self.duration, mode)
 
 
+# torchvision is imported on the first resize, not with this module: importing it loads torch._dynamo
+# (seconds on a small CPU), which the demo's start-up and text-only uses do not need.
+def import_resizers() -> None:
+    """Import what the first resize needs now (a server calls it in the background once it answers, so
+    that its first video request does not wait for the import)."""
+    from torchvision.transforms.v2 import functional  # noqa: F401
+
+
 def _clip_transform(frames: torch.Tensor) -> torch.Tensor:
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
     return TF.resize(frames, [CLIP_SIZE, CLIP_SIZE], interpolation=InterpolationMode.BICUBIC, antialias=True)
 
 
 def _sync_transform(frames: torch.Tensor) -> torch.Tensor:
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
     frames = TF.resize(frames, [SYNC_SIZE], interpolation=InterpolationMode.BICUBIC, antialias=True)
     return TF.center_crop(frames, [SYNC_SIZE, SYNC_SIZE])
 

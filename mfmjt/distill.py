@@ -52,6 +52,7 @@ from mfmjt.meanflow import (
     MeanFlowLoss,
     TimePairs,
     TrainingGuidance,
+    adaptive_weighted,
     drop_conditions,
     meanflow_loss,
 )
@@ -299,9 +300,7 @@ class DistillationLoss:
             ec.guidance == "scaled",
         )  # fmt: skip
         per_sample = out.per_sample if self.meanflow_weight > 0 else err.detach().to(out.per_sample.dtype)
-        weighted = err
-        if ec.adaptive_power > 0:  # MeanFlow's adaptive weight, detached, on the endpoint term
-            weighted = err * (err.detach() + ec.adaptive_eps).pow(-ec.adaptive_power)
+        weighted = adaptive_weighted(err, ec.adaptive_power, ec.adaptive_eps)
         return MeanFlowLoss(out.loss + ec.weight * weighted.mean(), per_sample, out.pairs)
 
 

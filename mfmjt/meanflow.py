@@ -111,6 +111,14 @@ class MeanFlowLoss:
     pairs: TimePairs
 
 
+def adaptive_weighted(err: torch.Tensor, power: float, eps: float) -> torch.Tensor:
+    """MeanFlow's adaptive loss: per-sample squared errors ``err`` times the detached 1 / (err + eps)^power
+    (``err`` itself for power 0, the plain L2)."""
+    if power == 0:
+        return err
+    return err * (err.detach() + eps).pow(-power)
+
+
 def sample_time_pairs(
     batch_size: int,
     config: MeanFlowConfig = MeanFlowConfig(),
@@ -249,10 +257,7 @@ def meanflow_loss(
     reduce_dims = tuple(range(1, x.dim()))
 
     def weighted_sum(err: torch.Tensor) -> torch.Tensor:
-        if config.adaptive_loss_power == 0:
-            return err.sum()
-        weight = (err.detach() + config.adaptive_loss_eps).pow(-config.adaptive_loss_power)
-        return (weight * err).sum()
+        return adaptive_weighted(err, config.adaptive_loss_power, config.adaptive_loss_eps).sum()
 
     fm_rows = (~pairs.mean).nonzero().squeeze(1)
     if fm_rows.numel():

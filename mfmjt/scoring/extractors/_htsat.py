@@ -25,10 +25,15 @@ not used.
 
 from __future__ import annotations
 
+import os
 import re
+from typing import Any
 
 import torch
 from torch import nn
+
+from mfmjt.scoring.extractors._tokenizer import load_tokenizer
+from mfmjt.scoring.extractors._weights import RANDOM, ScoringWeights, build_weights, locate
 
 FRONTEND_KEYS = ("frontend.spectrogram_extractor.", "frontend.logmel_extractor.")
 DERIVED_KEYS = ("relative_position_index", "position_ids", "token_type_ids")  # buffers computed at build
@@ -147,3 +152,47 @@ def repeat_pad(wav: torch.Tensor, length: int) -> torch.Tensor:
         return wav[..., :length]
     repeated = wav.repeat(1, length // n)
     return nn.functional.pad(repeated, (0, length - repeated.shape[-1]))
+
+
+class ClapExtractorBase:
+    """What both CLAP extractors share: the weights through the scoring path (HTSAT's fixed front-end
+    buffers kept, the published layout converted) and the tokenizer, loaded up front for real weights
+    (so a missing one fails before any work) or at the first ``text()`` call of a random build.
+    Subclasses set the class attributes below."""
+
+    model_class: type[nn.Module]
+    weights_spec: ScoringWeights
+    tokenizer_spec: tuple[str, ...]  # load_tokenizer's leading arguments
+    tokenizer_label: str
+
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        tokenizer: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        weights = locate(weights, self.weights_spec)  # fails fast when the file is missing
+        self._tokenizer_source = tokenizer
+        self._tokenizer = None
+        if weights != RANDOM or tokenizer is not None:  # real runs fail before any work without it
+            self._load_tokenizer()
+        self.model = self.model_class().eval()
+        self.weights = build_weights(
+            self.model, weights, self.weights_spec, seed=seed, keep=keep_fixed, convert=self.convert
+        )
+        self.model.to(self.device)
+
+    @staticmethod
+    def convert(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return state
+
+    def prepare_tokenizer(self, tokenizer: Any) -> Any:
+        return tokenizer
+
+    def _load_tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            tokenizer = load_tokenizer(*self.tokenizer_spec, self._tokenizer_source, self.tokenizer_label)
+            self._tokenizer = self.prepare_tokenizer(tokenizer)
+        return self._tokenizer

@@ -23,16 +23,13 @@ renamed to ``transformers``' ``ClapModel`` (see :mod:`._htsat` for the audio bra
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 from torch import nn
 
 from mfmjt.scoring.extractors import _htsat
 from mfmjt.scoring.extractors._base import run_grouped, to_numpy
-from mfmjt.scoring.extractors._tokenizer import load_tokenizer
-from mfmjt.scoring.extractors._weights import RANDOM, ScoringWeights, build_weights, locate
+from mfmjt.scoring.extractors._weights import ScoringWeights
 
 WEIGHTS = ScoringWeights(
     name="laion_clap",
@@ -88,35 +85,17 @@ def convert_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
-class LaionClapExtractor:
+class LaionClapExtractor(_htsat.ClapExtractorBase):
     """``audio(waveforms)`` at 48 kHz and ``text(captions)`` -> unit-norm ``embedding`` (B, 512)."""
 
     name = "laion_clap"
     sample_rate = SAMPLE_RATE
 
-    def __init__(
-        self,
-        weights: str | os.PathLike[str] | None = None,
-        device: str | torch.device = "cpu",
-        seed: int = 0,
-        tokenizer: str | os.PathLike[str] | None = None,
-    ) -> None:
-        self.device = torch.device(device)
-        weights = locate(weights, WEIGHTS)  # fails fast when the file is missing
-        self._tokenizer_source = tokenizer
-        self._tokenizer = None
-        if weights != RANDOM or tokenizer is not None:  # real runs fail before any work without it
-            self._load_tokenizer()
-        self.model = LaionClap().eval()
-        self.weights = build_weights(
-            self.model, weights, WEIGHTS, seed=seed, keep=_htsat.keep_fixed, convert=convert_checkpoint
-        )
-        self.model.to(self.device)
-
-    def _load_tokenizer(self):
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(*TOKENIZER, self._tokenizer_source, "RoBERTa (LAION-CLAP)")
-        return self._tokenizer
+    model_class = LaionClap
+    weights_spec = WEIGHTS
+    tokenizer_spec = TOKENIZER
+    tokenizer_label = "RoBERTa (LAION-CLAP)"
+    convert = staticmethod(convert_checkpoint)
 
     def tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
         """laion_clap's ``CLAP_Module.tokenizer``: padded and truncated to 77 tokens."""

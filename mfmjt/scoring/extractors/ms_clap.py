@@ -24,8 +24,6 @@ the projections, ``caption_encoder.base.*`` GPT-2's ``GPT2Model`` keys.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,8 +31,7 @@ from torch import nn
 
 from mfmjt.scoring.extractors import _htsat
 from mfmjt.scoring.extractors._base import run_grouped, to_numpy
-from mfmjt.scoring.extractors._tokenizer import load_tokenizer
-from mfmjt.scoring.extractors._weights import RANDOM, ScoringWeights, build_weights, locate
+from mfmjt.scoring.extractors._weights import ScoringWeights
 
 WEIGHTS = ScoringWeights(
     name="ms_clap",
@@ -113,37 +110,21 @@ def convert_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
-class MsClapExtractor:
+class MsClapExtractor(_htsat.ClapExtractorBase):
     """``audio(waveforms)`` at 44.1 kHz and ``text(captions)`` -> ``embedding`` (B, 1024), not normalised."""
 
     name = "ms_clap"
     sample_rate = SAMPLE_RATE
 
-    def __init__(
-        self,
-        weights: str | os.PathLike[str] | None = None,
-        device: str | torch.device = "cpu",
-        seed: int = 0,
-        tokenizer: str | os.PathLike[str] | None = None,
-    ) -> None:
-        self.device = torch.device(device)
-        weights = locate(weights, WEIGHTS)  # fails fast when the file is missing
-        self._tokenizer_source = tokenizer
-        self._tokenizer = None
-        if weights != RANDOM or tokenizer is not None:  # real runs fail before any work without it
-            self._load_tokenizer()
-        self.model = MsClap().eval()
-        self.weights = build_weights(
-            self.model, weights, WEIGHTS, seed=seed, keep=_htsat.keep_fixed, convert=convert_checkpoint
-        )
-        self.model.to(self.device)
+    model_class = MsClap
+    weights_spec = WEIGHTS
+    tokenizer_spec = TOKENIZER
+    tokenizer_label = "GPT-2 (MS-CLAP)"
+    convert = staticmethod(convert_checkpoint)
 
-    def _load_tokenizer(self):
-        if self._tokenizer is None:
-            tokenizer = load_tokenizer(*TOKENIZER, self._tokenizer_source, "GPT-2 (MS-CLAP)")
-            tokenizer.add_special_tokens({"pad_token": "!"})  # msclap's padding token
-            self._tokenizer = tokenizer
-        return self._tokenizer
+    def prepare_tokenizer(self, tokenizer):
+        tokenizer.add_special_tokens({"pad_token": "!"})  # msclap's padding token
+        return tokenizer
 
     def tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
         """msclap's ``preprocess_text`` (truncated to 77 tokens, where msclap fails on longer captions)."""

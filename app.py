@@ -8,6 +8,11 @@ models that pass the memory check on this machine), fetched when selected. ``MFM
 the seconds generated per request.
 This file is also the Hugging Face Space entry point; on a ZeroGPU Space the model runs under
 ``spaces.GPU`` (see docs/demo.md). The work itself is in :mod:`mfmjt.demo.service`; this file is layout.
+
+Start-up: the page is laid out without torch (from the models' names and directories) and answers first;
+torch, the service and the configured models load right after, in the background (:func:`main`), and a
+request that arrives meanwhile waits for them. On ZeroGPU, whose ``spaces`` imports torch anyway, the
+models load before the server starts, as ZeroGPU requires.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ except ImportError:  # pragma: no cover - spaces is in requirements.txt
     spaces = None
 
 import functools
+import importlib
 import logging
 import signal
 import threading
@@ -34,28 +40,43 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from starlette.middleware import Middleware
 
-from mfmjt.acceleration import options_from_env
+# nothing imported here imports torch (tests/test_app.py checks it): the page answers before torch loads
+from mfmjt.demo.deferred import Deferred, StartupError
 from mfmjt.demo.files import OutputDirs
-from mfmjt.demo.models import ModelCache, ModelCard, model_settings, offered_names
-from mfmjt.demo.service import (
-    DEMO_LIMITS,
-    MODE_LABELS,
-    T2A_DEFAULT_DURATION,
-    DemoService,
-    UserError,
-    describe_clip,
-)
+from mfmjt.demo.models import ModelCache, ModelCard, model_settings, offered_names, read_recommendation
+from mfmjt.demo.settings import DEMO_LIMITS, MODE_LABELS, T2A_DEFAULT_DURATION, UserError
 from mfmjt.demo.upload_guard import UploadGuard
-from mfmjt.media.frames import import_resizers
-from mfmjt.pipeline import PACKAGE_ASSETS, Pipeline, load_pipeline
+from mfmjt.model_dir import SamplingSettings
 from mfmjt.request import MAX_SEED
+from mfmjt.weights import PACKAGE_ASSETS
+
+if TYPE_CHECKING:
+    from mfmjt.demo.service import DemoService
+    from mfmjt.pipeline import Pipeline
 
 logger = logging.getLogger("mfmjt.app")
+
+# names this file imported before its start-up left torch for later, imported when first asked for
+_IMPORTED_LATER = {
+    "DemoService": "mfmjt.demo.service",
+    "describe_clip": "mfmjt.demo.service",
+    "Pipeline": "mfmjt.pipeline",
+    "load_pipeline": "mfmjt.pipeline",
+    "options_from_env": "mfmjt.acceleration",
+    "import_resizers": "mfmjt.media.frames",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _IMPORTED_LATER:
+        return getattr(importlib.import_module(_IMPORTED_LATER[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 REPO_ROOT = Path(__file__).resolve().parent
 MAX_FILE_SIZE = "100mb"  # uploads; the pixel caps in mfmjt.media bound the decoding work
@@ -64,6 +85,7 @@ DELETE_CACHE = (600, 1800)  # Gradio's cache: every 10 min, files older than 30 
 # one request at a time (DemoService.slot)
 REQUESTS_AT_ONCE = 4
 GUIDANCE_CHOICES = [("standard", "standard"), ("scaled", "scaled"), ("compare both", "both")]
+LOADING = "loading the model (the server has just started)"
 
 
 def _upload_roots() -> list[Path]:
@@ -95,6 +117,25 @@ def _gpu(duration: Callable[..., int]) -> Callable[[Callable], Callable]:
     if spaces is None:
         return lambda fn: fn
     return spaces.GPU(duration=duration)
+
+
+def on_zero_gpu() -> bool:
+    """Whether this is a ZeroGPU Space (``spaces`` in its ZeroGPU mode, which has imported torch)."""
+    if spaces is None:
+        return False
+    from spaces.config import Config
+
+    return bool(Config.zero_gpu)
+
+
+def _ready(service: DemoService | Deferred[DemoService]) -> Deferred[DemoService]:
+    """The service as handlers reach it: made at start-up, waited for while it is being made."""
+    return service if isinstance(service, Deferred) else Deferred.of(service)
+
+
+def _waiting(progress: Any) -> Callable[[], None]:
+    """What a request shows while it waits for the start-up."""
+    return lambda: progress(None, desc=LOADING)
 
 
 @dataclass
@@ -231,8 +272,9 @@ def _unpack(kind: str, out: Any) -> tuple:
     return (*players, *files, out.info, out.seed, out.state)
 
 
-def video_endpoint(service: DemoService) -> Callable:
+def video_endpoint(service: DemoService | Deferred[DemoService]) -> Callable:
     """The ``/video_to_audio`` handler; its parameter names are the API's."""
+    ready = _ready(service)
 
     def video_to_audio(
         video: Any,
@@ -265,7 +307,7 @@ def video_endpoint(service: DemoService) -> Callable:
             The standard-CFG mp4 and the scaled-CFG mp4 (None for a mode not requested), the audio files
             (.wav), a markdown info text and the seed used.
         """
-        out = service.video_to_audio(
+        out = ready.get(_waiting(progress)).video_to_audio(
             video,
             prompt,
             negative_prompt,
@@ -283,8 +325,9 @@ def video_endpoint(service: DemoService) -> Callable:
     return video_to_audio
 
 
-def text_endpoint(service: DemoService) -> Callable:
+def text_endpoint(service: DemoService | Deferred[DemoService]) -> Callable:
     """The ``/text_to_audio`` handler; its parameter names are the API's."""
+    ready = _ready(service)
 
     def text_to_audio(
         prompt: str,
@@ -315,7 +358,7 @@ def text_endpoint(service: DemoService) -> Callable:
             The standard-CFG audio file and the scaled-CFG audio file (None for a mode not requested), a
             markdown info text and the seed used.
         """
-        out = service.text_to_audio(
+        out = ready.get(_waiting(progress)).text_to_audio(
             prompt,
             negative_prompt,
             duration,
@@ -333,7 +376,7 @@ def text_endpoint(service: DemoService) -> Callable:
 
 
 def _wire_results(
-    service: DemoService,
+    service: Deferred[DemoService],
     kind: str,
     button: gr.Button,
     inputs: list,
@@ -351,9 +394,12 @@ def _wire_results(
         modes = state_value.get("modes", MODE_LABELS) if isinstance(state_value, dict) else MODE_LABELS
         return tuple(gr.update(visible=mode in modes) for mode in ("standard", "scaled"))
 
+    def picture(state_value: dict | None) -> Any:
+        return service.get().picture(state_value)
+
     def after(event: Any) -> None:
         event.success(show_players, state, results.players, api_visibility="private", queue=False).success(
-            _user_errors(service.picture), state, results.picture, api_visibility="private"
+            _user_errors(picture), state, results.picture, api_visibility="private"
         )
 
     after(button.click(_user_errors(generate), inputs, outputs, api_name=generate.__name__, **queue))
@@ -375,7 +421,7 @@ def _wire_results(
         Returns:
             As the endpoint that made the result; nothing new when this session has no one-step result.
         """
-        result = service.remix(state_value, cfg_strength, guidance, steps)
+        result = service.get().remix(state_value, cfg_strength, guidance, steps)
         return tuple(gr.skip() for _ in outputs) if result is None else _unpack(kind, result)
 
     # the ω release is the API's /remix_<kind>; the guidance change calls the same handler, privately
@@ -405,7 +451,7 @@ def _wire_results(
         Returns:
             The spectrograms of every ω side by side (png) and one audio file (.wav) per ω.
         """
-        picture, files = service.omega_sweep(state_value)
+        picture, files = service.get().omega_sweep(state_value)
         return picture, [str(f) for f in files]
 
     sweep_button, sweep_image, sweep_files = results.sweep
@@ -420,7 +466,7 @@ def _wire_results(
 
 
 def video_tab(
-    service: DemoService,
+    service: Deferred[DemoService],
     card: ModelCard,
     model: gr.components.Component,
     defaults: tuple,
@@ -448,13 +494,21 @@ def video_tab(
     inputs = [video, prompt, negative, *controls.inputs(), model]
     _wire_results(service, "v2a", button, inputs, controls, results, state, generate)
     video.change(
-        partial(describe_clip, max_duration=max_duration), video, clip, api_visibility="private", queue=False
+        partial(_describe_clip, max_duration=max_duration), video, clip, api_visibility="private", queue=False
     )
     return controls, examples
 
 
+def _describe_clip(video: str | None, max_duration: float) -> str:
+    """:func:`mfmjt.demo.service.describe_clip`, whose module (media decoding, torch) is imported here at
+    the first upload rather than before the page answers (the start-up has usually imported it by then)."""
+    from mfmjt.demo.service import describe_clip
+
+    return describe_clip(video, max_duration)
+
+
 def text_tab(
-    service: DemoService,
+    service: Deferred[DemoService],
     card: ModelCard,
     model: gr.components.Component,
     defaults: tuple,
@@ -483,25 +537,44 @@ def _about(card: ModelCard) -> str:
     return f"### {card.title}\n\n" + (card.about or card.description)
 
 
-def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None, preload: bool = True) -> gr.Blocks:
+def build_demo(
+    loaders: dict[str, Callable[[], Pipeline]] | None = None, preload: bool = True, background: bool = False
+) -> gr.Blocks:
     """The demo for ``loaders`` (name -> pipeline factory; default: ``$MFMJT_MODEL`` plus the registry).
 
-    With ``preload`` the configured models are loaded now, in the main process; others on selection.
+    The page is laid out from what is known without torch: the models' names and, for a model directory,
+    its card and recommended sampling (``config.json``). Behind it, the service (and with ``preload`` the
+    configured models, loaded in the main process; others on selection) is made now or, with
+    ``background``, by the first to need it: :func:`start_in_background` once the page answers, else the
+    first request or page visit; requests wait for it. ``demo.mfmjt_startup.get()`` is the service.
     """
     configured = loaders is None
     if loaders is None:
         loaders = loaders_from_env()
-    models = ModelCache(loaders, checked=offered_from_env()[1] if configured else ())
-    service = DemoService(models, OutputDirs(), gpu=_gpu, allowed_roots=[*_upload_roots()])
-    first = models.names[0]
-    start_models = configured_names() if configured else [first]
-    if preload:
-        models.load_all([n for n in start_models if n in models.names])
+    first = next(iter(loaders), None)
+    start_models = (configured_names() if configured else [first]) if preload else []
+    models = ModelCache(loaders, checked=offered_from_env()[1] if configured else (), preload=start_models)
+
+    def make_service() -> DemoService:
+        from mfmjt.demo.service import DemoService  # imports torch: after the page answers
+
+        service = DemoService(models, OutputDirs(), gpu=_gpu, allowed_roots=[*_upload_roots()])
+        if models.preload:
+            models.load_all()
+        import_request_modules()
+        return service
+
+    startup: Deferred[DemoService] = Deferred(make_service, name="the demo's start-up")
+    if not background:
+        startup.get()
     pipe = models.peek(first)
     card = ModelCard.read(first, pipe)
-    settings = model_settings(pipe) if pipe is not None else None
-    defaults = (settings.steps, settings.cfg_strength) if settings else (1, 1.5)
-    max_duration = pipe.max_duration if pipe is not None else 30.0
+    recommended = pipe.recommended if pipe is not None else read_recommendation(first)
+    # until a model says otherwise (one that is not a local directory, before it loads): MeanFlow's
+    settings = model_settings(recommended or SamplingSettings.for_objective("meanflow"))
+    defaults = (settings.steps, settings.cfg_strength)
+    configured_max = max_duration_from_env() if configured else 30.0
+    max_duration = pipe.max_duration if pipe is not None else configured_max
 
     with gr.Blocks(
         title="MF-MJT: one-step video-to-audio", analytics_enabled=False, delete_cache=DELETE_CACHE
@@ -525,18 +598,41 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None, preload
         description = gr.Markdown(card.description, elem_id="model-description")
         with gr.Tabs():
             with gr.Tab("Video-to-Audio", id="v2a"):
-                v, examples = video_tab(service, card, model, defaults, max_duration)
+                v, examples = video_tab(startup, card, model, defaults, max_duration)
             with gr.Tab("Text-to-Audio", id="t2a"):
-                t = text_tab(service, card, model, defaults, max_duration)
+                t = text_tab(startup, card, model, defaults, max_duration)
         with gr.Accordion("About this model", open=False):
             about = gr.Markdown(_about(card), elem_id="model-about")
+
+        if not startup.done:
+
+            def when_ready(name: str) -> tuple:
+                """Once the start-up is done: the model's line and, where the page was laid out without
+                them (a model that is not a local directory), its card and recommended settings."""
+                loaded = startup.get().models
+                pipe = loaded.peek(name)
+                if recommended is not None or pipe is None or name != first:
+                    return (loaded.describe(name), *(gr.skip() for _ in range(6)))
+                card, own = ModelCard.read(name, pipe), model_settings(pipe)
+                steps, w = own.steps, own.cfg_strength
+                return loaded.describe(name), card.description, _about(card), steps, w, steps, w
+
+            demo.load(
+                when_ready,
+                model,
+                [model_info, description, about, v.steps, v.cfg, t.steps, t.cfg],
+                api_visibility="private",
+                show_progress="hidden",
+                concurrency_limit=None,  # every visitor of the first seconds waits for the same start-up
+                concurrency_id="startup",
+            )
 
         if isinstance(model, gr.Dropdown):
 
             def select_model(name: str, progress=gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008
                 """Load (fetching if needed) the chosen model, then show its card and settings."""
                 try:
-                    pipe = service.pipeline(name)
+                    pipe = startup.get(_waiting(progress)).pipeline(name)
                 except UserError as exc:
                     gr.Warning(str(exc))
                     return (models.describe(name), *(gr.skip() for _ in range(7)))
@@ -565,7 +661,7 @@ def build_demo(loaders: dict[str, Callable[[], Pipeline]] | None = None, preload
                 concurrency_id="load_model",
             )
     demo.queue(max_size=16, default_concurrency_limit=1)
-    demo.mfmjt_service = service  # for tests and benchmarks
+    demo.mfmjt_startup = startup  # the service, for main, tests and benchmarks: demo.mfmjt_startup.get()
     return demo
 
 
@@ -580,24 +676,56 @@ def offered_from_env() -> tuple[list[str], list[str]]:
     return offered_names(configured_names(), os.environ.get("MFMJT_ALLOWED_MODELS"))
 
 
+def max_duration_from_env() -> float:
+    """``$MFMJT_MAX_DURATION``: the most seconds generated per request (default 30)."""
+    return float(os.environ.get("MFMJT_MAX_DURATION", "30"))
+
+
 def loaders_from_env() -> dict[str, Callable[[], Pipeline]]:
     """The configured models, then those the owner allows (``$MFMJT_ALLOWED_MODELS``, default: the
     registry models that fit this machine's memory); ``$MFMJT_MAX_DURATION`` caps seconds per request."""
-    max_duration = float(os.environ.get("MFMJT_MAX_DURATION", "30"))
-    fast = options_from_env()  # $MFMJT_PRECISION, $MFMJT_COMPILE (see docs/gpu.md)
-    return {
-        name: partial(load_fast_pipeline, name, max_duration=max_duration, **fast)
-        for name in offered_from_env()[0]
-    }
+    max_duration = max_duration_from_env()
+    names = offered_from_env()[0]
+    return {name: partial(load_fast_pipeline, name, max_duration=max_duration) for name in names}
 
 
 def load_fast_pipeline(name: str, *, max_duration: float, **fast: Any) -> Pipeline:
-    """``load_pipeline`` with the fast-path options; a compiled model is warmed up at load, so that
-    compilation and graph capture do not land in a user's first request."""
+    """``load_pipeline`` with the fast-path options (default: ``$MFMJT_PRECISION``, ``$MFMJT_COMPILE``, see
+    docs/gpu.md); a compiled model is warmed up at load, so that compilation and graph capture do not
+    land in a user's first request."""
+    from mfmjt.acceleration import options_from_env
+    from mfmjt.pipeline import load_pipeline
+
+    fast = fast or options_from_env()
     pipe = load_pipeline(name, max_duration=max_duration, **fast)
     if fast.get("compile"):
         logger.info("warming up the compiled %s: %s", name, pipe.warm_up(min(8.0, max_duration)))
     return pipe
+
+
+def import_request_modules() -> None:
+    """Import what requests would import at first use: torchvision (resizing video frames) and open_clip
+    (tokenizing prompts; it imports timm). The start-up does it, in its one thread, before any request
+    runs: torchvision's circular imports deadlock when two threads import it at once."""
+    from mfmjt.media.frames import import_resizers
+
+    import_resizers()
+    import open_clip  # noqa: F401
+
+
+def start_in_background(page: gr.Blocks) -> None:
+    """What :func:`main` starts once the page answers, in one background thread: torch, the service, the
+    configured models and the modules requests need (requests wait for them all), then the allowed
+    registry models' memory checks (which import nothing more)."""
+
+    def finish_start_up() -> None:
+        try:
+            service = page.mfmjt_startup.get()
+        except StartupError:
+            return  # logged; every request reports it
+        service.models.start_checks()
+
+    threading.Thread(target=finish_start_up, name="start-up", daemon=True).start()
 
 
 def stop_cleanly_on_sigterm() -> None:
@@ -613,19 +741,17 @@ def stop_cleanly_on_sigterm() -> None:
 
 def main() -> None:
     port = int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
-    page = demo or build_demo()
+    page = demo or build_demo(background=not on_zero_gpu())
     page.launch(server_name="0.0.0.0", server_port=port, prevent_thread_lock=True, **LAUNCH_KWARGS)
-    # the page answers now; from here on, in the background: the allowed registry models' memory checks and
-    # the imports the first video request needs
-    page.mfmjt_service.models.start_checks()
-    threading.Thread(target=import_resizers, name="import-resizers", daemon=True).start()
+    start_in_background(page)  # the page answers now; the rest of the start-up follows
     page.block_thread()  # until Ctrl-C or SIGTERM, which close the server
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop_cleanly_on_sigterm()  # from here on, model loading included
-demo = build_demo() if os.environ.get("MFMJT_APP_BUILD", "1") != "0" else None
+# on ZeroGPU the models load before the server starts (its start packs their tensors); elsewhere after
+demo = build_demo(background=not on_zero_gpu()) if os.environ.get("MFMJT_APP_BUILD", "1") != "0" else None
 
 if __name__ == "__main__":
     main()

@@ -16,6 +16,10 @@ SYNC_SEGMENT_FRAMES = 16
 SYNC_SEGMENT_STEP = 8
 SYNC_TOKENS_PER_SEGMENT = 8
 TEXT_SEQ_LEN = 77
+#: The CLIP model of MMAudio's feature stack (open_clip's name; the HF repo was later renamed
+#: ``apple/DFN5B-CLIP-ViT-H-14-378``). Here, not in :mod:`mfmjt.features.clip`, so that the weight
+#: registry reads it without importing torch.
+DEFAULT_CLIP_MODEL = "hf-hub:apple/DFN5B-CLIP-ViT-H-14-384"
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,17 @@
 
 Both are arithmetic on the conditional and unconditional predictions, so every guidance strength
 and both modes can be computed from one pair of forwards (the demo's live ω slider relies on it).
+
+The rules' names and the checks of a guidance setting are read without torch (request validation and
+the demo's page, before torch is imported); torch is imported by the arithmetic that needs it.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 GuidanceMode = Literal["standard", "scaled"]
 GUIDANCE_MODES: tuple[str, ...] = ("standard", "scaled")
@@ -40,6 +44,8 @@ def projection_scale(u_cond: torch.Tensor, u_uncond: torch.Tensor) -> torch.Tens
     Computed in float32 at least; where ||u_∅|| underflows, s·u_∅ is ~0 whatever s is, so the
     denominator is clamped to the smallest normal number instead of dividing by zero.
     """
+    import torch  # imported once by whoever made the tensors; here a lookup
+
     dtype = torch.promote_types(u_cond.dtype, torch.float32)
     c = u_cond.to(dtype).flatten(1)
     u = u_uncond.to(dtype).flatten(1)

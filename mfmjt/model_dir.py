@@ -20,6 +20,9 @@ One format, written by :func:`write_model_dir` and read by :func:`read_model_con
 Directories of earlier releases (no ``format_version``: the keys above flat at the top level,
 ``features`` as ``{"kind", "encoders", "codec", "files"}`` or absent for MMAudio's stack) are read
 into the same :class:`ModelConfig`; their recommended settings follow the objective.
+
+Reading ``config.json`` needs no torch (the demo's page reads a model's card and recommended sampling
+before torch is imported); the weights' functions import it.
 """
 
 from __future__ import annotations
@@ -30,14 +33,15 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file
+from typing import TYPE_CHECKING, Any
 
 from mfmjt.config import FEATURE_KIND_RATES, NetworkConfig
 from mfmjt.guidance import check_cfg_strength, check_guidance
-from mfmjt.model.network import MFMJTNetwork
+
+if TYPE_CHECKING:
+    import torch
+
+    from mfmjt.model.network import MFMJTNetwork
 
 logger = logging.getLogger(__name__)
 
@@ -263,6 +267,10 @@ def read_model_config(directory: str | Path) -> ModelConfig:
 
 def load_network(directory: str | Path, map_location: str | torch.device = "cpu") -> MFMJTNetwork:
     """The network of a model directory (weights stored in any float type load as float32)."""
+    from safetensors.torch import load_file
+
+    from mfmjt.model.network import MFMJTNetwork
+
     directory = Path(directory)
     config = read_model_config(directory)
     weights = directory / WEIGHTS_NAME

@@ -31,7 +31,7 @@ from mfmjt.features.mmaudio import load_mmaudio_features, mmaudio_feature_stack 
 from mfmjt.guidance import guide, needs_unconditional
 from mfmjt.model.network import Conditions, MFMJTNetwork
 from mfmjt.model_dir import ModelConfig, SamplingSettings
-from mfmjt.request import GenerationRequest, Limits, Sampling
+from mfmjt.request import GenerationRequest, Limits, Sampling, resolve_sampling
 from mfmjt.resolve import MMAUDIO_NAMES, MMAUDIO_VARIANTS, PACKAGE_ASSETS, default_model_dir, resolve_model  # noqa: F401
 from mfmjt.sampler import predict_pair, sample
 
@@ -303,8 +303,7 @@ class Pipeline:
         self, steps: int | None = None, cfg_strength: float | None = None, guidance: str | None = None
     ) -> Sampling:
         """The settings :meth:`generate` samples with for these arguments (None: the model's), checked."""
-        request = GenerationRequest(prompt="-", steps=steps, cfg_strength=cfg_strength, guidance=guidance)
-        return request.validate(Limits(max_steps=MAX_STEPS), self.recommended).sampling
+        return resolve_sampling(self.recommended, Limits(max_steps=MAX_STEPS), steps, cfg_strength, guidance)
 
     def _guidance_in_network(self, asked: bool | None, negative_prompt: str) -> bool:
         embedded = bool(self.network.config.guidance_embed)

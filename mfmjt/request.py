@@ -85,6 +85,20 @@ def recommended_settings(objective: str) -> Recommended:
     return Recommended(steps=settings.steps, cfg_strength=settings.cfg)
 
 
+def resolve_sampling(
+    recommended: SamplingSettings | str,
+    limits: Limits = Limits(),  # noqa: B008
+    steps: Any = None,
+    cfg_strength: Any = None,
+    guidance: Any = None,
+) -> Sampling:
+    """The settings a model with this recommendation samples with for these arguments (None: the
+    model's), checked against ``limits`` as a request's are (RequestError names a bad one). What
+    ``Pipeline.sampling`` answers, and the demo's page before its models are loaded."""
+    request = GenerationRequest(prompt="-", steps=steps, cfg_strength=cfg_strength, guidance=guidance)
+    return request.validate(limits, recommended).sampling
+
+
 def _shown(value: Any, limit: int = 40) -> str:
     """``repr(value)`` cut to ``limit`` characters (a 400-digit number or a 10 MB string stays short)."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:

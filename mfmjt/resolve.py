@@ -46,12 +46,18 @@ from mfmjt.model_dir import (
     read_model_config,
     write_model_dir,
 )
-from mfmjt.weights import MMAUDIO_NAMES, MMAUDIO_VARIANTS, mmaudio_model_name, pipeline_weights
+from mfmjt.weights import (
+    DEFAULT_MODEL_ENV,
+    MMAUDIO_NAMES,
+    MMAUDIO_VARIANTS,
+    PACKAGE_ASSETS,
+    default_model_dir,
+    mmaudio_model_name,
+    pipeline_weights,
+)
 
 logger = logging.getLogger(__name__)
 
-PACKAGE_ASSETS = Path(__file__).resolve().parent / "assets"
-DEFAULT_MODEL_ENV = "MFMJT_DEFAULT_MODEL"
 STATE_DICT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 KINDS = ("default", "mmaudio", "directory", "file", "hub")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -73,12 +79,6 @@ __all__ = [
 
 class ModelNotFoundError(ValueError):
     """A model name that is none of the accepted kinds; the message lists them."""
-
-
-def default_model_dir() -> Path:
-    """The embedded default model shipped inside the package, ``mfmjt/assets/default`` (or the
-    directory ``$MFMJT_DEFAULT_MODEL`` names)."""
-    return Path(os.environ.get(DEFAULT_MODEL_ENV, PACKAGE_ASSETS / "default"))
 
 
 def accepted_names() -> str:

@@ -1,22 +1,33 @@
 """The weight registry: every pretrained file mfmjt can load, where it lives and its checksum.
 
 MMAudio's networks (one per size), its feature-stack files (VAE, vocoder, Synchformer), the CLIP model
-open_clip fetches itself, and pinned Hugging Face repositories (BigVGAN v2). Only data and name
-lookups: fetching and checking the files is :mod:`mfmjt.hub`, turning a network file into a model
+open_clip fetches itself, pinned Hugging Face repositories (BigVGAN v2), and where the embedded default
+model lives. Only data and name lookups, without torch (the demo's page reads them before torch is
+imported): fetching and checking the files is :mod:`mfmjt.hub`, turning a network file into a model
 directory :mod:`mfmjt.convert`, and one model name into a loadable source :mod:`mfmjt.resolve`.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
-from mfmjt.features.clip import DEFAULT_CLIP_MODEL
+from mfmjt.config import DEFAULT_CLIP_MODEL
 
 MMAUDIO_HF_REPO = "hkchengrex/MMAudio"
 MMAUDIO_RELEASE_URL = "https://github.com/hkchengrex/MMAudio/releases/download/v0.1"
 
 _MIB = 2**20
+
+PACKAGE_ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_MODEL_ENV = "MFMJT_DEFAULT_MODEL"
+
+
+def default_model_dir() -> Path:
+    """The embedded default model shipped inside the package, ``mfmjt/assets/default`` (or the
+    directory ``$MFMJT_DEFAULT_MODEL`` names)."""
+    return Path(os.environ.get(DEFAULT_MODEL_ENV, PACKAGE_ASSETS / "default"))
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,9 @@ selection), never inside a GPU reservation, as ZeroGPU requires. What the page s
 title, description, About text and examples) comes from the model's own directory: ``config.json``
 (``name``, ``description``), a ``README.md`` model card and an optional ``examples.json``
 (``{"videos": [{"video": path, "prompt": text}], "prompts": [text]}``, paths relative to the directory).
+
+Nothing here imports torch until a model is loaded or checked: the page is laid out from this module
+(names, cards, recommended sampling read from ``config.json``) before torch is imported.
 """
 
 from __future__ import annotations
@@ -13,12 +16,18 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mfmjt.pipeline import MMAUDIO_NAMES, Pipeline, default_model_dir
-from mfmjt.request import Recommended
+from mfmjt.demo.settings import DEMO_LIMITS
+from mfmjt.model_dir import SamplingSettings, read_model_config
+from mfmjt.request import Limits, Recommended, resolve_sampling
+from mfmjt.weights import MMAUDIO_NAMES, default_model_dir
+
+if TYPE_CHECKING:
+    from mfmjt.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +39,7 @@ class ModelError(ValueError):
 
 
 def registry_names() -> list[str]:
-    """The public registry models, by their canonical (dashed) names, from :data:`pipeline.MMAUDIO_NAMES`."""
+    """The public registry models, by their canonical (dashed) names, from :data:`weights.MMAUDIO_NAMES`."""
     return [name for name in MMAUDIO_NAMES if name.startswith("mmaudio-")]
 
 
@@ -120,10 +129,27 @@ class ModelCard:
         return card
 
 
-def model_settings(pipe: Pipeline) -> Recommended:
-    """Default steps and ω for a loaded model: its own recommendation (:meth:`Pipeline.sampling`), as the
-    CLI and the Python API use it."""
-    sampling = pipe.sampling()
+def read_recommendation(name: str) -> SamplingSettings | None:
+    """Model ``name``'s recommended sampling as its directory's ``config.json`` states it, read without
+    loading anything (what ``Pipeline.recommended`` will be once loaded); None for a model that is not a
+    local directory (a registry model, a Hub repo id, a bare network file), or an unreadable config."""
+    directory = model_directory(name)
+    if directory is None:
+        return None
+    try:
+        return read_model_config(directory).recommended
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot read the recommended sampling of %s: %s", directory, exc)
+        return None
+
+
+def model_settings(model: Pipeline | SamplingSettings, limits: Limits = DEMO_LIMITS) -> Recommended:
+    """The page's default steps and ω for a model: what a request that leaves them unset gets
+    (:func:`mfmjt.request.resolve_sampling` of the model's recommendation within the demo's ``limits``, as
+    :meth:`DemoService.check` resolves it), from a loaded pipeline or, before loading, from
+    :func:`read_recommendation`."""
+    recommended = model if isinstance(model, SamplingSettings) else model.recommended
+    sampling = resolve_sampling(recommended, limits)
     return Recommended(steps=sampling.steps, cfg_strength=sampling.cfg_strength)
 
 
@@ -136,13 +162,16 @@ class ModelCache:
         *,
         checked: list[str] | tuple[str, ...] = (),
         check: Callable[[str], bool] = fits_in_memory,
+        preload: Sequence[str] = (),
     ) -> None:
         """``checked``: names offered only if ``check`` passes (run once, in a background thread started
-        when first needed, see :meth:`start_checks`)."""
+        when first needed, see :meth:`start_checks`). ``preload``: the names loaded at start-up
+        (:meth:`load_all` with no names); until they are, :meth:`describe` says they are loading."""
         if not loaders:
             raise ValueError("no models configured")
         self.loaders = dict(loaders)
         self.names = list(self.loaders)
+        self.preload = [n for n in preload if n in self.loaders]
         self._pipelines: dict[str, Pipeline] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -204,8 +233,9 @@ class ModelCache:
             return self._pipelines[name]
 
     def load_all(self, names: list[str] | None = None) -> None:
-        """Load ``names`` (default: all) now; failures are logged and reported when chosen."""
-        for name in names or self.names:
+        """Load ``names`` (default: :attr:`preload`, else all) now; failures are logged and reported when
+        chosen."""
+        for name in names or self.preload or self.names:
             try:
                 self.get(name)
             except ModelError as exc:
@@ -224,6 +254,8 @@ class ModelCache:
             error = self._errors.get(name)
             if error:
                 return f"**{name}**: could not be loaded ({error})"
+            if name in self.preload:
+                return f"**{name}**: loading… (the server has just started; requests wait for it)"
             return f"**{name}**: not loaded yet (it is fetched when selected)"
         info = pipe.info()
         card = ModelCard.read(name, pipe)

@@ -32,15 +32,14 @@ from mfmjt import media
 from mfmjt.demo import plots, video_track
 from mfmjt.demo.files import OutputDirs
 from mfmjt.demo.models import ModelCache, ModelError
+from mfmjt.demo.settings import DEMO_LIMITS, MODE_LABELS, SWEEP_OMEGAS, T2A_DEFAULT_DURATION, UserError
 from mfmjt.pipeline import GenerationResult, Pipeline, file_digest
 from mfmjt.request import GenerationRequest, Limits, RequestError
 
 logger = logging.getLogger(__name__)
 
-DEMO_LIMITS = Limits(max_steps=25, max_cfg=10.0, max_prompt_chars=1000)
-T2A_DEFAULT_DURATION = 8.0
-MODE_LABELS = {"standard": "standard CFG", "scaled": "scaled CFG"}
-SWEEP_OMEGAS = (1.0, 1.5, 2.5, 4.0)
+# DEMO_LIMITS, MODE_LABELS, SWEEP_OMEGAS, T2A_DEFAULT_DURATION and UserError live in mfmjt.demo.settings,
+# importable without torch (the page is laid out from them); they are here as before too
 STAGE_LABELS = {
     "decode_video": "decode video",
     "clip_features": "CLIP",
@@ -64,10 +63,6 @@ def _over(duration: Any, limit: float) -> bool:
     except (TypeError, ValueError, OverflowError):
         return False
     return math.isfinite(seconds) and seconds > limit
-
-
-class UserError(ValueError):
-    """Something the user sent cannot be used; the message says what and what would work."""
 
 
 def _no_gpu(duration: Callable[..., int]) -> Callable[[Callable], Callable]:

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mfmjt.config import DEFAULT_CLIP_MODEL  # noqa: F401 (what MMAudio loads; re-exported, kept here)
+
 logger = logging.getLogger(__name__)
 
-#: What MMAudio loads. The HF repo was later renamed ``apple/DFN5B-CLIP-ViT-H-14-378``.
-DEFAULT_CLIP_MODEL = "hf-hub:apple/DFN5B-CLIP-ViT-H-14-384"
 #: MMAudio's tokenizer name (identical to 'ViT-H-14'); its BPE vocabulary ships with open_clip.
 TOKENIZER_NAME = "ViT-H-14-378-quickgelu"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)

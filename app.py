@@ -31,6 +31,7 @@ try:  # must precede torch on a ZeroGPU Space
 except ImportError:  # pragma: no cover - spaces is in requirements.txt
     spaces = None
 
+import contextlib
 import functools
 import importlib
 import logging
@@ -86,6 +87,7 @@ DELETE_CACHE = (600, 1800)  # Gradio's cache: every 10 min, files older than 30 
 REQUESTS_AT_ONCE = 4
 GUIDANCE_CHOICES = [("standard", "standard"), ("scaled", "scaled"), ("compare both", "both")]
 LOADING = "loading the model (the server has just started)"
+EXIT_WAIT_S = 30.0  # at exit, the longest wait for the background work to reach a stop
 
 
 def _upload_roots() -> list[Path]:
@@ -713,10 +715,10 @@ def import_request_modules() -> None:
     import open_clip  # noqa: F401
 
 
-def start_in_background(page: gr.Blocks) -> None:
+def start_in_background(page: gr.Blocks) -> threading.Thread:
     """What :func:`main` starts once the page answers, in one background thread: torch, the service, the
     configured models and the modules requests need (requests wait for them all), then the allowed
-    registry models' memory checks (which import nothing more)."""
+    registry models' memory checks (which import nothing more). Returns the thread."""
 
     def finish_start_up() -> None:
         try:
@@ -725,7 +727,19 @@ def start_in_background(page: gr.Blocks) -> None:
             return  # logged; every request reports it
         service.models.start_checks()
 
-    threading.Thread(target=finish_start_up, name="start-up", daemon=True).start()
+    thread = threading.Thread(target=finish_start_up, name="start-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_background(page: gr.Blocks, start_up: threading.Thread, timeout: float = EXIT_WAIT_S) -> None:
+    """Before the interpreter exits: let the start-up (``start_up``, its thread) and the memory checks reach
+    a stop, waiting up to ``timeout`` s for each (a thread still inside torch at exit aborts the process,
+    which then does not exit cleanly)."""
+    start_up.join(timeout)
+    if page.mfmjt_startup.done:
+        with contextlib.suppress(StartupError):  # failed: there are no checks to stop
+            page.mfmjt_startup.get().models.stop_checks(timeout)
 
 
 def stop_cleanly_on_sigterm() -> None:
@@ -743,8 +757,11 @@ def main() -> None:
     port = int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
     page = demo or build_demo(background=not on_zero_gpu())
     page.launch(server_name="0.0.0.0", server_port=port, prevent_thread_lock=True, **LAUNCH_KWARGS)
-    start_in_background(page)  # the page answers now; the rest of the start-up follows
-    page.block_thread()  # until Ctrl-C or SIGTERM, which close the server
+    start_up = start_in_background(page)  # the page answers now; the rest of the start-up follows
+    try:
+        page.block_thread()  # until Ctrl-C or SIGTERM, which close the server
+    finally:
+        stop_background(page, start_up)
 
 
 if __name__ == "__main__":

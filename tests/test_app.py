@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -43,7 +44,7 @@ _demos: list = []
 
 def client_demo_service():
     """The service behind the module's live server."""
-    return _demos[-1].mfmjt_service
+    return _demos[-1].mfmjt_startup.get()
 
 
 @pytest.fixture(scope="module")
@@ -422,23 +423,92 @@ def test_the_memory_checks_start_when_first_needed_and_run_once(pipe):
     assert lazy.offered() == ["mine", "fits"]  # the first question starts them and waits
 
 
-@pytest.mark.slow  # a fresh interpreter importing Gradio and torch and loading the embedded model
-def test_the_start_up_does_nothing_that_can_wait():
-    """``python app.py`` builds the page of the embedded model without importing torchvision, timm or
-    torch._dynamo (seconds on a small CPU; the first video request imports them) and without starting
-    the registry models' memory checks (app.main starts them once the page answers)."""
-    code = (
-        "import os, sys, threading; os.environ['MFMJT_APP_BUILD'] = '0'; import app; app.build_demo(); "
-        "print([m for m in ('torchvision', 'timm', 'torch._dynamo') if m in sys.modules], "
-        "[t.name for t in threading.enumerate() if t.name == 'model-checks'])"
-    )
+def test_stopped_checks_end_after_the_running_one(pipe):
+    """At exit (``app.stop_background``) the memory checks end between two models: a thread still inside
+    torch when the interpreter ends aborts the process."""
+    gate, calls = threading.Event(), []
+
+    def check(name: str) -> bool:
+        calls.append(name)
+        return gate.wait(30)
+
+    models = ModelCache({n: lambda: pipe for n in ("mine", "b", "c")}, checked=["b", "c"], check=check)
+    models.start_checks()
+    while not calls:
+        threading.Event().wait(0.01)
+    models.stop_checks(timeout=0)  # asked to stop while "b" is being checked
+    gate.set()
+    models.stop_checks(timeout=30)
+    assert calls == ["b"] and models.offered(timeout=0) == ["mine", "b"]
+
+
+STARTUP_SCRIPT = """
+import os, sys, threading, time, urllib.request
+os.environ["MFMJT_APP_BUILD"] = "0"
+import app
+from gradio_client import Client
+
+demo = app.build_demo(background=True)  # what python app.py builds off ZeroGPU
+url = "http://127.0.0.1:{port}/"
+demo.launch(server_port={port}, prevent_thread_lock=True, quiet=True, **app.LAUNCH_KWARGS)
+with urllib.request.urlopen(url, timeout=30) as page:
+    answered = page.status
+checks = [t.name for t in threading.enumerate() if t.name == "model-checks"]
+print("page", answered, "torch" in sys.modules, checks, demo.mfmjt_startup.done, flush=True)
+start_up = app.start_in_background(demo)  # what app.main does once the page answers
+waited = not demo.mfmjt_startup.done
+client = Client(url, verbose=False, analytics_enabled=False)
+standard, scaled, info, seed = client.predict(prompt="a ball", duration=1.0, api_name="/text_to_audio")
+print("request", waited, bool(standard and scaled), info.splitlines()[0], flush=True)
+imported = [m for m in ("torch", "torchvision", "open_clip") if m in sys.modules]
+print("later", imported, flush=True)
+demo.close()
+app.stop_background(demo, start_up)  # as app.main does at exit: the process then ends cleanly
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter importing Gradio, then torch and the embedded model
+def test_the_page_answers_before_torch_and_an_immediate_request_waits_for_the_start_up():
+    """``python app.py`` lays the page out and serves it without importing torch (nor torchvision, timm,
+    torch._dynamo) or starting the registry models' memory checks; then, in the background, torch, the
+    service, the embedded model and the modules requests import. A request sent at once waits for that
+    and succeeds."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     repo = Path(app.__file__).resolve().parent
     env = {k: v for k, v in os.environ.items() if k != "MFMJT_ALLOWED_MODELS"}
     env.update(MFMJT_MODEL="default", PYTHONPATH=str(repo))
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", STARTUP_SCRIPT.format(port=port)],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    assert out.stdout.strip().splitlines()[-1] == "[] []"
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = {line.split(" ", 1)[0]: line for line in out.stdout.splitlines()}
+    # answered; torch not imported, no memory checks, nothing of the start-up done yet
+    assert lines["page"] == "page 200 False [] False"
+    assert lines["request"].startswith("request True True **standard CFG and scaled CFG** · 1 step · ω = 1.5")
+    assert lines["later"] == "later ['torch', 'torchvision', 'open_clip']"
+
+
+def test_a_request_during_the_start_up_waits_for_it(pipe):
+    """Built with ``background`` (as ``python app.py`` builds it), the page is laid out before the model is
+    loaded and says so; the first request (here before anything started the start-up) loads it once."""
+    loaded: list[str] = []
+    demo = app.build_demo({"random": lambda: loaded.append("random") or pipe}, background=True)
+    assert loaded == [] and not demo.mfmjt_startup.done
+    infos = [b.value for b in demo.blocks.values() if getattr(b, "elem_id", None) == "model-info"]
+    assert infos == ["**random**: loading… (the server has just started; requests wait for it)"]
+    with served(demo, **app.LAUNCH_KWARGS) as url:
+        client = Client(url, verbose=False, analytics_enabled=False)
+        jobs = [client.submit(prompt=p, duration=1.0, api_name="/text_to_audio") for p in ("a", "b")]
+        infos = [job.result(timeout=120)[2] for job in jobs]
+    assert loaded == ["random"] and demo.mfmjt_startup.done
+    assert all(info.startswith("**standard CFG and scaled CFG** · 1 step") for info in infos)
 
 
 def test_the_demo_offers_a_model_selector_and_preloads_only_the_first_given_model(pipe):

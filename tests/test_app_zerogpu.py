@@ -49,7 +49,7 @@ SCRIPT = textwrap.dedent(
         return load
 
     demo = app.build_demo({{"first": loader("first"), "second": loader("second")}})
-    service = demo.mfmjt_service
+    service = demo.mfmjt_startup.get()
     service.allowed_roots = None  # called directly here, not through an upload
     assert built == ["first"], built  # loaded at start, in the main process
     second = service.pipeline("second")  # what selecting it in the dropdown does

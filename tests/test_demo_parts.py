@@ -1,6 +1,16 @@
-"""The demo's parts without Gradio: video tracks and muxing, spectrogram pictures, temporary folders."""
+"""The demo's parts without Gradio: video tracks and muxing, spectrogram pictures, temporary folders, what
+the page is laid out from before torch is imported, and the start-up's wait."""
 
 from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import av
 import numpy as np
@@ -8,6 +18,13 @@ import pytest
 from helpers import probe, write_clip
 
 from mfmjt.demo import plots, video_track
+from mfmjt.demo.deferred import Deferred, StartupError
+from mfmjt.demo.models import ModelCache, model_settings, read_recommendation
+from mfmjt.demo.service import DemoService
+from mfmjt.pipeline import default_model_dir, load_pipeline
+from mfmjt.request import Recommended
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +91,76 @@ def test_spectrogram_panels_mark_onsets_where_the_sound_starts():
     assert all(np.abs(marked - x).min() <= 1 for x in expected)  # a solid tick at each own onset
     faint = np.flatnonzero((image[row] == (200, 200, 200)).all(axis=1))
     assert np.abs(faint - round(1.5 / seconds * (plots.WIDTH - 1))).min() <= 1  # the other panel's onset
+
+
+# ------------------------------------------------------------------------------- before torch
+def test_the_page_is_laid_out_from_modules_that_do_not_import_torch():
+    """What ``app.py`` lays the page out from: the demo's settings, model names, cards and recommended
+    sampling (read from the model directory), the start-up's wait, the upload guard and the files."""
+    code = (
+        "import sys\n"
+        "from mfmjt.demo import deferred, files, models, settings, upload_guard\n"
+        "import mfmjt.request, mfmjt.weights\n"
+        "card = models.ModelCard.read('default')\n"
+        "own = models.model_settings(models.read_recommendation('default'))\n"
+        "names = models.offered_names(['default'])[0]\n"
+        "print('torch' in sys.modules, own.steps, own.cfg_strength, bool(card.about), len(names))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "1", "1.5", "True", "6"]
+
+
+def test_the_recommended_sampling_read_before_loading_is_the_loaded_models(tmp_path):
+    """One owner: the page's starting steps and ω, read from ``config.json`` before the model loads, are the
+    loaded pipeline's recommendation, and what the demo resolves a request that leaves them unset to
+    (within the demo's limits)."""
+    directory = tmp_path / "model"
+    shutil.copytree(default_model_dir(), directory)
+    config = json.loads((directory / "config.json").read_text())
+    config["recommended"] = {"steps": 4, "cfg": 2.5, "guidance": "scaled"}
+    (directory / "config.json").write_text(json.dumps(config))
+    name = str(directory)
+    pipe = load_pipeline(name)
+    assert read_recommendation(name) == pipe.recommended
+    assert model_settings(read_recommendation(name)) == model_settings(pipe) == Recommended(4, 2.5)
+    service = DemoService(ModelCache({name: lambda: pipe}))
+    request = service.check(None, "a ball", "", 1.0, None, None, "scaled", 0, False, name).request
+    assert (request.steps, request.cfg_strength) == (4, 2.5)
+
+    config["recommended"] = {"steps": 40, "cfg": 12.0, "guidance": "scaled"}  # beyond the demo's limits
+    (directory / "config.json").write_text(json.dumps(config))
+    assert model_settings(read_recommendation(name)) == Recommended(25, 10.0)  # capped, as requests are
+    assert read_recommendation("default") == load_pipeline("default").recommended
+    assert read_recommendation("mmaudio-small-16k") is None  # not a local directory: known once loaded
+    (directory / "config.json").write_text("{")
+    assert read_recommendation(name) is None
+
+
+def test_the_start_up_is_made_once_and_requests_wait_for_it():
+    gate, calls, told = threading.Event(), [], []
+
+    def make() -> str:
+        calls.append("made")
+        assert gate.wait(30)
+        return "service"
+
+    startup = Deferred(make, name="the start-up")
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(startup.get)  # the start-up thread
+        while not calls:
+            threading.Event().wait(0.01)
+        waiting = [pool.submit(startup.get, lambda: told.append("loading")) for _ in range(2)]
+        with pytest.raises(TimeoutError, match="the start-up is not ready after 0.05 s"):
+            startup.get(timeout=0.05)
+        assert not startup.done and not any(f.done() for f in [first, *waiting])
+        gate.set()
+        assert [f.result(30) for f in [first, *waiting]] == ["service"] * 3
+    assert calls == ["made"] and told.count("loading") == 2 and startup.done
+    assert startup.get(lambda: told.append("again")) == "service" and "again" not in told
+    assert Deferred.of("ready").get() == "ready"
+
+    broken = Deferred(lambda: 1 / 0, name="the start-up")
+    for _ in range(2):  # made once; every caller learns why
+        with pytest.raises(StartupError, match="the start-up failed: division by zero"):
+            broken.get()

@@ -181,6 +181,8 @@ class ModelCache:
         self._checks_done = threading.Event()
         self._checks_lock = threading.Lock()  # not _lock: that one is held while a model loads
         self._checks_started = False
+        self._checks_thread: threading.Thread | None = None
+        self._stop_checks = threading.Event()
         if not self._checked:
             self._checks_done.set()
 
@@ -193,10 +195,20 @@ class ModelCache:
             if self._checks_started or self._checks_done.is_set():
                 return
             self._checks_started = True
-        threading.Thread(target=self._run_checks, name="model-checks", daemon=True).start()
+            self._checks_thread = threading.Thread(target=self._run_checks, name="model-checks", daemon=True)
+        self._checks_thread.start()
+
+    def stop_checks(self, timeout: float | None = None) -> None:
+        """Let the memory checks end after the one running and wait up to ``timeout`` s for it (at exit: a
+        thread still inside torch when the interpreter ends aborts it). Unchecked models stay unoffered."""
+        self._stop_checks.set()
+        if self._checks_thread is not None:
+            self._checks_thread.join(timeout)
 
     def _run_checks(self) -> None:
         for name in self._checked:
+            if self._stop_checks.is_set():
+                break
             try:
                 self._passed[name] = bool(self._check(name))
             except Exception:  # noqa: BLE001 - a check that fails offers nothing

@@ -556,11 +556,12 @@ def build_demo(
     first = next(iter(loaders), None)
     start_models = (configured_names() if configured else [first]) if preload else []
     models = ModelCache(loaders, checked=offered_from_env()[1] if configured else (), preload=start_models)
+    outputs = OutputDirs()  # now: removes what a killed instance left, and this one's folder at exit
 
     def make_service() -> DemoService:
         from mfmjt.demo.service import DemoService  # imports torch: after the page answers
 
-        service = DemoService(models, OutputDirs(), gpu=_gpu, allowed_roots=[*_upload_roots()])
+        service = DemoService(models, outputs, gpu=_gpu, allowed_roots=[*_upload_roots()])
         if models.preload:
             models.load_all()
         import_request_modules()

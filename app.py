@@ -495,15 +495,14 @@ def video_tab(
     generate = video_endpoint(service)
     inputs = [video, prompt, negative, *controls.inputs(), model]
     _wire_results(service, "v2a", button, inputs, controls, results, state, generate)
-    video.change(
-        partial(_describe_clip, max_duration=max_duration), video, clip, api_visibility="private", queue=False
-    )
+    describe = partial(_describe_clip, service, max_duration=max_duration)
+    video.change(describe, video, clip, api_visibility="private", queue=False)
     return controls, examples
 
 
-def _describe_clip(video: str | None, max_duration: float) -> str:
-    """:func:`mfmjt.demo.service.describe_clip`, whose module (media decoding, torch) is imported here at
-    the first upload rather than before the page answers (the start-up has usually imported it by then)."""
+def _describe_clip(service: Deferred[DemoService], video: str | None, max_duration: float) -> str:
+    """:func:`mfmjt.demo.service.describe_clip`, once the start-up has imported its module (media, torch)."""
+    service.get()
     from mfmjt.demo.service import describe_clip
 
     return describe_clip(video, max_duration)
@@ -573,6 +572,7 @@ def build_demo(
     pipe = models.peek(first)
     card = ModelCard.read(first, pipe)
     recommended = pipe.recommended if pipe is not None else read_recommendation(first)
+    settings_known = recommended is not None
     # until a model says otherwise (one that is not a local directory, before it loads): MeanFlow's
     settings = model_settings(recommended or SamplingSettings.for_objective("meanflow"))
     defaults = (settings.steps, settings.cfg_strength)
@@ -614,7 +614,7 @@ def build_demo(
                 them (a model that is not a local directory), its card and recommended settings."""
                 loaded = startup.get().models
                 pipe = loaded.peek(name)
-                if recommended is not None or pipe is None or name != first:
+                if settings_known or pipe is None or name != first:
                     return (loaded.describe(name), *(gr.skip() for _ in range(6)))
                 card, own = ModelCard.read(name, pipe), model_settings(pipe)
                 steps, w = own.steps, own.cfg_strength

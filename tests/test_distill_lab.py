@@ -44,6 +44,9 @@ def test_the_quick_lab_runs_end_to_end_exports_loadable_models_and_resumes(tmp_p
     assert choose[results["recommended_student"]] == max(choose.values())
     table = (out / "results.md").read_text()
     assert all(f"| {name}" in table for name in [*recipes, "teacher", "mf_scratch"])
+    # the runner's own wall-clock, started from nothing
+    assert results["runner"]["cached_at_start"] == [] and 0 < results["runner"]["minutes"] < 15
+    assert "Runner wall-clock" in table
 
     teacher_meta = read_metadata(out / "teacher")
     assert teacher_meta["objective"] == "flow_matching" and "from scratch" in teacher_meta["lineage"][0]

@@ -282,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train (or fine-tune) a network on a feature store (see mfmjt extract)")
     add_train_arguments(tr)
+    tr.add_argument(
+        "--continue-flow-matching",
+        action="store_true",
+        help="with --init-from a flow-matching model: keep training it with its own objective instead of "
+        "the default MeanFlow fine-tuning (docs/TRAINING.md)",
+    )
     tr.set_defaults(func=cmd_train)
 
     from mfmjt.distill import add_distill_arguments

@@ -59,6 +59,7 @@ from mfmjt.meanflow import (
 from mfmjt.model import MFMJTNetwork
 from mfmjt.model.network import GUIDANCE_EMBED_PREFIX
 from mfmjt.resolve import ModelSource, resolve_model
+from mfmjt.train_config import short_run_ema_decay
 
 logger = logging.getLogger(__name__)
 
@@ -682,14 +683,10 @@ def _recommended_sampling(config: DistillConfig, train_config: Any) -> dict[str,
     return {"steps": 1, "cfg": 1.5, "guidance": "scaled"}
 
 
-# The EMA of a distillation run averages about the last third of it: 1 / (1 - decay) = steps / 3
-# (a short run from a good model; MMAudio's post-hoc EMA width is likewise a fraction of its run).
-EMA_RUN_FRACTION = 1 / 3
-
-
 def distill_ema_decay(steps: int) -> float:
-    """The default EMA decay of a distillation run of ``steps`` steps: 1 - 1 / (steps / 3)."""
-    return max(0.0, 1.0 - 1.0 / max(1.0, EMA_RUN_FRACTION * steps))
+    """The default EMA decay of a distillation run of ``steps`` steps: a horizon of a third of the run
+    (:func:`mfmjt.train_config.short_run_ema_decay`, shared with fine-tuning)."""
+    return short_run_ema_decay(steps)
 
 
 # The training options whose defaults differ for distillation: the recipe the lab

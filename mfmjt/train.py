@@ -70,7 +70,7 @@ from mfmjt.meanflow import (
 from mfmjt.model import MFMJTNetwork
 from mfmjt.model_dir import flat_metadata, save_network
 from mfmjt.resolve import ModelSource, resolve_model
-from mfmjt.train_config import TrainConfig, add_train_arguments
+from mfmjt.train_config import FINETUNE_DEFAULTS, TrainConfig, add_train_arguments, short_run_ema_decay
 from mfmjt.train_state import CHECKPOINT_FORMAT, ExponentialMovingAverage, TrainingState, read_checkpoint
 from mfmjt.validation import validate
 
@@ -274,7 +274,9 @@ def _load_initial_weights(net: MFMJTNetwork, source: str | Path, variant: str | 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """``mfmjt train``'s options as a :class:`TrainConfig`. With ``--init-from``, the architecture
     (variant and network overrides) and the MeanFlow settings the source was trained with (if it
-    records them) are the source's; flags given on the command line override them."""
+    records them) are the source's; from a flow-matching model, MeanFlow fine-tuning instead
+    (:data:`FINETUNE_DEFAULTS`, unless ``--continue-flow-matching``). Flags given on the command line
+    override all of these."""
     values = values_from_args(TrainConfig, args)
     meanflow = values_from_args(MeanFlowConfig, args)
     if values.get("init_from") is not None:
@@ -288,6 +290,17 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
             values["network_overrides"] = {**overrides, **values.get("network_overrides", {})}
         recorded = (source.config.provenance.training or {}).get("meanflow") or {}
         known = {f.name for f in fields(MeanFlowConfig)}
+        if source.objective == "flow_matching" and not getattr(args, "continue_flow_matching", False):
+            # MeanFlow fine-tuning (the lab's choice), not more flow matching: see FINETUNE_DEFAULTS
+            recorded = {k: v for k, v in FINETUNE_DEFAULTS.items() if k in known}
+            for key, value in FINETUNE_DEFAULTS.items():
+                if key not in known:
+                    values.setdefault(key, value)
+            if "guidance_embed" not in values.get("network_overrides", {}):
+                values["network_overrides"] = {**values.get("network_overrides", {}), "guidance_embed": True}
+            if "ema_decay" not in values and "steps" in values:
+                values["ema_decay"] = short_run_ema_decay(values["steps"])
+            logger.info("init_from a flow-matching model: MeanFlow fine-tuning, %s", FINETUNE_DEFAULTS)
         meanflow = {**{k: v for k, v in recorded.items() if k in known}, **meanflow}
         logger.info("init_from %s: %s", values["init_from"], source.describe())
     return TrainConfig(**values, meanflow=MeanFlowConfig(**meanflow))

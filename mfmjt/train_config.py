@@ -30,6 +30,33 @@ TOY_STEPS = 10_000
 TOY_EMA_DECAY = 0.999
 
 
+EMA_RUN_FRACTION = 1 / 3  # short runs from a trained model (fine-tuning, distillation): EMA horizon
+
+
+def short_run_ema_decay(steps: int) -> float:
+    """The EMA decay of a short run from a trained model: a horizon of a third of the run,
+    1 - 1 / (steps / 3), as MMAudio's post-hoc EMA width is a fixed fraction of its run."""
+    return max(0.0, 1.0 - 1.0 / max(1.0, EMA_RUN_FRACTION * steps))
+
+
+# ``mfmjt train --init-from`` a flow-matching model (MMAudio's networks, the lab's teacher): MeanFlow
+# fine-tuning, MeanAudio's route to one step, with the settings the distillation lab chose it with
+# (benchmarks/distill_lab.py, recipe mf_finetune; docs/distillation.md). Every key is an option of
+# ``mfmjt train``; what is given on the command line wins. The EMA decay follows --steps
+# (:func:`short_run_ema_decay`); the network gains a guidance embedding (guidance_embed=true).
+FINETUNE_DEFAULTS: dict[str, Any] = dict(
+    mean_flow_ratio=0.5,
+    one_step_share=0.25,
+    guidance_max=3.0,
+    guidance_unguided_share=0.25,
+    adaptive_loss_power=1.0,
+    all_dropout=0.1,
+    lr=1e-4,
+    warmup_steps=20,
+    lr_decay_at=(),
+)
+
+
 def recipe_defaults(variant: str, steps: int | None = None) -> dict[str, Any]:
     """The variant-dependent defaults: ``steps``, ``bf16`` and ``ema_decay`` (for ``steps``, or
     the recipe's own step count when None)."""

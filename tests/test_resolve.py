@@ -8,6 +8,7 @@ convert, the extraction's feature stacks.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -270,3 +271,35 @@ def test_extraction_feature_stacks_take_model_names(hub_repo):
         assert stack.spec == default.spec and set(stack.files) == set(default.files)
     with pytest.raises(ModelNotFoundError, match="unknown feature stack 'mmaudio-32k'"):
         resolve_feature_stack("mmaudio-32k")
+
+
+def test_train_init_from_a_flow_matching_model_fine_tunes_with_meanflow_by_default(tmp_path):
+    """From a flow-matching model (every MMAudio network, the lab's teacher), ``mfmjt train --init-from``
+    runs the lab's MeanFlow fine-tuning recipe unless told to continue flow matching."""
+    from mfmjt.train_config import FINETUNE_DEFAULTS
+
+    source = tmp_path / "fm"
+    shutil.copytree(default_model_dir(), source)
+    meta = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps({**meta, "objective": "flow_matching"}))
+    assert resolve_model(str(source)).objective == "flow_matching"
+    store = default_sized_store(tmp_path / "store")
+    argv = ["train", "--store", str(store), "--init-from", str(source), "--steps", "6", "--batch-size", "2"]
+    argv += ["--no-progress", "--checkpoint-every", "0"]
+    assert main([*argv, "--out", str(tmp_path / "ft")]) == 0
+    training = read_model_config(tmp_path / "ft" / "final").provenance.training
+    meanflow = training["meanflow"]
+    for key in ("mean_flow_ratio", "one_step_share", "guidance_max", "adaptive_loss_power", "all_dropout"):
+        assert meanflow[key] == FINETUNE_DEFAULTS[key], key
+    assert training["lr"] == 1e-4 and training["warmup_steps"] == 20 and list(training["lr_decay_at"]) == []
+    assert training["ema_decay"] == pytest.approx(1 - 1 / 2)  # a horizon of a third of the 6 steps
+    assert read_model_config(tmp_path / "ft" / "final").network.guidance_embed
+    # a flag still wins, and --continue-flow-matching keeps what the source recorded
+    assert main([*argv, "--out", str(tmp_path / "ft2"), "--mean-flow-ratio", "0.1"]) == 0
+    given = read_model_config(tmp_path / "ft2" / "final").provenance.training
+    assert given["meanflow"]["mean_flow_ratio"] == 0.1
+    assert main([*argv, "--out", str(tmp_path / "fm2"), "--continue-flow-matching"]) == 0
+    kept = read_model_config(tmp_path / "fm2" / "final").provenance.training
+    recorded = resolve_model("default").config.provenance.training
+    assert kept["warmup_steps"] != 20
+    assert all(kept["meanflow"][key] == value for key, value in recorded["meanflow"].items())

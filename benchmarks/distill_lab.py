@@ -1,6 +1,6 @@
 """The distillation lab: one step from a flow-matching teacher trained from scratch, measured.
 
-    python benchmarks/distill_lab.py --out runs/lab --jobs 2   # CPU scale: about 110 min on 2 busy cores
+    python benchmarks/distill_lab.py --out runs/lab --jobs 2   # CPU scale: 74 min on 2 cores
     python benchmarks/distill_lab.py --out runs/lab_gpu --scale gpu --device cuda
     python benchmarks/distill_lab.py --out /tmp/q --scale quick     # a minute: the slow test's run
 

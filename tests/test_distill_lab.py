@@ -68,3 +68,20 @@ def test_the_quick_lab_runs_end_to_end_exports_loadable_models_and_resumes(tmp_p
     assert second.returncode == 0, second.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in cached} == cached  # reused, not remade
     assert "stage teacher" not in second.stderr and "stage student:" not in second.stderr
+
+
+def test_the_lab_fine_tunes_with_the_settings_mfmjt_train_uses_from_a_flow_matching_model(monkeypatch):
+    """The lab's recommended recipe (mf_finetune) and ``mfmjt train --init-from``'s defaults from a
+    flow-matching model (FINETUNE_DEFAULTS) are the same settings."""
+    import importlib.util
+
+    from mfmjt.train_config import FINETUNE_DEFAULTS
+
+    spec = importlib.util.spec_from_file_location("distill_lab", SCRIPT)
+    lab = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "distill_lab", lab)  # its dataclasses look their module up
+    spec.loader.exec_module(lab)
+    recipe = lab.RECIPES["mf_finetune"]
+    used = {**recipe.meanflow, **lab.STUDENT_TRAIN, **recipe.train}
+    for key, value in FINETUNE_DEFAULTS.items():
+        assert tuple(used[key]) == tuple(value) if key == "lr_decay_at" else used[key] == value, key

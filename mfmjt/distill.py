@@ -59,7 +59,7 @@ from mfmjt.meanflow import (
 from mfmjt.model import MFMJTNetwork
 from mfmjt.model.network import GUIDANCE_EMBED_PREFIX
 from mfmjt.resolve import ModelSource, resolve_model
-from mfmjt.train_config import short_run_ema_decay
+from mfmjt.train_config import FINETUNE_DEFAULTS, short_run_ema_decay
 
 logger = logging.getLogger(__name__)
 
@@ -696,17 +696,12 @@ def distill_ema_decay(steps: int) -> float:
 # after warm-up (no step decays: the training default's decays at 62.5 % and 87.5 % of --steps are
 # the paper's 400k-step schedule, and left 200-step runs 125 steps at full rate); the EMA decay, when
 # not given, follows the run length (:func:`distill_ema_decay`).
+# The rest (r≠t ratio, adaptive loss, dropout, learning rate and schedule) is fine-tuning's.
 DISTILL_DEFAULTS: dict[str, Any] = dict(
-    mean_flow_ratio=0.5,
-    one_step_share=0.25,
+    FINETUNE_DEFAULTS,
     guidance_min=4.5,  # one ω, the teacher's multi-step ω (the endpoints' ω)
     guidance_max=4.5,
     guidance_unguided_share=0.0,
-    adaptive_loss_power=1.0,
-    all_dropout=0.1,
-    lr=1e-4,
-    warmup_steps=20,
-    lr_decay_at=(),
     steps=2000,
 )
 

@@ -29,9 +29,11 @@ import os
 import re
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from mfmjt.scoring.extractors._base import run_grouped, to_numpy
 from mfmjt.scoring.extractors._tokenizer import load_tokenizer
 from mfmjt.scoring.extractors._weights import RANDOM, ScoringWeights, build_weights, locate
 
@@ -196,3 +198,16 @@ class ClapExtractorBase:
             tokenizer = load_tokenizer(*self.tokenizer_spec, self._tokenizer_source, self.tokenizer_label)
             self._tokenizer = self.prepare_tokenizer(tokenizer)
         return self._tokenizer
+
+    def tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def audio(self, waveforms: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return run_grouped(waveforms, lambda wav: {"embedding": self.model.audio(wav)}, self.device)
+
+    def text(self, captions: list[str]) -> dict[str, np.ndarray]:
+        if len(captions) == 0:
+            raise ValueError("no captions given")
+        tokens = {k: v.to(self.device) for k, v in self.tokenize(captions).items()}
+        with torch.inference_mode():
+            return to_numpy({"embedding": self.model.text(**tokens)})

@@ -23,12 +23,10 @@ renamed to ``transformers``' ``ClapModel`` (see :mod:`._htsat` for the audio bra
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
 from mfmjt.scoring.extractors import _htsat
-from mfmjt.scoring.extractors._base import run_grouped, to_numpy
 from mfmjt.scoring.extractors._weights import ScoringWeights
 
 WEIGHTS = ScoringWeights(
@@ -103,13 +101,3 @@ class LaionClapExtractor(_htsat.ClapExtractorBase):
             list(captions), padding="max_length", truncation=True, max_length=TEXT_LENGTH, return_tensors="pt"
         )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
-
-    def audio(self, waveforms: list[np.ndarray]) -> dict[str, np.ndarray]:
-        return run_grouped(waveforms, lambda wav: {"embedding": self.model.audio(wav)}, self.device)
-
-    def text(self, captions: list[str]) -> dict[str, np.ndarray]:
-        if len(captions) == 0:
-            raise ValueError("no captions given")
-        tokens = {k: v.to(self.device) for k, v in self.tokenize(captions).items()}
-        with torch.inference_mode():
-            return to_numpy({"embedding": self.model.text(**tokens)})

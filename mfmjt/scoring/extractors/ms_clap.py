@@ -24,13 +24,11 @@ the projections, ``caption_encoder.base.*`` GPT-2's ``GPT2Model`` keys.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mfmjt.scoring.extractors import _htsat
-from mfmjt.scoring.extractors._base import run_grouped, to_numpy
 from mfmjt.scoring.extractors._weights import ScoringWeights
 
 WEIGHTS = ScoringWeights(
@@ -136,13 +134,3 @@ class MsClapExtractor(_htsat.ClapExtractorBase):
             return_tensors="pt",
         )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
-
-    def audio(self, waveforms: list[np.ndarray]) -> dict[str, np.ndarray]:
-        return run_grouped(waveforms, lambda wav: {"embedding": self.model.audio(wav)}, self.device)
-
-    def text(self, captions: list[str]) -> dict[str, np.ndarray]:
-        if len(captions) == 0:
-            raise ValueError("no captions given")
-        tokens = {k: v.to(self.device) for k, v in self.tokenize(captions).items()}
-        with torch.inference_mode():
-            return to_numpy({"embedding": self.model.text(**tokens)})
